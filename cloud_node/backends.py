@@ -1,0 +1,72 @@
+"""Tail backends: what runs the cloud half of a split.
+
+One small protocol, :class:`TailBackend`; the embedded ONNX Runtime backend
+is the default (in-process, no server needed). Triton joins behind the same
+protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+import numpy as np
+import onnxruntime as ort
+
+from edgesplit.bundle import Bundle, Cut
+from edgesplit.errors import BackendError
+from edgesplit.onnxrt import create_session, run_errors
+
+
+class TailBackend(Protocol):
+    """Runs the tail of a cut on a batch and returns the named outputs."""
+
+    name: str
+
+    def infer(self, cut: Cut, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the tail of ``cut`` on ``inputs`` (batch first)."""
+        ...
+
+    def close(self) -> None:
+        """Release sessions and connections."""
+        ...
+
+
+class OnnxRuntimeBackend:
+    """Tails run in-process with ONNX Runtime, one session per cut, loaded up front."""
+
+    name = "onnxruntime"
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        providers: Sequence[str] = ("CPUExecutionProvider",),
+        threads: int = 0,
+    ) -> None:
+        self._sessions: dict[str, ort.InferenceSession] = {
+            cut.id: create_session(bundle.tail_path(cut), providers, threads)
+            for cut in bundle.manifest.cuts
+            if cut.tail is not None
+        }
+        first = next(iter(self._sessions.values()), None)
+        self.provider = first.get_providers()[0] if first else providers[0]
+
+    def infer(self, cut: Cut, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the tail of ``cut``; the input names must match the tail's."""
+        session = self._sessions.get(cut.id)
+        if session is None:
+            raise BackendError(f"no tail loaded for cut {cut.id} (edge-only cuts have none)")
+        expected = {i.name for i in session.get_inputs()}
+        if set(inputs) != expected:
+            raise BackendError(
+                f"cut {cut.id}: tail expects inputs {sorted(expected)}, got {sorted(inputs)}"
+            )
+        try:
+            values = session.run(None, dict(inputs))
+        except run_errors() as exc:
+            raise BackendError(f"cut {cut.id}: tail failed: {exc}") from exc
+        return {o.name: v for o, v in zip(session.get_outputs(), values, strict=True)}
+
+    def close(self) -> None:
+        """Drop the sessions."""
+        self._sessions.clear()

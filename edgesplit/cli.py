@@ -1,0 +1,307 @@
+"""The ``edgesplit`` command line: thin commands that parse, configure and call the library.
+
+A domain error prints one line naming what and where, and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from edgesplit import __version__
+from edgesplit.errors import ConfigError, EdgesplitError
+
+app = typer.Typer(
+    name="edgesplit",
+    help=(
+        "Run one deep neural network across an edge device and the cloud.\n\n"
+        "Start with `edgesplit demo`: it trains the built-in early-exit model, partitions it, "
+        "starts a cloud node and classifies the test set through head -> exit -> ZeroMQ -> tail."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+# Tables stay readable when the output is a file or a CI log.
+console = Console(width=None if sys.stdout.isatty() else 120)
+
+BUNDLE_HELP = "Bundle directory written by `edgesplit partition`."
+CODEC_HELP = "Tensor codec on the wire: raw, fp16 or int8, optionally +lz4 or +zstd."
+CUT_HELP = (
+    "Cut id (see `edgesplit show`), `auto` (the fastest cut at --bandwidth-mbps by the profile) "
+    "or `after-exits` (every exit on the edge, the rest in the cloud)."
+)
+THRESHOLD_HELP = "Early-exit confidence (max softmax) on the calibrated grid; `off` disables exits."
+BANDWIDTH_HELP = "Uplink bandwidth the policy assumes, Mbit/s."
+
+
+def _threshold(value: str) -> float | None:
+    if value.lower() in ("off", "none"):
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise ConfigError(f"--threshold {value}: expected a number like 0.9, or `off`") from None
+
+
+def _shape(value: str | None) -> tuple[int, ...] | None:
+    if not value:
+        return None
+    try:
+        shape = tuple(int(v) for v in value.split(","))
+    except ValueError:
+        raise ConfigError(f"--input-shape {value}: expected integers like 3,224,224") from None
+    if not shape or min(shape) <= 0:
+        raise ConfigError(f"--input-shape {value}: sizes must be positive")
+    return shape
+
+
+def _positive(name: str, value: float) -> float:
+    if not value > 0:
+        raise ConfigError(f"{name} {value}: must be > 0")
+    return value
+
+
+@app.callback()
+def main_options(
+    log_level: Annotated[str, typer.Option(help="Log level: debug, info, warning, error.")] = "warning",
+) -> None:
+    """Global options."""
+    from edgesplit.runs import configure_logging
+
+    configure_logging(log_level)
+
+
+@app.command()
+def version() -> None:
+    """Print the edgesplit version."""
+    console.print(f"edgesplit {__version__}")
+
+
+@app.command()
+def train(
+    epochs: Annotated[int | None, typer.Option(help="Training epochs (default: the built-in setting).")] = None,
+) -> None:
+    """Train the built-in early-exit CNN (cached) and print each exit's test accuracy."""
+    from partitioner.training import DEFAULT_EPOCHS, default_cache_dir, train_branchynet
+
+    with console.status("training the early-exit CNN"):
+        result = train_branchynet(default_cache_dir(), epochs=epochs or DEFAULT_EPOCHS)
+    console.print(f"weights: {result.weights_path} ({'cached' if result.cached else 'trained'}, "
+                  f"{result.train_seconds:.1f} s)")
+    for name, acc in result.accuracy.items():
+        console.print(f"  {name:8s} test accuracy {acc:.4f}")
+
+
+@app.command()
+def partition(
+    model: Annotated[str, typer.Option(help="Zoo name (branchynet, resnet18, ...), package.module:factory, or FILE.onnx.")],
+    out: Annotated[Path, typer.Option(help="Directory to write the bundle to (replaced when complete).")],
+    quick: Annotated[bool, typer.Option(help="Few timing runs: for tests and smoke checks.")] = False,
+    exits: Annotated[str, typer.Option(help="Comma-separated early-exit outputs of an ONNX file.")] = "",
+    input_shape: Annotated[str | None, typer.Option(help="Input shape without batch for a factory returning a bare nn.Module, e.g. 3,224,224.")] = None,
+    providers: Annotated[str, typer.Option(help="ONNX Runtime execution providers in order of preference.")] = "CPUExecutionProvider",
+    threads: Annotated[int, typer.Option(help="ONNX Runtime intra-op threads (0: its default).")] = 0,
+    bandwidth_mbps: Annotated[float, typer.Option(help="Bandwidth for the summary table, Mbit/s.")] = 10.0,
+) -> None:
+    """Find the cuts of a model, profile them here, calibrate exits, write the bundle."""
+    from edgesplit.runs import build_bundle, cut_table
+
+    exit_names = tuple(e for e in exits.split(",") if e)
+    bundle = build_bundle(
+        model, out, quick=quick, exits=exit_names, input_shape=_shape(input_shape),
+        providers=providers.split(","), threads=threads, console=console,
+    )
+    m = bundle.manifest
+    console.print(f"bundle {bundle.root} id={bundle.id[:12]} cuts={len(m.cuts)} segments={len(m.segments)}")
+    console.print(cut_table(m, "int8+lz4" if "int8+lz4" in m.codecs else m.codecs[0], None,
+                            bandwidth_mbps * 1e6, 0.0))
+
+
+@app.command()
+def show(
+    bundle: Annotated[Path, typer.Option(help=BUNDLE_HELP)],
+    codec: Annotated[str, typer.Option(help=CODEC_HELP)] = "int8+lz4",
+    threshold: Annotated[str, typer.Option(help=THRESHOLD_HELP)] = "off",
+    bandwidth_mbps: Annotated[float, typer.Option(help=BANDWIDTH_HELP)] = 10.0,
+    rtt_ms: Annotated[float, typer.Option(help="Round-trip time the policy assumes, ms.")] = 0.0,
+) -> None:
+    """Show a bundle's cuts with sizes and predicted latency at a given link."""
+    from edgesplit.bundle import load_bundle
+    from edgesplit.runs import cut_table
+
+    b = load_bundle(bundle)
+    m = b.manifest
+    console.print(f"bundle {b.root} id={b.id[:12]} model={m.model.name} exits={list(m.model.exits)}")
+    console.print(f"profiled on {m.profiles['edge'].machine.get('cpu')} "
+                  f"({m.profiles['edge'].provider}); samples: {m.sample_source}")
+    console.print(cut_table(m, codec, _threshold(threshold), _positive("--bandwidth-mbps", bandwidth_mbps) * 1e6,
+                            rtt_ms / 1e3))
+
+
+@app.command()
+def cloud(
+    bundle: Annotated[Path, typer.Option(help=BUNDLE_HELP)],
+    bind: Annotated[str, typer.Option(help="ZeroMQ endpoint to bind; tcp://127.0.0.1:* picks a free port.")] = "tcp://127.0.0.1:5555",
+    backend: Annotated[str, typer.Option(help="Tail backend: onnxruntime (embedded).")] = "onnxruntime",
+    threads: Annotated[int, typer.Option(help="ONNX Runtime intra-op threads (0: its default).")] = 0,
+    ready_file: Annotated[Path | None, typer.Option(help="Write the bound endpoint to this file once listening.")] = None,
+) -> None:
+    """Serve a bundle's tails over ZeroMQ until SIGINT or SIGTERM."""
+    from cloud_node.backends import OnnxRuntimeBackend
+    from cloud_node.server import CloudConfig, CloudNode
+    from edgesplit.bundle import load_bundle
+
+    if backend != "onnxruntime":
+        raise ConfigError(f"--backend {backend}: unknown; available: onnxruntime")
+    b = load_bundle(bundle, verify="cloud")
+    node = CloudNode(b, OnnxRuntimeBackend(b, threads=threads), CloudConfig(bind=bind))
+    with node:
+        signal.signal(signal.SIGTERM, lambda *_: node.stop())
+        signal.signal(signal.SIGINT, lambda *_: node.stop())
+        console.print(f"cloud node: bundle {b.id[:12]} ({b.manifest.model.name}), backend "
+                      f"{node.backend.name}, listening on {node.endpoint}")
+        if ready_file is not None:
+            tmp = ready_file.with_suffix(".tmp")
+            tmp.write_text(node.endpoint or "")
+            tmp.replace(ready_file)
+        node.serve_forever()
+    console.print(f"cloud node stopped: {dict(node.counts)}")
+
+
+@app.command()
+def edge(
+    bundle: Annotated[Path, typer.Option(help=BUNDLE_HELP)],
+    connect: Annotated[str | None, typer.Option(help="Cloud node endpoint, e.g. tcp://127.0.0.1:5555; omit to run on the edge alone.")] = None,
+    inputs: Annotated[str, typer.Option(help="`bundle` (the bundle's test set) or a directory of .npy files.")] = "bundle",
+    samples: Annotated[int | None, typer.Option(help="Classify at most this many inputs.")] = None,
+    cut: Annotated[str, typer.Option(help=CUT_HELP)] = "auto",
+    threshold: Annotated[str, typer.Option(help=THRESHOLD_HELP)] = "0.9",
+    codec: Annotated[str, typer.Option(help=CODEC_HELP)] = "int8+lz4",
+    bandwidth_mbps: Annotated[float, typer.Option(help=BANDWIDTH_HELP)] = 10.0,
+    rtt_ms: Annotated[float | None, typer.Option(help="Round-trip time the policy assumes, ms (default: measured by ping).")] = None,
+    timeout_ms: Annotated[float, typer.Option(help="Deadline for the cloud's reply, ms; then the edge finishes locally.")] = 1000.0,
+    results: Annotated[Path | None, typer.Option(help="Write one JSON line per request to this file.")] = None,
+) -> None:
+    """Classify inputs on the edge, offloading the tail to a cloud node."""
+    from edge_node.inputs import load_inputs
+    from edgesplit.bundle import load_bundle
+
+    b = load_bundle(bundle, verify="edge")
+    data = load_inputs(inputs, b, samples)
+    _run_edge_and_report(b, data, connect, cut, _threshold(threshold), codec,
+                         _positive("--bandwidth-mbps", bandwidth_mbps) * 1e6,
+                         None if rtt_ms is None else rtt_ms / 1e3,
+                         _positive("--timeout-ms", timeout_ms) / 1e3, results)
+
+
+def _run_edge_and_report(b, data, connect, cut, threshold, codec, bandwidth_bps, rtt_s, timeout_s, results):
+    from edge_node.node import EdgeConfig, EdgeNode
+    from edge_node.transport import CloudClient
+    from edgesplit.runs import choose_decision, cut_table, run_edge, summary_table
+    from offload_policy import Decision, FixedPolicy
+
+    m = b.manifest
+    client = CloudClient(connect) if connect else None
+    try:
+        config = EdgeConfig(timeout_s=timeout_s, bandwidth_bps=bandwidth_bps, rtt_s=rtt_s)
+        node = EdgeNode(b, FixedPolicy(Decision(m.edge_only.id, threshold, codec), m.edge_only.id),
+                        client, config)
+        if client is not None:
+            backend = node.check_cloud()
+            console.print(f"paired with cloud {connect} (backend {backend}, bundle {b.id[:12]}, "
+                          f"ping {node.measured_rtt_s * 1e3:.3f} ms)")
+        rtt_s = node.observe(0.0).rtt_s
+        decision = choose_decision(m, cut, codec, threshold, bandwidth_bps, rtt_s)
+        node.policy = FixedPolicy(decision, m.edge_only.id)
+        console.print(cut_table(m, codec, threshold, bandwidth_bps, rtt_s, chosen=decision.cut))
+        node.runner.warm([m.cut(decision.cut), m.edge_only])
+        outcomes, summary = run_edge(node, data, console)
+    finally:
+        if client is not None:
+            client.close()
+    console.print(summary_table(summary, decision, m, bandwidth_bps, rtt_s))
+    if results is not None:
+        with results.open("w", encoding="utf-8") as fh:
+            for i, o in enumerate(outcomes):
+                row = asdict(o)
+                row["prediction"] = o.prediction.tolist()
+                row["label"] = None if data.labels is None else int(data.labels[i])
+                fh.write(json.dumps(row) + "\n")
+        console.print(f"per-request results: {results}")
+    return summary
+
+
+@app.command()
+def demo(
+    samples: Annotated[int, typer.Option(help="Test-set inputs to classify.")] = 2000,
+    cut: Annotated[str, typer.Option(help=CUT_HELP)] = "after-exits",
+    threshold: Annotated[str, typer.Option(help=THRESHOLD_HELP)] = "0.9",
+    codec: Annotated[str, typer.Option(help=CODEC_HELP)] = "int8+lz4",
+    bandwidth_mbps: Annotated[float, typer.Option(help=BANDWIDTH_HELP)] = 2.0,
+    bundle: Annotated[Path | None, typer.Option(help="Where to keep the demo bundle (default: in the cache).")] = None,
+    rebuild: Annotated[bool, typer.Option(help="Partition again even if the bundle exists.")] = False,
+    results: Annotated[Path | None, typer.Option(help="Write one JSON line per request to this file.")] = None,
+) -> None:
+    """Train, partition, start a cloud node process, and classify the test set end to end.
+
+    Everything runs on this machine with the embedded ONNX Runtime backend on
+    loopback. By default the model is split where its deepest exit branches off,
+    so the exits answer easy inputs on the edge and the rest is offloaded; the
+    table shows what the profile predicts for every cut at --bandwidth-mbps.
+    """
+    from edge_node.inputs import load_inputs
+    from edgesplit.bundle import load_bundle
+    from edgesplit.runs import build_bundle, start_cloud_process, stop_process
+    from partitioner.training import DEFAULT_EPOCHS, TrainConfig, default_cache_dir
+
+    started = time.perf_counter()
+    key = TrainConfig(epochs=DEFAULT_EPOCHS).cache_key()
+    path = bundle or default_cache_dir() / "bundles" / f"branchynet-{key}-v{__version__}"
+    console.rule("1/3 bundle")
+    loaded = None
+    if not rebuild and (path / "manifest.json").is_file():
+        try:
+            loaded = load_bundle(path)
+            console.print(f"reusing bundle {path} (id {loaded.id[:12]}; --rebuild to partition again)")
+        except EdgesplitError as exc:
+            console.print(f"rebuilding bundle: {exc}")
+    if loaded is None:
+        loaded = build_bundle("branchynet", path, quick=False, console=console)
+    console.rule("2/3 cloud node")
+    with tempfile.TemporaryDirectory(prefix="edgesplit-demo-") as tmp:
+        log_path = Path(tmp) / "cloud.log"
+        proc, endpoint = start_cloud_process(path, "tcp://127.0.0.1:*", log_path)
+        console.print(f"cloud node pid {proc.pid} listening on {endpoint} (embedded ONNX Runtime)")
+        try:
+            console.rule("3/3 edge node")
+            data = load_inputs("bundle", loaded, samples)
+            console.print(f"inputs: {data.source}")
+            _run_edge_and_report(loaded, data, endpoint, cut, _threshold(threshold), codec,
+                                 _positive("--bandwidth-mbps", bandwidth_mbps) * 1e6, None, 1.0, results)
+        finally:
+            code = stop_process(proc)
+            console.print(f"cloud node stopped (exit code {code})")
+    console.print(f"demo wall time {time.perf_counter() - started:.1f} s")
+
+
+def main() -> None:
+    """Entry point: run the app; a domain error prints one line and exits 1."""
+    try:
+        app()
+    except EdgesplitError as exc:
+        Console(stderr=True).print(f"[red]edgesplit: error:[/red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

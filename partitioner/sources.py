@@ -1,0 +1,137 @@
+"""Turn what the user names (a zoo model, a factory, an ONNX file) into a source to partition."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnx
+from google.protobuf.message import DecodeError
+
+from edgesplit.errors import ModelError
+from partitioner.partition import SourceModel
+
+#: Held-out samples used to measure activation sizes when a model has no data set.
+RANDOM_SAMPLES = 32
+
+
+def _safe_name(name: str) -> str:
+    """A name fit for Triton model directories: letters, digits, ``-`` and ``_``."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_") or "model"
+
+
+def _random_samples(shape: Sequence[int], n: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, *shape), dtype=np.float32)
+
+
+def onnx_source(
+    path: Path, exits: Sequence[str] = (), output: str | None = None, seed: int = 0
+) -> SourceModel:
+    """A user's ONNX file; every non-batch input dimension must be fixed.
+
+    Raises:
+        ModelError: the file does not load, has several inputs, unpinned
+            dynamic dimensions, or unknown output names.
+    """
+    if not path.is_file():
+        raise ModelError(f"{path}: no such ONNX file")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+        onnx.checker.check_model(model)
+    except (OSError, ValueError, DecodeError, onnx.checker.ValidationError) as exc:
+        raise ModelError(f"{path}: not a valid ONNX model: {exc}") from exc
+    initializers = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in initializers]
+    if len(inputs) != 1:
+        raise ModelError(f"{path}: has {len(inputs)} inputs; edgesplit splits single-input models")
+    dims = inputs[0].type.tensor_type.shape.dim
+    shape = []
+    for i, dim in enumerate(dims[1:], start=1):
+        if not dim.HasField("dim_value") or dim.dim_value <= 0:
+            raise ModelError(
+                f"{path}: input {inputs[0].name!r} dimension {i} is dynamic "
+                f"({dim.dim_param or '?'}); re-export with a fixed size (only the batch may vary)"
+            )
+        shape.append(dim.dim_value)
+    outputs = [o.name for o in model.graph.output]
+    unknown = [e for e in exits if e not in outputs]
+    if unknown:
+        raise ModelError(f"{path}: exits {unknown} are not outputs; outputs are {outputs}")
+    final = output or next((o for o in outputs if o not in exits), None)
+    if final is None or final not in outputs:
+        raise ModelError(f"{path}: no final output among {outputs} (exits: {list(exits)})")
+    return SourceModel(
+        name=_safe_name(path.stem),
+        onnx_path=path,
+        output=final,
+        exits=tuple(exits),
+        input_shape=tuple(shape),
+        samples=_random_samples(shape, RANDOM_SAMPLES, seed),
+        labels=None,
+        sample_source=f"random normal inputs (seed {seed}, {RANDOM_SAMPLES} samples)",
+    )
+
+
+def torch_source(
+    ref: str,
+    workdir: Path,
+    *,
+    input_shape: tuple[int, ...] | None = None,
+    calibration_samples: int | None = None,
+    test_samples: int | None = None,
+    seed: int = 0,
+) -> SourceModel:
+    """A zoo model or ``package.module:factory``, exported to ONNX in ``workdir``.
+
+    The built-in early-exit model comes with its held-out data: the validation
+    split calibrates the exits, the test split ships in the bundle.
+    """
+    from partitioner.datasets import load_digits_task
+    from partitioner.export import export_onnx, resolve_model
+
+    spec = resolve_model(ref, input_shape)
+    name = _safe_name(spec.name)
+    path = export_onnx(spec, workdir / f"{name}.onnx")
+    test_set = None
+    if spec.name.startswith("branchynet"):
+        val = load_digits_task("val", calibration_samples, seed=seed)
+        test = load_digits_task("test", test_samples, seed=seed)
+        samples, labels = val.images, val.labels
+        source = f"digits task, validation split ({len(val)} samples, seed {seed})"
+        test_set = (test.images, test.labels)
+    else:
+        samples = _random_samples(spec.input_shape, RANDOM_SAMPLES, seed)
+        labels = None
+        source = f"random normal inputs (seed {seed}, {RANDOM_SAMPLES} samples)"
+    return SourceModel(
+        name=name,
+        onnx_path=path,
+        output=spec.output_names[0],
+        exits=tuple(spec.exit_names),
+        input_shape=tuple(spec.input_shape),
+        samples=samples,
+        labels=labels,
+        sample_source=source,
+        class_names=spec.class_names,
+        test_set=test_set,
+    )
+
+
+def load_source(
+    ref: str,
+    workdir: Path,
+    *,
+    exits: Sequence[str] = (),
+    input_shape: tuple[int, ...] | None = None,
+    calibration_samples: int | None = None,
+    test_samples: int | None = None,
+) -> SourceModel:
+    """Resolve ``ref``: an ``.onnx`` path, a zoo name, or ``package.module:factory``."""
+    if ref.endswith(".onnx") or Path(ref).is_file():
+        return onnx_source(Path(ref), exits)
+    return torch_source(
+        ref, workdir, input_shape=input_shape,
+        calibration_samples=calibration_samples, test_samples=test_samples,
+    )

@@ -1,0 +1,62 @@
+"""The public surface of ``wire``: exactly these names, and no heavy imports."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import wire
+
+EXPECTED = {
+    "ALLOWED_DTYPES",
+    "ALL_CODECS",
+    "Codec",
+    "DEFAULT_CODEC",
+    "KINDS",
+    "Limits",
+    "Message",
+    "PROTOCOL_VERSION",
+    "SUPPORTED_CODECS",
+    "TensorMeta",
+    "decode_message",
+    "decode_tensor",
+    "encode_message",
+    "encode_tensor",
+    "error_code",
+    "parse_codec",
+}
+
+
+def test_all_lists_exactly_the_public_api() -> None:
+    assert set(wire.__all__) == EXPECTED
+    assert len(wire.__all__) == len(EXPECTED)  # no duplicates
+
+
+def test_every_exported_name_exists_and_is_defined_in_wire() -> None:
+    for name in wire.__all__:
+        member = getattr(wire, name)
+        module = getattr(member, "__module__", None)
+        if callable(member):  # functions and classes, not the constants
+            assert module is not None and module.startswith("wire."), (name, module)
+
+
+def test_no_public_name_left_out_of_all() -> None:
+    public = {
+        name
+        for name, member in vars(wire).items()
+        if not name.startswith("_") and getattr(member, "__module__", "").startswith("wire.")
+    }
+    assert public <= set(wire.__all__)
+
+
+def test_wire_imports_neither_torch_nor_zmq_nor_other_edgesplit_packages() -> None:
+    code = (
+        "import sys, wire\n"
+        "ours = ('edgesplit', 'partitioner', 'offload_policy', 'edge_node', 'cloud_node')\n"
+        "mods = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'zmq', *ours))\n"
+        "print(' '.join(mods))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.split() == ["edgesplit", "edgesplit.errors"]
