@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 
 from edgesplit import __version__
-from edgesplit.errors import ConfigError, EdgesplitError
+from edgesplit.errors import ConfigError, EdgesplitError, TransportError
 
 app = typer.Typer(
     name="edgesplit",
@@ -217,9 +217,15 @@ def _run_edge_and_report(b, data, connect, cut, threshold, codec, bandwidth_bps,
         node = EdgeNode(b, FixedPolicy(Decision(m.edge_only.id, threshold, codec), m.edge_only.id),
                         client, config)
         if client is not None:
-            backend = node.check_cloud()
-            console.print(f"paired with cloud {connect} (backend {backend}, bundle {b.id[:12]}, "
-                          f"ping {node.measured_rtt_s * 1e3:.3f} ms)")
+            try:
+                backend = node.check_cloud()
+            except TransportError as exc:
+                # Serve anyway: requests run locally until the cloud answers a probe.
+                node.health.failed(time.monotonic())
+                console.print(f"[yellow]warning:[/yellow] {exc}; answering on the edge and probing")
+            else:
+                console.print(f"paired with cloud {connect} (backend {backend}, bundle {b.id[:12]}, "
+                              f"ping {node.measured_rtt_s * 1e3:.3f} ms)")
         rtt_s = node.observe(0.0).rtt_s
         decision = choose_decision(m, cut, codec, threshold, bandwidth_bps, rtt_s)
         node.policy = FixedPolicy(decision, m.edge_only.id)

@@ -8,7 +8,7 @@ search and the reports read. Every input and output gets a dynamic ``batch`` axi
 from __future__ import annotations
 
 import os
-import tempfile
+import uuid
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -58,9 +58,7 @@ def atomic_output(path: Path) -> Iterator[Path]:
     The temporary file is removed if the block raises.
     """
     path = Path(path)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(name)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")  # created by the writer
     try:
         yield tmp
         os.replace(tmp, path)

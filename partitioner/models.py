@@ -167,7 +167,7 @@ def _trained_branchynet(seed: int) -> ModelSpec:
     from partitioner.training import default_cache_dir, train_branchynet
 
     result = train_branchynet(default_cache_dir(), seed=seed)
-    module = EarlyExitCNN(num_classes=len(CLASS_NAMES))
+    module = new_branchynet(seed)
     module.load_state_dict(torch.load(result.weights_path, map_location="cpu", weights_only=True))
     return branchynet_spec(module)
 
@@ -256,14 +256,16 @@ def load_factory(spec: str, input_shape: tuple[int, ...] | None = None) -> Model
         )
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
+    except (ImportError, SyntaxError) as exc:
         raise ModelError(
             f"model factory {spec!r}: cannot import module {module_name!r} ({exc}); "
             "check that it is installed or on PYTHONPATH"
         ) from exc
     factory = getattr(module, attr, None)
     if factory is None:
-        raise ModelError(f"model factory {spec!r}: module {module_name!r} has no attribute {attr!r}")
+        raise ModelError(
+            f"model factory {spec!r}: module {module_name!r} has no attribute {attr!r}"
+        )
     if not callable(factory):
         raise ModelError(
             f"model factory {spec!r}: {attr!r} is a {type(factory).__name__}, not callable"

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgesplit.errors import ModelError
 from partitioner.datasets import DATASET_VERSION, Split, load_digits_task
 from partitioner.export import atomic_output
 from partitioner.models import BRANCHYNET_OUTPUTS, EarlyExitCNN, new_branchynet
@@ -63,7 +64,7 @@ class TrainConfig:
         """Short sha256 of this config, the architecture and the versions."""
         payload = {
             "config": asdict(self),
-            "architecture": repr(EarlyExitCNN()),
+            "architecture": repr(new_branchynet()),
             "training_version": TRAINING_VERSION,
             "dataset_version": DATASET_VERSION,
         }
@@ -119,6 +120,9 @@ def train_branchynet(
 
     Returns:
         The weights path, per-output test accuracy and training time.
+
+    Raises:
+        ModelError: If ``cache_dir`` cannot be created or written.
     """
     config = TrainConfig(epochs=epochs, seed=seed, n_train=n_train)
     key = config.cache_key()
@@ -128,15 +132,16 @@ def train_branchynet(
     if hit is not None:
         return hit
 
+    try:
+        weights_path.parent.mkdir(parents=True, exist_ok=True)  # fail before training
+    except OSError as exc:
+        raise _unwritable(weights_path, exc) from exc
     start = time.perf_counter()
     with _deterministic_torch(config.threads):
         model = _fit(config, progress)
         accuracy = evaluate(model, load_digits_task("test", seed=seed))
     train_seconds = time.perf_counter() - start
 
-    weights_path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_output(weights_path) as tmp:
-        torch.save(model.state_dict(), tmp)
     sidecar = {
         "key": key,
         "accuracy": accuracy,
@@ -145,8 +150,13 @@ def train_branchynet(
         "training_version": TRAINING_VERSION,
         "dataset_version": DATASET_VERSION,
     }
-    with atomic_output(sidecar_path) as tmp:
-        tmp.write_text(json.dumps(sidecar, indent=2, sort_keys=True) + "\n")
+    try:
+        with atomic_output(weights_path) as tmp:
+            torch.save(model.state_dict(), tmp)
+        with atomic_output(sidecar_path) as tmp:
+            tmp.write_text(json.dumps(sidecar, indent=2, sort_keys=True) + "\n")
+    except OSError as exc:
+        raise _unwritable(weights_path, exc) from exc
     return TrainResult(weights_path, accuracy, train_seconds, cached=False, config=config)
 
 
@@ -231,6 +241,13 @@ def _read_cache(weights_path: Path, sidecar_path: Path, config: TrainConfig) -> 
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None  # a damaged sidecar is rebuilt by training again
     return TrainResult(weights_path, accuracy, train_seconds, cached=True, config=config)
+
+
+def _unwritable(weights_path: Path, exc: OSError) -> ModelError:
+    return ModelError(
+        f"cannot write trained weights to {weights_path}: {exc}; "
+        "set EDGESPLIT_CACHE to a writable folder"
+    )
 
 
 @contextmanager

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pytest
@@ -20,7 +20,7 @@ from partitioner.datasets import (
 N_DIGITS = 1797  # images in sklearn's bundled digits
 
 
-@lru_cache(maxsize=None)
+@cache
 def _split(name: str, n: int, seed: int = 0) -> Split:
     return load_digits_task(name, n=n, seed=seed)  # type: ignore[arg-type]
 

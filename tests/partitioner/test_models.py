@@ -22,7 +22,7 @@ from partitioner.models import (
     build_model,
     load_factory,
 )
-from partitioner.training import TrainResult, evaluate, train_branchynet
+from partitioner.training import TrainResult, default_cache_dir, evaluate, train_branchynet
 
 FACTORIES = "tests.partitioner.factories"
 BIG = pytest.mark.slow
@@ -179,7 +179,9 @@ def branchynet_onnx(tmp_path_factory: pytest.TempPathFactory) -> tuple[ModelSpec
     return spec, export_onnx(spec, tmp_path_factory.mktemp("onnx") / "branchynet.onnx")
 
 
-def test_export_has_named_outputs_and_dynamic_batch(branchynet_onnx: tuple[ModelSpec, Path]) -> None:
+def test_export_has_named_outputs_and_dynamic_batch(
+    branchynet_onnx: tuple[ModelSpec, Path],
+) -> None:
     _, path = branchynet_onnx
     graph = onnx.load(str(path)).graph
     assert [i.name for i in graph.input] == ["input"]
@@ -284,12 +286,28 @@ def test_other_config_gets_another_cache_key(tmp_path: Path) -> None:
     assert TrainConfig(epochs=2).cache_key() == TrainConfig(epochs=2).cache_key()
 
 
-@BIG
-def test_build_trained_branchynet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unwritable_cache_fails_before_training(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(ModelError, match="set EDGESPLIT_CACHE to a writable folder"):
+        train_branchynet(blocker / "cache", **SMALL)
+
+
+def test_default_cache_dir_reads_the_environment(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EDGESPLIT_CACHE", str(tmp_path))
+    assert default_cache_dir() == tmp_path
+    monkeypatch.delenv("EDGESPLIT_CACHE")
+    assert default_cache_dir() == Path.home() / ".cache" / "edgesplit"
+
+
+@BIG
+def test_build_trained_branchynet() -> None:
+    # Shares the user cache with the suite's branchynet bundle fixture: trains once.
     spec = build_model("branchynet")
-    (weights,) = tmp_path.glob("branchynet-*.pt")
-    accuracy = json.loads(weights.with_suffix(".json").read_text())["accuracy"]
+    result = train_branchynet(default_cache_dir())
+    assert result.cached
+    accuracy = result.accuracy
     assert evaluate(spec.module, load_digits_task("test")) == accuracy
     assert accuracy["exit_1"] < accuracy["exit_2"] < accuracy["logits"]
     assert accuracy["logits"] >= 0.9

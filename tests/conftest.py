@@ -1,0 +1,68 @@
+"""Fixtures shared across the suite: bundles partitioned once, real cloud nodes on loopback."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cloud_node.backends import OnnxRuntimeBackend
+from cloud_node.server import CloudConfig, CloudNode
+from edgesplit.bundle import Bundle
+
+
+def _partition(model: str, out: Path, **kwargs: object) -> Bundle:
+    from partitioner.partition import PartitionConfig, partition
+    from partitioner.profiling import Repetitions
+    from partitioner.sources import load_source
+
+    source = load_source(model, out.parent, **kwargs)  # type: ignore[arg-type]
+    return partition(source, out, PartitionConfig(reps=Repetitions.quick(), size_samples=8))
+
+
+@pytest.fixture(scope="session")
+def untrained_bundle(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
+    """The early-exit architecture with random weights: fast, no training."""
+    root = tmp_path_factory.mktemp("untrained")
+    return _partition("branchynet-untrained", root / "bundle", calibration_samples=400, test_samples=100)
+
+
+@pytest.fixture(scope="session")
+def branchynet_bundle(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
+    """The built-in trained early-exit model (trains once into the user cache if needed)."""
+    root = tmp_path_factory.mktemp("branchynet")
+    return _partition("branchynet", root / "bundle", calibration_samples=1000, test_samples=400)
+
+
+@pytest.fixture(scope="session")
+def resnet18_bundle(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
+    """ResNet18 (random weights), every cut extracted and profiled quickly."""
+    root = tmp_path_factory.mktemp("resnet18")
+    return _partition("resnet18", root / "bundle")
+
+
+class RunningCloud:
+    """A cloud node serving in a background thread of the test process."""
+
+    def __init__(self, bundle: Bundle, bind: str = "tcp://127.0.0.1:*") -> None:
+        self.node = CloudNode(bundle, OnnxRuntimeBackend(bundle, threads=1), CloudConfig(bind=bind))
+        self.node.__enter__()
+        self.endpoint = self.node.endpoint or ""
+        self._thread = threading.Thread(target=self.node.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.node.stop()
+        self._thread.join(timeout=10)
+        assert not self._thread.is_alive(), "cloud node thread did not stop"
+        self.node.__exit__(None, None, None)
+
+
+@pytest.fixture
+def cloud(untrained_bundle: Bundle) -> Iterator[RunningCloud]:
+    """A real cloud node on a random loopback TCP port, stopped after the test."""
+    running = RunningCloud(untrained_bundle)
+    yield running
+    running.stop()

@@ -1,0 +1,125 @@
+"""Bundles are self-describing and tamper-evident: every bad one gets an error naming file and field."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from edgesplit.bundle import MANIFEST, Bundle, compute_bundle_id, load_bundle, manifest_from_dict
+from edgesplit.errors import BundleError, ModelError
+
+
+@pytest.fixture
+def copy(untrained_bundle: Bundle, tmp_path: Path) -> Path:
+    target = tmp_path / "bundle"
+    shutil.copytree(untrained_bundle.root, target)
+    return target
+
+
+def _edit_manifest(root: Path, edit) -> None:
+    path = root / MANIFEST
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+
+
+def test_round_trip_keeps_every_field(untrained_bundle: Bundle) -> None:
+    manifest = untrained_bundle.manifest
+    again = manifest_from_dict(json.loads((untrained_bundle.root / MANIFEST).read_text()), Path("m"))
+    assert again == manifest
+    assert compute_bundle_id(again) == manifest.bundle_id
+
+
+def test_layout_is_a_triton_repository(untrained_bundle: Bundle) -> None:
+    root = untrained_bundle.root
+    for cut in untrained_bundle.manifest.cuts:
+        if cut.tail is None:
+            continue
+        model_dir = root / "cloud" / cut.tail
+        assert (model_dir / "1" / "model.onnx").is_file()
+        config = (model_dir / "config.pbtxt").read_text()
+        assert f'name: "{cut.tail}"' in config
+        assert "dynamic_batching" in config and "max_batch_size: 16" in config
+        assert f'name: "{cut.name}"' in config
+        assert f"dims: [ {', '.join(map(str, cut.shape))} ]" in config
+    assert sorted(p.name for p in (root / "edge").iterdir()) == sorted(
+        Path(s.file).name for s in untrained_bundle.manifest.segments.values()
+    )
+
+
+def test_every_file_is_hashed(untrained_bundle: Bundle) -> None:
+    on_disk = {str(p.relative_to(untrained_bundle.root)) for p in untrained_bundle.root.rglob("*")
+               if p.is_file() and p.name != MANIFEST}
+    assert on_disk == set(untrained_bundle.manifest.files)
+
+
+def test_tampered_segment_is_refused_on_the_edge_only(copy: Path) -> None:
+    segment = next((copy / "edge").iterdir())
+    segment.write_bytes(segment.read_bytes() + b"\0")
+    with pytest.raises(BundleError, match=f"sha256 of edge/{segment.name} does not match"):
+        load_bundle(copy, verify="edge")
+    load_bundle(copy, verify="cloud")  # the cloud does not hold that file
+
+
+def test_tampered_tail_is_refused_on_the_cloud(copy: Path) -> None:
+    tail = next((copy / "cloud").iterdir()) / "1" / "model.onnx"
+    tail.write_bytes(b"not onnx")
+    with pytest.raises(BundleError, match="re-run `edgesplit partition`"):
+        load_bundle(copy, verify="cloud")
+
+
+def test_missing_file_is_named(copy: Path) -> None:
+    victim = next((copy / "edge").iterdir())
+    victim.unlink()
+    with pytest.raises(BundleError, match=f"file edge/{victim.name} listed in manifest.json is missing"):
+        load_bundle(copy)
+
+
+def test_edited_manifest_changes_the_id(copy: Path) -> None:
+    _edit_manifest(copy, lambda d: d["cuts"][1].update(raw_bytes=1))
+    with pytest.raises(BundleError, match="bundle_id does not match"):
+        load_bundle(copy)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d.update(format_version=99), "version=99"),
+        (lambda d: d["cuts"][1].pop("head"), r"cuts\[1\]: missing field 'head'"),
+        (lambda d: d["cuts"][2].update(index="two"), r"cuts\[2\].index: expected int"),
+        (lambda d: d["cuts"][1].update(kind="middle"), "expected input, inner or output"),
+        (lambda d: d["cuts"][1].update(head=["nope"]), "unknown segment 'nope'"),
+        (lambda d: d["calibration"].update(rate=[[0.5]]), "calibration.rate: expected"),
+    ],
+)
+def test_malformed_manifest_names_the_field(copy: Path, edit, message: str) -> None:
+    _edit_manifest(copy, edit)
+    with pytest.raises(BundleError, match=message):
+        load_bundle(copy)
+
+
+def test_not_json_and_not_a_bundle(tmp_path: Path) -> None:
+    with pytest.raises(BundleError, match="no such bundle directory"):
+        load_bundle(tmp_path / "absent")
+    with pytest.raises(BundleError, match="manifest.json: missing"):
+        load_bundle(tmp_path)
+    (tmp_path / MANIFEST).write_text("{not json")
+    with pytest.raises(BundleError, match="cannot be read as JSON"):
+        load_bundle(tmp_path)
+
+
+def test_partition_replaces_a_bundle_only_when_complete(untrained_bundle: Bundle, tmp_path: Path) -> None:
+    from partitioner.partition import PartitionConfig, partition
+    from partitioner.profiling import Repetitions
+    from partitioner.sources import load_source
+
+    target = tmp_path / "bundle"
+    shutil.copytree(untrained_bundle.root, target)
+    broken = load_source("branchynet-untrained", tmp_path, calibration_samples=50, test_samples=10)
+    broken = type(broken)(**{**broken.__dict__, "output": "no_such_output"})
+    with pytest.raises(ModelError, match="no_such_output"):
+        partition(broken, target, PartitionConfig(reps=Repetitions.quick()))
+    assert load_bundle(target).id == untrained_bundle.id  # the old bundle still serves

@@ -1,0 +1,79 @@
+"""Dependencies point one way (DESIGN.md): checked on the source and on a real interpreter."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+OURS = {"edgesplit", "wire", "offload_policy", "partitioner", "edge_node", "cloud_node", "experiments"}
+HEAVY = {"torch", "torchvision", "sklearn", "scipy", "onnx"}
+
+# package -> modules of ours it may import (prefixes)
+ALLOWED = {
+    "wire": {"wire", "edgesplit.errors"},
+    "offload_policy": {"offload_policy", "edgesplit.errors", "edgesplit.bundle"},
+    "edge_node": {"edge_node", "wire", "offload_policy", "edgesplit.errors", "edgesplit.bundle", "edgesplit.onnxrt"},
+    "cloud_node": {"cloud_node", "wire", "edgesplit.errors", "edgesplit.bundle", "edgesplit.onnxrt"},
+}
+ROOT_MODULES = {"edgesplit/errors.py": set(), "edgesplit/bundle.py": {"edgesplit.errors"},
+                "edgesplit/onnxrt.py": {"edgesplit.errors"}}
+
+
+def _imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def _violations(files: list[Path], allowed: set[str]) -> list[str]:
+    found = []
+    for path in files:
+        for name in _imports(path):
+            top = name.split(".")[0]
+            if top in HEAVY:
+                found.append(f"{path.relative_to(ROOT)} imports {name}")
+            elif top in OURS and not any(name == a or name.startswith(a + ".") for a in allowed):
+                found.append(f"{path.relative_to(ROOT)} imports {name}")
+    return found
+
+
+@pytest.mark.parametrize("package", sorted(ALLOWED))
+def test_runtime_packages_import_only_what_design_allows(package: str) -> None:
+    files = sorted((ROOT / package).rglob("*.py"))
+    assert files
+    assert _violations(files, ALLOWED[package]) == []
+
+
+def test_root_modules_are_leaves() -> None:
+    for rel, allowed in ROOT_MODULES.items():
+        assert _violations([ROOT / rel], allowed) == [], rel
+
+
+def test_runtimes_load_no_framework_in_a_real_interpreter() -> None:
+    code = (
+        "import sys, wire, offload_policy, edgesplit.bundle, edgesplit.runs, edgesplit.cli;"
+        "import edge_node.node, edge_node.inputs, cloud_node.server, cloud_node.backends;"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in %r))" % sorted(HEAVY)
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_public_surfaces_are_exported() -> None:
+    import edgesplit
+    import offload_policy
+
+    for module in (edgesplit, offload_policy):
+        assert sorted(module.__all__) == sorted(set(module.__all__))
+        for name in module.__all__:
+            assert hasattr(module, name), f"{module.__name__}.{name}"
+    assert issubclass(edgesplit.WireError, edgesplit.EdgesplitError)
