@@ -78,12 +78,20 @@ class CloudNode:
         except zmq.ZMQError as exc:
             sock.close()
             self._context.term()
-            hint = "; pick another --bind port or stop the process using it" if exc.errno == zmq.EADDRINUSE else ""
+            hint = (
+                "; pick another --bind port or stop the process using it"
+                if exc.errno == zmq.EADDRINUSE
+                else ""
+            )
             raise TransportError(f"cannot bind {self.config.bind}: {exc.strerror}{hint}") from exc
         self._socket = sock
         self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
-        log.info("cloud node listening endpoint=%s bundle=%s backend=%s",
-                 self.endpoint, self.bundle.id[:12], self.backend.name)
+        log.info(
+            "cloud node listening endpoint=%s bundle=%s backend=%s",
+            self.endpoint,
+            self.bundle.id[:12],
+            self.backend.name,
+        )
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -127,19 +135,24 @@ class CloudNode:
         if message.kind == "ping":
             self.counts["ping"] += 1
             return wire.encode_message(
-                "pong", message.request_id,
+                "pong",
+                message.request_id,
                 meta={"bundle": self.bundle.id, "backend": self.backend.name},
             )
         try:
             if message.kind != "infer":
-                raise RequestRejected("kind", f"kind={message.kind!r}: the cloud node serves infer and ping")
+                raise RequestRejected(
+                    "kind", f"kind={message.kind!r}: the cloud node serves infer and ping"
+                )
             cut = self._check(message, arrays)
             started = time.perf_counter()
             outputs = self.backend.infer(cut, arrays)
             finished = time.perf_counter()
         except RequestRejected as exc:
             self.counts[f"error_{exc.code}"] += 1
-            log.warning("rejected request id=%d code=%s error=%s", message.request_id, exc.code, exc)
+            log.warning(
+                "rejected request id=%d code=%s error=%s", message.request_id, exc.code, exc
+            )
             return wire.encode_message(
                 "error", message.request_id, meta={"code": exc.code, "message": str(exc)[:900]}
             )
@@ -173,7 +186,9 @@ class CloudNode:
         except BundleError as exc:
             raise RequestRejected("unknown_cut", str(exc)) from exc
         if cut.tail is None:
-            raise RequestRejected("unknown_cut", f"cut {cut.id} is edge-only: the cloud has no tail for it")
+            raise RequestRejected(
+                "unknown_cut", f"cut {cut.id} is edge-only: the cloud has no tail for it"
+            )
         if set(arrays) != {cut.name}:
             raise RequestRejected(
                 "shape", f"cut {cut.id} takes one tensor named {cut.name!r}, got {sorted(arrays)}"
@@ -181,10 +196,15 @@ class CloudNode:
         value = arrays[cut.name]
         if value.ndim != len(cut.shape) + 1 or tuple(value.shape[1:]) != cut.shape:
             raise RequestRejected(
-                "shape", f"cut {cut.id}: tensor shape {value.shape} does not match (batch, *{cut.shape})"
+                "shape",
+                f"cut {cut.id}: tensor shape {value.shape} does not match (batch, *{cut.shape})",
             )
         if not 1 <= value.shape[0] <= self.config.max_batch:
-            raise RequestRejected("shape", f"batch={value.shape[0]} outside 1..{self.config.max_batch}")
+            raise RequestRejected(
+                "shape", f"batch={value.shape[0]} outside 1..{self.config.max_batch}"
+            )
         if value.dtype != np.dtype(cut.dtype):
-            raise RequestRejected("shape", f"cut {cut.id}: dtype {value.dtype}, expected {cut.dtype}")
+            raise RequestRejected(
+                "shape", f"cut {cut.id}: dtype {value.dtype}, expected {cut.dtype}"
+            )
         return cut

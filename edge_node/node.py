@@ -157,7 +157,9 @@ class EdgeNode:
         decision, self._state = self.policy.decide(self.observe(now), self._state, now)
         manifest = self.bundle.manifest
         cut = manifest.cut(decision.cut)
-        head = self.runner.run(segment_chain(manifest, cut), (self._input, x), decision.exit_threshold)
+        head = self.runner.run(
+            segment_chain(manifest, cut), (self._input, x), decision.exit_threshold
+        )
         if head.exit is not None:
             return self._done(head.logits, head.exit, cut.id, began, head.compute_s)
         if cut.tail is None:
@@ -166,8 +168,11 @@ class EdgeNode:
             return self._fallback(head, decision, began, "no_cloud", 0)
         try:
             reply, sent = self.client.request(
-                "infer", {cut.name: head.activation}, codec=decision.codec,
-                meta={"bundle": self.bundle.id, "cut": cut.id}, timeout_s=self.config.timeout_s,
+                "infer",
+                {cut.name: head.activation},
+                codec=decision.codec,
+                meta={"bundle": self.bundle.id, "cut": cut.id},
+                timeout_s=self.config.timeout_s,
             )
         except WireError as exc:
             log.warning("invalid reply from the cloud error=%s", exc)
@@ -178,14 +183,21 @@ class EdgeNode:
             return self._fallback(head, decision, began, "timeout", sent)
         if reply.message.kind != "result" or self._output not in reply.arrays:
             code = str(reply.message.meta.get("code", reply.message.kind))
-            log.warning("cloud refused request code=%s message=%s", code, reply.message.meta.get("message"))
+            log.warning(
+                "cloud refused request code=%s message=%s", code, reply.message.meta.get("message")
+            )
             if code in ("busy", "backend"):
                 self.health.failed(time.monotonic())
             return self._fallback(head, decision, began, code, sent)
         self.health.succeeded()
         return self._done(
-            reply.arrays[self._output], "cloud", cut.id, began, head.compute_s,
-            bytes_sent=sent, cloud_compute_s=float(reply.message.meta.get("compute_s") or 0.0),
+            reply.arrays[self._output],
+            "cloud",
+            cut.id,
+            began,
+            head.compute_s,
+            bytes_sent=sent,
+            cloud_compute_s=float(reply.message.meta.get("compute_s") or 0.0),
         )
 
     def _fallback(
@@ -201,8 +213,13 @@ class EdgeNode:
         rest = self.runner.run(chain[start:], head.last_stop, decision.exit_threshold)
         logits = rest.logits if rest.exit is not None else rest.activation
         return self._done(
-            logits, "fallback", decision.cut, began, head.compute_s + rest.compute_s,
-            bytes_sent=sent, reason=reason,
+            logits,
+            "fallback",
+            decision.cut,
+            began,
+            head.compute_s + rest.compute_s,
+            bytes_sent=sent,
+            reason=reason,
         )
 
     def _done(

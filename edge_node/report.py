@@ -48,7 +48,12 @@ def summarize(outcomes: Sequence[Outcome], labels: np.ndarray | None, wall_s: fl
     latency = np.array([o.latency_s for o in outcomes])
     places = [o.finished for o in outcomes]
     if labels is not None:
-        right = np.array([int(o.prediction.reshape(-1)[0]) == int(y) for o, y in zip(outcomes, labels, strict=False)])
+        right = np.array(
+            [
+                int(o.prediction.reshape(-1)[0]) == int(y)
+                for o, y in zip(outcomes, labels, strict=False)
+            ]
+        )
         by_place = {p: float(right[[q == p for q in places]].mean()) for p in sorted(set(places))}
         accuracy = float(right.mean())
     else:

@@ -86,7 +86,9 @@ class CloudClient:
             parts = self._socket.recv_multipart(copy=False)
             message, values = wire.decode_message(parts, self.limits)
             # An error with id 0 answers a request whose header the cloud could not read.
-            if message.request_id == request_id or (message.kind == "error" and message.request_id == 0):
+            if message.request_id == request_id or (
+                message.kind == "error" and message.request_id == 0
+            ):
                 return Reply(message, values, time.perf_counter() - started), sent
             self.stale_replies += 1
 
@@ -101,7 +103,9 @@ class CloudClient:
         for _ in range(max(1, pings)):
             reply = self.ping(timeout_s)
             if reply is None:
-                raise TransportError(f"cloud at {self.endpoint} did not answer a ping in {timeout_s:g} s")
+                raise TransportError(
+                    f"cloud at {self.endpoint} did not answer a ping in {timeout_s:g} s"
+                )
             round_trips.append(reply.round_trip_s)
         assert reply is not None  # the loop ran at least once
         return min(round_trips), reply

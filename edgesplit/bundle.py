@@ -308,7 +308,9 @@ def _kind_name(kind: type | tuple[type, ...]) -> str:
 
 def _tensor_spec(r: _Reader, data: Any, where: str) -> TensorSpec:
     return TensorSpec(
-        r.get(data, "name", str, where), r.ints(data, "shape", where), r.get(data, "dtype", str, where)
+        r.get(data, "name", str, where),
+        r.ints(data, "shape", where),
+        r.get(data, "dtype", str, where),
     )
 
 
@@ -340,7 +342,9 @@ def _profile(r: _Reader, data: Any, where: str) -> DeviceProfile:
     for key, value in raw.items():
         w = f"{where}.timings.{key}"
         timings[key] = Timing(
-            r.get(value, "median_s", float, w), r.get(value, "p95_s", float, w), r.get(value, "runs", int, w)
+            r.get(value, "median_s", float, w),
+            r.get(value, "p95_s", float, w),
+            r.get(value, "runs", int, w),
         )
     machine = r.get(data, "machine", dict, where)
     return DeviceProfile(
@@ -381,8 +385,11 @@ def manifest_from_dict(data: Any, source: Path) -> Manifest:
     fmt = r.get(data, "format", str, "manifest")
     version = r.get(data, "format_version", int, "manifest")
     if fmt != FORMAT or version != FORMAT_VERSION:
-        raise r.fail("manifest", f"format={fmt!r} version={version}; this edgesplit reads "
-                     f"format={FORMAT!r} version={FORMAT_VERSION}")
+        raise r.fail(
+            "manifest",
+            f"format={fmt!r} version={version}; this edgesplit reads "
+            f"format={FORMAT!r} version={FORMAT_VERSION}",
+        )
     m = r.get(data, "model", dict, "manifest")
     model = ModelInfo(
         name=r.get(m, "name", str, "model"),
@@ -391,15 +398,20 @@ def manifest_from_dict(data: Any, source: Path) -> Manifest:
         exits=r.strs(m, "exits", "model"),
         class_names=tuple(m["class_names"]) if m.get("class_names") is not None else None,
     )
-    cuts = tuple(_cut(r, c, f"cuts[{i}]") for i, c in enumerate(r.get(data, "cuts", list, "manifest")))
+    cuts = tuple(
+        _cut(r, c, f"cuts[{i}]") for i, c in enumerate(r.get(data, "cuts", list, "manifest"))
+    )
     if len(cuts) < 2 or cuts[0].kind != "input" or cuts[-1].kind != "output":
         raise r.fail("cuts", "expected the raw input first and the final output last")
     segments = {}
     for key, s in r.get(data, "segments", dict, "manifest").items():
         w = f"segments.{key}"
         segments[key] = Segment(
-            r.get(s, "id", str, w), r.get(s, "file", str, w), r.get(s, "input", str, w),
-            r.get(s, "output", str, w), r.opt(s, "exit", str, w),
+            r.get(s, "id", str, w),
+            r.get(s, "file", str, w),
+            r.get(s, "input", str, w),
+            r.get(s, "output", str, w),
+            r.opt(s, "exit", str, w),
         )
     for cut in cuts:
         for seg in cut.head:
@@ -467,7 +479,9 @@ def load_bundle(root: Path | str, *, verify: str = "all") -> Bundle:
     root = Path(root)
     path = root / MANIFEST
     if not root.is_dir():
-        raise BundleError(f"{root}: no such bundle directory; create one with `edgesplit partition`")
+        raise BundleError(
+            f"{root}: no such bundle directory; create one with `edgesplit partition`"
+        )
     if not path.is_file():
         raise BundleError(f"{path}: missing; {root} is not a bundle (run `edgesplit partition`)")
     try:

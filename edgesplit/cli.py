@@ -73,7 +73,9 @@ def _positive(name: str, value: float) -> float:
 
 @app.callback()
 def main_options(
-    log_level: Annotated[str, typer.Option(help="Log level: debug, info, warning, error.")] = "warning",
+    log_level: Annotated[
+        str, typer.Option(help="Log level: debug, info, warning, error.")
+    ] = "warning",
 ) -> None:
     """Global options."""
     from edgesplit.runs import configure_logging
@@ -89,42 +91,83 @@ def version() -> None:
 
 @app.command()
 def train(
-    epochs: Annotated[int | None, typer.Option(help="Training epochs (default: the built-in setting).")] = None,
+    epochs: Annotated[
+        int | None, typer.Option(help="Training epochs (default: the built-in setting).")
+    ] = None,
 ) -> None:
     """Train the built-in early-exit CNN (cached) and print each exit's test accuracy."""
     from partitioner.training import DEFAULT_EPOCHS, default_cache_dir, train_branchynet
 
     with console.status("training the early-exit CNN"):
         result = train_branchynet(default_cache_dir(), epochs=epochs or DEFAULT_EPOCHS)
-    console.print(f"weights: {result.weights_path} ({'cached' if result.cached else 'trained'}, "
-                  f"{result.train_seconds:.1f} s)")
+    console.print(
+        f"weights: {result.weights_path} ({'cached' if result.cached else 'trained'}, "
+        f"{result.train_seconds:.1f} s)"
+    )
     for name, acc in result.accuracy.items():
         console.print(f"  {name:8s} test accuracy {acc:.4f}")
 
 
 @app.command()
 def partition(
-    model: Annotated[str, typer.Option(help="Zoo name (branchynet, resnet18, ...), package.module:factory, or FILE.onnx.")],
-    out: Annotated[Path, typer.Option(help="Directory to write the bundle to (replaced when complete).")],
-    quick: Annotated[bool, typer.Option(help="Few timing runs: for tests and smoke checks.")] = False,
-    exits: Annotated[str, typer.Option(help="Comma-separated early-exit outputs of an ONNX file.")] = "",
-    input_shape: Annotated[str | None, typer.Option(help="Input shape without batch for a factory returning a bare nn.Module, e.g. 3,224,224.")] = None,
-    providers: Annotated[str, typer.Option(help="ONNX Runtime execution providers in order of preference.")] = "CPUExecutionProvider",
-    threads: Annotated[int, typer.Option(help="ONNX Runtime intra-op threads (0: its default).")] = 0,
-    bandwidth_mbps: Annotated[float, typer.Option(help="Bandwidth for the summary table, Mbit/s.")] = 10.0,
+    model: Annotated[
+        str,
+        typer.Option(
+            help="Zoo name (branchynet, resnet18, ...), package.module:factory, or FILE.onnx."
+        ),
+    ],
+    out: Annotated[
+        Path, typer.Option(help="Directory to write the bundle to (replaced when complete).")
+    ],
+    quick: Annotated[
+        bool, typer.Option(help="Few timing runs: for tests and smoke checks.")
+    ] = False,
+    exits: Annotated[
+        str, typer.Option(help="Comma-separated early-exit outputs of an ONNX file.")
+    ] = "",
+    input_shape: Annotated[
+        str | None,
+        typer.Option(
+            help="Input shape (no batch) for a factory returning a bare nn.Module: 3,224,224."
+        ),
+    ] = None,
+    providers: Annotated[
+        str, typer.Option(help="ONNX Runtime execution providers in order of preference.")
+    ] = "CPUExecutionProvider",
+    threads: Annotated[
+        int, typer.Option(help="ONNX Runtime intra-op threads (0: its default).")
+    ] = 0,
+    bandwidth_mbps: Annotated[
+        float, typer.Option(help="Bandwidth for the summary table, Mbit/s.")
+    ] = 10.0,
 ) -> None:
     """Find the cuts of a model, profile them here, calibrate exits, write the bundle."""
     from edgesplit.runs import build_bundle, cut_table
 
     exit_names = tuple(e for e in exits.split(",") if e)
     bundle = build_bundle(
-        model, out, quick=quick, exits=exit_names, input_shape=_shape(input_shape),
-        providers=providers.split(","), threads=threads, console=console,
+        model,
+        out,
+        quick=quick,
+        exits=exit_names,
+        input_shape=_shape(input_shape),
+        providers=providers.split(","),
+        threads=threads,
+        console=console,
     )
     m = bundle.manifest
-    console.print(f"bundle {bundle.root} id={bundle.id[:12]} cuts={len(m.cuts)} segments={len(m.segments)}")
-    console.print(cut_table(m, "int8+lz4" if "int8+lz4" in m.codecs else m.codecs[0], None,
-                            bandwidth_mbps * 1e6, 0.0))
+    console.print(
+        f"bundle {bundle.root} id={bundle.id[:12]} cuts={len(m.cuts)} segments={len(m.segments)}"
+    )
+    console.print(
+        cut_table(
+            m,
+            "int8+lz4" if "int8+lz4" in m.codecs else m.codecs[0],
+            None,
+            bandwidth_mbps * 1e6,
+            0.0,
+        )
+    )
 
 
 @app.command()
@@ -141,20 +184,39 @@ def show(
 
     b = load_bundle(bundle)
     m = b.manifest
-    console.print(f"bundle {b.root} id={b.id[:12]} model={m.model.name} exits={list(m.model.exits)}")
-    console.print(f"profiled on {m.profiles['edge'].machine.get('cpu')} "
-                  f"({m.profiles['edge'].provider}); samples: {m.sample_source}")
-    console.print(cut_table(m, codec, _threshold(threshold), _positive("--bandwidth-mbps", bandwidth_mbps) * 1e6,
-                            rtt_ms / 1e3))
+    console.print(
+        f"bundle {b.root} id={b.id[:12]} model={m.model.name} exits={list(m.model.exits)}"
+    )
+    console.print(
+        f"profiled on {m.profiles['edge'].machine.get('cpu')} "
+        f"({m.profiles['edge'].provider}); samples: {m.sample_source}"
+    )
+    console.print(
+        cut_table(
+            m,
+            codec,
+            _threshold(threshold),
+            _positive("--bandwidth-mbps", bandwidth_mbps) * 1e6,
+            rtt_ms / 1e3,
+        )
+    )
 
 
 @app.command()
 def cloud(
     bundle: Annotated[Path, typer.Option(help=BUNDLE_HELP)],
-    bind: Annotated[str, typer.Option(help="ZeroMQ endpoint to bind; tcp://127.0.0.1:* picks a free port.")] = "tcp://127.0.0.1:5555",
-    backend: Annotated[str, typer.Option(help="Tail backend: onnxruntime (embedded).")] = "onnxruntime",
-    threads: Annotated[int, typer.Option(help="ONNX Runtime intra-op threads (0: its default).")] = 0,
-    ready_file: Annotated[Path | None, typer.Option(help="Write the bound endpoint to this file once listening.")] = None,
+    bind: Annotated[
+        str, typer.Option(help="ZeroMQ endpoint to bind; tcp://127.0.0.1:* picks a free port.")
+    ] = "tcp://127.0.0.1:5555",
+    backend: Annotated[
+        str, typer.Option(help="Tail backend: onnxruntime (embedded).")
+    ] = "onnxruntime",
+    threads: Annotated[
+        int, typer.Option(help="ONNX Runtime intra-op threads (0: its default).")
+    ] = 0,
+    ready_file: Annotated[
+        Path | None, typer.Option(help="Write the bound endpoint to this file once listening.")
+    ] = None,
 ) -> None:
     """Serve a bundle's tails over ZeroMQ until SIGINT or SIGTERM."""
     from cloud_node.backends import OnnxRuntimeBackend
@@ -168,8 +230,10 @@ def cloud(
     with node:
         signal.signal(signal.SIGTERM, lambda *_: node.stop())
         signal.signal(signal.SIGINT, lambda *_: node.stop())
-        console.print(f"cloud node: bundle {b.id[:12]} ({b.manifest.model.name}), backend "
-                      f"{node.backend.name}, listening on {node.endpoint}")
+        console.print(
+            f"cloud node: bundle {b.id[:12]} ({b.manifest.model.name}), backend "
+            f"{node.backend.name}, listening on {node.endpoint}"
+        )
         if ready_file is not None:
             tmp = ready_file.with_suffix(".tmp")
             tmp.write_text(node.endpoint or "")
@@ -181,16 +245,31 @@ def cloud(
 @app.command()
 def edge(
     bundle: Annotated[Path, typer.Option(help=BUNDLE_HELP)],
-    connect: Annotated[str | None, typer.Option(help="Cloud node endpoint, e.g. tcp://127.0.0.1:5555; omit to run on the edge alone.")] = None,
-    inputs: Annotated[str, typer.Option(help="`bundle` (the bundle's test set) or a directory of .npy files.")] = "bundle",
+    connect: Annotated[
+        str | None,
+        typer.Option(
+            help="Cloud node endpoint, e.g. tcp://127.0.0.1:5555; omit to run on the edge alone."
+        ),
+    ] = None,
+    inputs: Annotated[
+        str, typer.Option(help="`bundle` (the bundle's test set) or a directory of .npy files.")
+    ] = "bundle",
     samples: Annotated[int | None, typer.Option(help="Classify at most this many inputs.")] = None,
     cut: Annotated[str, typer.Option(help=CUT_HELP)] = "auto",
     threshold: Annotated[str, typer.Option(help=THRESHOLD_HELP)] = "0.9",
     codec: Annotated[str, typer.Option(help=CODEC_HELP)] = "int8+lz4",
     bandwidth_mbps: Annotated[float, typer.Option(help=BANDWIDTH_HELP)] = 10.0,
-    rtt_ms: Annotated[float | None, typer.Option(help="Round-trip time the policy assumes, ms (default: measured by ping).")] = None,
-    timeout_ms: Annotated[float, typer.Option(help="Deadline for the cloud's reply, ms; then the edge finishes locally.")] = 1000.0,
-    results: Annotated[Path | None, typer.Option(help="Write one JSON line per request to this file.")] = None,
+    rtt_ms: Annotated[
+        float | None,
+        typer.Option(help="Round-trip time the policy assumes, ms (default: measured by ping)."),
+    ] = None,
+    timeout_ms: Annotated[
+        float,
+        typer.Option(help="Deadline for the cloud's reply, ms; then the edge finishes locally."),
+    ] = 1000.0,
+    results: Annotated[
+        Path | None, typer.Option(help="Write one JSON line per request to this file.")
+    ] = None,
 ) -> None:
     """Classify inputs on the edge, offloading the tail to a cloud node."""
     from edge_node.inputs import load_inputs
@@ -198,13 +277,23 @@ def edge(
 
     b = load_bundle(bundle, verify="edge")
     data = load_inputs(inputs, b, samples)
-    _run_edge_and_report(b, data, connect, cut, _threshold(threshold), codec,
-                         _positive("--bandwidth-mbps", bandwidth_mbps) * 1e6,
-                         None if rtt_ms is None else rtt_ms / 1e3,
-                         _positive("--timeout-ms", timeout_ms) / 1e3, results)
+    _run_edge_and_report(
+        b,
+        data,
+        connect,
+        cut,
+        _threshold(threshold),
+        codec,
+        _positive("--bandwidth-mbps", bandwidth_mbps) * 1e6,
+        None if rtt_ms is None else rtt_ms / 1e3,
+        _positive("--timeout-ms", timeout_ms) / 1e3,
+        results,
+    )
 
 
-def _run_edge_and_report(b, data, connect, cut, threshold, codec, bandwidth_bps, rtt_s, timeout_s, results):
+def _run_edge_and_report(
+    b, data, connect, cut, threshold, codec, bandwidth_bps, rtt_s, timeout_s, results
+):
     from edge_node.node import EdgeConfig, EdgeNode
     from edge_node.transport import CloudClient
     from edgesplit.runs import choose_decision, cut_table, run_edge, summary_table
@@ -214,8 +303,12 @@ def _run_edge_and_report(b, data, connect, cut, threshold, codec, bandwidth_bps,
     client = CloudClient(connect) if connect else None
     try:
         config = EdgeConfig(timeout_s=timeout_s, bandwidth_bps=bandwidth_bps, rtt_s=rtt_s)
-        node = EdgeNode(b, FixedPolicy(Decision(m.edge_only.id, threshold, codec), m.edge_only.id),
-                        client, config)
+        node = EdgeNode(
+            b,
+            FixedPolicy(Decision(m.edge_only.id, threshold, codec), m.edge_only.id),
+            client,
+            config,
+        )
         if client is not None:
             try:
                 backend = node.check_cloud()
@@ -224,8 +317,10 @@ def _run_edge_and_report(b, data, connect, cut, threshold, codec, bandwidth_bps,
                 node.health.failed(time.monotonic())
                 console.print(f"[yellow]warning:[/yellow] {exc}; answering on the edge and probing")
             else:
-                console.print(f"paired with cloud {connect} (backend {backend}, bundle {b.id[:12]}, "
-                              f"ping {node.measured_rtt_s * 1e3:.3f} ms)")
+                console.print(
+                    f"paired with cloud {connect} (backend {backend}, bundle {b.id[:12]}, "
+                    f"ping {node.measured_rtt_s * 1e3:.3f} ms)"
+                )
         rtt_s = node.observe(0.0).rtt_s
         decision = choose_decision(m, cut, codec, threshold, bandwidth_bps, rtt_s)
         node.policy = FixedPolicy(decision, m.edge_only.id)
@@ -254,9 +349,15 @@ def demo(
     threshold: Annotated[str, typer.Option(help=THRESHOLD_HELP)] = "0.9",
     codec: Annotated[str, typer.Option(help=CODEC_HELP)] = "int8+lz4",
     bandwidth_mbps: Annotated[float, typer.Option(help=BANDWIDTH_HELP)] = 2.0,
-    bundle: Annotated[Path | None, typer.Option(help="Where to keep the demo bundle (default: in the cache).")] = None,
-    rebuild: Annotated[bool, typer.Option(help="Partition again even if the bundle exists.")] = False,
-    results: Annotated[Path | None, typer.Option(help="Write one JSON line per request to this file.")] = None,
+    bundle: Annotated[
+        Path | None, typer.Option(help="Where to keep the demo bundle (default: in the cache).")
+    ] = None,
+    rebuild: Annotated[
+        bool, typer.Option(help="Partition again even if the bundle exists.")
+    ] = False,
+    results: Annotated[
+        Path | None, typer.Option(help="Write one JSON line per request to this file.")
+    ] = None,
 ) -> None:
     """Train, partition, start a cloud node process, and classify the test set end to end.
 
@@ -278,7 +379,9 @@ def demo(
     if not rebuild and (path / "manifest.json").is_file():
         try:
             loaded = load_bundle(path)
-            console.print(f"reusing bundle {path} (id {loaded.id[:12]}; --rebuild to partition again)")
+            console.print(
+                f"reusing bundle {path} (id {loaded.id[:12]}; --rebuild to partition again)"
+            )
         except EdgesplitError as exc:
             console.print(f"rebuilding bundle: {exc}")
     if loaded is None:
@@ -292,8 +395,18 @@ def demo(
             console.rule("3/3 edge node")
             data = load_inputs("bundle", loaded, samples)
             console.print(f"inputs: {data.source}")
-            _run_edge_and_report(loaded, data, endpoint, cut, _threshold(threshold), codec,
-                                 _positive("--bandwidth-mbps", bandwidth_mbps) * 1e6, None, 1.0, results)
+            _run_edge_and_report(
+                loaded,
+                data,
+                endpoint,
+                cut,
+                _threshold(threshold),
+                codec,
+                _positive("--bandwidth-mbps", bandwidth_mbps) * 1e6,
+                None,
+                1.0,
+                results,
+            )
         finally:
             code = stop_process(proc)
             console.print(f"cloud node stopped (exit code {code})")
@@ -305,7 +418,9 @@ def main() -> None:
     try:
         app()
     except EdgesplitError as exc:
-        Console(stderr=True).print(f"[red]edgesplit: error:[/red] {exc}", highlight=False, soft_wrap=True)
+        Console(stderr=True).print(
+            f"[red]edgesplit: error:[/red] {exc}", highlight=False, soft_wrap=True
+        )
         sys.exit(1)
 
 

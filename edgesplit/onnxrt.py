@@ -55,7 +55,9 @@ def create_session(
         return ort.InferenceSession(source, sess_options=options, providers=wanted)
     except _ORT_ERRORS as exc:
         where = "in-memory model" if isinstance(model, bytes) else str(model)
-        raise BackendError(f"{where}: ONNX Runtime cannot load it with providers={wanted}: {exc}") from exc
+        raise BackendError(
+            f"{where}: ONNX Runtime cannot load it with providers={wanted}: {exc}"
+        ) from exc
 
 
 def run_errors() -> tuple[type[BaseException], ...]:

@@ -1,4 +1,4 @@
-"""Shared plumbing of the commands: building a bundle, running the edge over inputs, showing results.
+"""Shared plumbing of the commands: build a bundle, run the edge over inputs, show results.
 
 The CLI (``edgesplit.cli``) parses flags and calls these; the demo chains
 them. Imports of the offline side (torch) happen only inside
@@ -86,11 +86,18 @@ def build_bundle(
 
 
 def choose_decision(
-    manifest: Manifest, cut: str, codec: str, threshold: float | None, bandwidth_bps: float, rtt_s: float
+    manifest: Manifest,
+    cut: str,
+    codec: str,
+    threshold: float | None,
+    bandwidth_bps: float,
+    rtt_s: float,
 ) -> Decision:
     """The decision for ``--cut``: a cut id, or ``auto`` for the fastest at the assumed link."""
     if codec not in manifest.codecs:
-        raise ConfigError(f"--codec {codec}: not measured for this bundle; measured: {', '.join(manifest.codecs)}")
+        raise ConfigError(
+            f"--codec {codec}: not measured for this bundle; measured: {', '.join(manifest.codecs)}"
+        )
     if threshold is not None and manifest.calibration is not None:
         manifest.calibration.threshold_index(threshold)
     if cut == "auto":
@@ -106,19 +113,38 @@ def choose_decision(
 
 
 def cut_after_exits(manifest: Manifest) -> str:
-    """The cut where the deepest exit branches off: every exit runs on the edge, the rest offloads."""
-    cuts = [c for c in manifest.cuts if c.kind != "output" and len(c.exits) == len(manifest.model.exits)]
+    """The cut where the deepest exit branches off: all exits on the edge, the rest offloaded."""
+    cuts = [
+        c for c in manifest.cuts if c.kind != "output" and len(c.exits) == len(manifest.model.exits)
+    ]
     if not manifest.model.exits or not cuts:
         raise ConfigError("--cut after-exits: this model has no early exits")
     return cuts[0].id
 
 
-def cut_table(manifest: Manifest, codec: str, threshold: float | None, bandwidth_bps: float,
-              rtt_s: float, chosen: str | None = None) -> Table:
+def cut_table(
+    manifest: Manifest,
+    codec: str,
+    threshold: float | None,
+    bandwidth_bps: float,
+    rtt_s: float,
+    chosen: str | None = None,
+) -> Table:
     """Every cut with its size and predicted latency at the assumed link, fastest marked."""
-    table = Table(title=f"cuts at {bandwidth_bps / 1e6:g} Mbit/s, codec {codec}, threshold {threshold}")
-    columns = ("cut", "kind", "shape", "bytes/offload", "P(offload)", "edge ms", "cloud ms",
-               "predicted ms", "accuracy")
+    table = Table(
+        title=f"cuts at {bandwidth_bps / 1e6:g} Mbit/s, codec {codec}, threshold {threshold}"
+    )
+    columns = (
+        "cut",
+        "kind",
+        "shape",
+        "bytes/offload",
+        "P(offload)",
+        "edge ms",
+        "cloud ms",
+        "predicted ms",
+        "accuracy",
+    )
     for column in columns:
         table.add_column(column, justify="right" if column not in ("cut", "kind") else "left")
     observation = Observation(bandwidth_bps, rtt_s)
@@ -128,15 +154,22 @@ def cut_table(manifest: Manifest, codec: str, threshold: float | None, bandwidth
         mark = " <" if cut.id == chosen else ""
         offload = 0.0 if cut.tail is None else 1.0 - sum(p.exit_rates)
         table.add_row(
-            cut.id + mark, cut.kind, "x".join(map(str, cut.shape)),
-            f"{cut.bytes_for(codec):,.0f}", f"{offload:.2f}", f"{p.edge_compute_s * 1e3:.3f}",
-            f"{p.cloud_s * 1e3:.3f}", f"{p.latency_s * 1e3:.3f}",
+            cut.id + mark,
+            cut.kind,
+            "x".join(map(str, cut.shape)),
+            f"{cut.bytes_for(codec):,.0f}",
+            f"{offload:.2f}",
+            f"{p.edge_compute_s * 1e3:.3f}",
+            f"{p.cloud_s * 1e3:.3f}",
+            f"{p.latency_s * 1e3:.3f}",
             "-" if p.accuracy != p.accuracy else f"{p.accuracy:.3f}",
         )
     return table
 
 
-def run_edge(node: EdgeNode, inputs: InputSet, console: Console) -> tuple[list[Outcome], RunSummary]:
+def run_edge(
+    node: EdgeNode, inputs: InputSet, console: Console
+) -> tuple[list[Outcome], RunSummary]:
     """Answer every input with a live progress bar; return outcomes and their summary."""
     outcomes: list[Outcome] = []
     started = time.perf_counter()
@@ -150,8 +183,9 @@ def run_edge(node: EdgeNode, inputs: InputSet, console: Console) -> tuple[list[O
     return outcomes, summarize(outcomes, inputs.labels, time.perf_counter() - started)
 
 
-def summary_table(summary: RunSummary, decision: Decision, manifest: Manifest,
-                  bandwidth_bps: float, rtt_s: float) -> Table:
+def summary_table(
+    summary: RunSummary, decision: Decision, manifest: Manifest, bandwidth_bps: float, rtt_s: float
+) -> Table:
     """The run's figures next to what the profile predicted (``rtt_s``: the measured RTT)."""
     predicted = predict(manifest, decision, Observation(bandwidth_bps, rtt_s))
     loopback = predict(manifest, decision, Observation(1e12, rtt_s))
@@ -160,33 +194,68 @@ def summary_table(summary: RunSummary, decision: Decision, manifest: Manifest,
     table.add_column("value", justify="right")
     rows = [
         ("requests", f"{summary.requests}"),
-        ("accuracy", f"{summary.accuracy:.4f}" + (
-            f" (predicted {predicted.accuracy:.4f})" if predicted.accuracy == predicted.accuracy else "")),
-        ("decision", f"cut={decision.cut} threshold={decision.exit_threshold} codec={decision.codec}"),
+        (
+            "accuracy",
+            f"{summary.accuracy:.4f}"
+            + (
+                f" (predicted {predicted.accuracy:.4f})"
+                if predicted.accuracy == predicted.accuracy
+                else ""
+            ),
+        ),
+        (
+            "decision",
+            f"cut={decision.cut} threshold={decision.exit_threshold} codec={decision.codec}",
+        ),
     ]
     for place, count in summary.finished.items():
         acc = summary.accuracy_by_place.get(place)
-        rows.append((f"finished at {place}", f"{count} ({count / summary.requests:.1%})"
-                     + (f", accuracy {acc:.4f}" if acc is not None else "")))
+        rows.append(
+            (
+                f"finished at {place}",
+                f"{count} ({count / summary.requests:.1%})"
+                + (f", accuracy {acc:.4f}" if acc is not None else ""),
+            )
+        )
     for reason, count in summary.fallback_reasons.items():
         rows.append((f"fallback: {reason}", str(count)))
     rows += [
-        ("latency p50 / p95 / p99", f"{summary.latency_p50_s * 1e3:.2f} / {summary.latency_p95_s * 1e3:.2f}"
-                                    f" / {summary.latency_p99_s * 1e3:.2f} ms"),
+        (
+            "latency p50 / p95 / p99",
+            f"{summary.latency_p50_s * 1e3:.2f} / {summary.latency_p95_s * 1e3:.2f}"
+            f" / {summary.latency_p99_s * 1e3:.2f} ms",
+        ),
         ("latency mean (measured on loopback)", f"{summary.latency_mean_s * 1e3:.2f} ms"),
-        (f"latency mean (predicted, loopback, rtt {rtt_s * 1e3:.2f} ms)", f"{loopback.latency_s * 1e3:.2f} ms"),
-        (f"latency mean (predicted at {bandwidth_bps / 1e6:g} Mbit/s)", f"{predicted.latency_s * 1e3:.2f} ms"),
-        ("bytes sent", f"{summary.bytes_sent:,} in {summary.offloaded} offloads "
-                       f"({summary.bytes_sent / max(1, summary.offloaded):,.0f} per offload)"),
-        ("wall time", f"{summary.wall_s:.2f} s ({summary.requests / summary.wall_s:.0f} requests/s)"),
+        (
+            f"latency mean (predicted, loopback, rtt {rtt_s * 1e3:.2f} ms)",
+            f"{loopback.latency_s * 1e3:.2f} ms",
+        ),
+        (
+            f"latency mean (predicted at {bandwidth_bps / 1e6:g} Mbit/s)",
+            f"{predicted.latency_s * 1e3:.2f} ms",
+        ),
+        (
+            "bytes sent",
+            f"{summary.bytes_sent:,} in {summary.offloaded} offloads "
+            f"({summary.bytes_sent / max(1, summary.offloaded):,.0f} per offload)",
+        ),
+        (
+            "wall time",
+            f"{summary.wall_s:.2f} s ({summary.requests / summary.wall_s:.0f} requests/s)",
+        ),
     ]
     for name, value in rows:
         table.add_row(name, value)
     return table
 
 
-def start_cloud_process(bundle: Path, bind: str, log_path: Path, ready_timeout_s: float = 60.0,
-                        extra: Sequence[str] = ()) -> tuple[subprocess.Popen, str]:
+def start_cloud_process(
+    bundle: Path,
+    bind: str,
+    log_path: Path,
+    ready_timeout_s: float = 60.0,
+    extra: Sequence[str] = (),
+) -> tuple[subprocess.Popen, str]:
     """Start ``edgesplit cloud`` in its own process; return it and its bound endpoint.
 
     Its log goes to ``log_path`` (a file, so a chatty node never blocks on a pipe).
@@ -194,17 +263,32 @@ def start_cloud_process(bundle: Path, bind: str, log_path: Path, ready_timeout_s
     fd, ready = tempfile.mkstemp(prefix="edgesplit-cloud-", suffix=".endpoint")
     os.close(fd)
     os.unlink(ready)
-    cmd = [sys.executable, "-m", "edgesplit", "cloud", "--bundle", str(bundle), "--bind", bind,
-           "--ready-file", ready, *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "edgesplit",
+        "cloud",
+        "--bundle",
+        str(bundle),
+        "--bind",
+        bind,
+        "--ready-file",
+        ready,
+        *extra,
+    ]
     with open(log_path, "ab") as log_file:
-        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            cmd, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
     deadline = time.monotonic() + ready_timeout_s
     try:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 lines = Path(log_path).read_text(errors="replace").strip().splitlines()
-                raise TransportError(f"cloud node exited with code {proc.returncode}: "
-                                     f"{lines[-1] if lines else 'no message'} (log: {log_path})")
+                raise TransportError(
+                    f"cloud node exited with code {proc.returncode}: "
+                    f"{lines[-1] if lines else 'no message'} (log: {log_path})"
+                )
             if os.path.exists(ready) and os.path.getsize(ready) > 0:
                 with open(ready, encoding="utf-8") as fh:
                     return proc, fh.read().strip()
@@ -226,4 +310,3 @@ def stop_process(proc: subprocess.Popen, timeout_s: float = 10.0) -> int:
             proc.kill()
             proc.wait()
     return proc.returncode
-

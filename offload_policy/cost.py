@@ -24,7 +24,9 @@ def predict(manifest: Manifest, decision: Decision, observation: Observation) ->
     edge = manifest.profiles.get("edge")
     cloud = manifest.profiles.get("cloud")
     if edge is None or cloud is None:
-        raise PolicyError("the bundle lacks an edge or a cloud profile; re-run `edgesplit partition`")
+        raise PolicyError(
+            "the bundle lacks an edge or a cloud profile; re-run `edgesplit partition`"
+        )
     calibration = manifest.calibration
     if calibration is not None:
         rates, accuracy = calibration.expected(decision.exit_threshold, len(cut.exits))

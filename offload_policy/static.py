@@ -25,7 +25,9 @@ class FixedPolicy:
     def decide(self, observation: Observation, state: None, now: float) -> tuple[Decision, None]:
         """The fixed decision, or edge-only while the cloud is unavailable."""
         if not observation.cloud_available:
-            return Decision(self.edge_only, self.decision.exit_threshold, self.decision.codec), state
+            return Decision(
+                self.edge_only, self.decision.exit_threshold, self.decision.codec
+            ), state
         return self.decision, state
 
 
@@ -45,6 +47,8 @@ def best_static_decision(
 ) -> Decision:
     """The latency-optimal cut for one assumed observation (Neurosurgeon-style)."""
     if codec not in manifest.codecs:
-        raise PolicyError(f"codec={codec!r} was not measured for this bundle; measured: {list(manifest.codecs)}")
+        raise PolicyError(
+            f"codec={codec!r} was not measured for this bundle; measured: {list(manifest.codecs)}"
+        )
     cut_id, _ = rank_cuts(manifest, observation, codec, threshold)[0]
     return Decision(cut_id, threshold, codec)

@@ -16,7 +16,17 @@ from edgesplit.bundle import ExitCalibration
 from edgesplit.errors import ModelError
 
 DEFAULT_THRESHOLDS: tuple[float, ...] = (
-    0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999,
+    0.5,
+    0.6,
+    0.7,
+    0.8,
+    0.85,
+    0.9,
+    0.95,
+    0.98,
+    0.99,
+    0.995,
+    0.999,
 )
 
 

@@ -79,8 +79,14 @@ def plan_cuts(analysis: GraphAnalysis) -> tuple[list[CutPlan], dict[str, Segment
         exits = tuple(branch_of[analysis.cuts[s].tensor] for s in stops if s <= cut.index)
         cuts.append(
             CutPlan(
-                id=cut_id(cut.index), index=cut.index, kind=cut.kind, tensor=cut.tensor,
-                name=name, head=tuple(head), exits=exits, has_tail=cut.kind != "output",
+                id=cut_id(cut.index),
+                index=cut.index,
+                kind=cut.kind,
+                tensor=cut.tensor,
+                name=name,
+                head=tuple(head),
+                exits=exits,
+                has_tail=cut.kind != "output",
             )
         )
     return cuts, segments

@@ -121,7 +121,9 @@ def _single_tensor_cuts(
     return cuts
 
 
-def analyze(model: onnx.ModelProto, output_name: str, exit_names: Sequence[str] = ()) -> GraphAnalysis:
+def analyze(
+    model: onnx.ModelProto, output_name: str, exit_names: Sequence[str] = ()
+) -> GraphAnalysis:
     """Find the cuts of ``model`` on the path to ``output_name`` and place its exits.
 
     Args:

@@ -140,7 +140,8 @@ def partition(
     probe_outputs = [*inner, *source.exits, source.output]
     probe = create_session(
         extractor.extract([analysis.input_name], probe_outputs, "probe").SerializeToString(),
-        config.providers, config.threads,
+        config.providers,
+        config.threads,
     )
     report("probe", 0, 1)
     values = _run_batched(probe, analysis.input_name, source.samples.astype(np.float32))
@@ -184,25 +185,42 @@ def partition(
                 )
                 done += 1
                 report("profile", done, total)
-            sizes = {} if plan.kind == "output" else codec_sizes(act[: config.size_samples], config.codecs)
+            sizes = (
+                {}
+                if plan.kind == "output"
+                else codec_sizes(act[: config.size_samples], config.codecs)
+            )
             cuts.append(
                 Cut(
-                    id=plan.id, index=plan.index, kind=plan.kind, tensor=plan.tensor,
-                    name=plan.name, shape=shape, dtype="float32", head=plan.head,
-                    exits=plan.exits, tail=tail_name,
-                    raw_bytes=int(act[:1].nbytes), encoded_bytes=sizes,
+                    id=plan.id,
+                    index=plan.index,
+                    kind=plan.kind,
+                    tensor=plan.tensor,
+                    name=plan.name,
+                    shape=shape,
+                    dtype="float32",
+                    head=plan.head,
+                    exits=plan.exits,
+                    tail=tail_name,
+                    raw_bytes=int(act[:1].nbytes),
+                    encoded_bytes=sizes,
                 )
             )
 
         calibration = None
         if source.exits and source.labels is not None:
             calibration = calibrate(
-                [named[e] for e in source.exits], named[source.output], source.labels,
-                source.exits, config.thresholds,
+                [named[e] for e in source.exits],
+                named[source.output],
+                source.labels,
+                source.exits,
+                config.thresholds,
             )
         if source.test_set is not None:
             (staging / "data").mkdir()
-            np.savez_compressed(staging / "data" / "test.npz", inputs=source.test_set[0], labels=source.test_set[1])
+            np.savez_compressed(
+                staging / "data" / "test.npz", inputs=source.test_set[0], labels=source.test_set[1]
+            )
 
         info = machine_info()
         profiles = {
@@ -211,7 +229,8 @@ def partition(
         }
         files = {
             str(p.relative_to(staging)): sha256_file(p)
-            for p in sorted(staging.rglob("*")) if p.is_file()
+            for p in sorted(staging.rglob("*"))
+            if p.is_file()
         }
         manifest = Manifest(
             model=ModelInfo(

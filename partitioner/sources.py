@@ -132,6 +132,9 @@ def load_source(
     if ref.endswith(".onnx") or Path(ref).is_file():
         return onnx_source(Path(ref), exits)
     return torch_source(
-        ref, workdir, input_shape=input_shape,
-        calibration_samples=calibration_samples, test_samples=test_samples,
+        ref,
+        workdir,
+        input_shape=input_shape,
+        calibration_samples=calibration_samples,
+        test_samples=test_samples,
     )

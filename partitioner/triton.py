@@ -36,6 +36,7 @@ def tail_config(
     Dims exclude the batch dimension, which Triton adds (``max_batch_size``);
     dynamic batching gathers concurrent requests for the same cut.
     """
+
     def tensor(spec: TensorSpec) -> dict[str, Any]:
         if spec.dtype not in _TRITON_TYPES:
             raise ModelError(f"tensor {spec.name!r}: dtype {spec.dtype} has no Triton type")

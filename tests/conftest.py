@@ -26,7 +26,9 @@ def _partition(model: str, out: Path, **kwargs: object) -> Bundle:
 def untrained_bundle(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
     """The early-exit architecture with random weights: fast, no training."""
     root = tmp_path_factory.mktemp("untrained")
-    return _partition("branchynet-untrained", root / "bundle", calibration_samples=400, test_samples=100)
+    return _partition(
+        "branchynet-untrained", root / "bundle", calibration_samples=400, test_samples=100
+    )
 
 
 @pytest.fixture(scope="session")

@@ -10,18 +10,42 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-OURS = {"edgesplit", "wire", "offload_policy", "partitioner", "edge_node", "cloud_node", "experiments"}
+OURS = {
+    "edgesplit",
+    "wire",
+    "offload_policy",
+    "partitioner",
+    "edge_node",
+    "cloud_node",
+    "experiments",
+}
 HEAVY = {"torch", "torchvision", "sklearn", "scipy", "onnx"}
 
 # package -> modules of ours it may import (prefixes)
 ALLOWED = {
     "wire": {"wire", "edgesplit.errors"},
     "offload_policy": {"offload_policy", "edgesplit.errors", "edgesplit.bundle"},
-    "edge_node": {"edge_node", "wire", "offload_policy", "edgesplit.errors", "edgesplit.bundle", "edgesplit.onnxrt"},
-    "cloud_node": {"cloud_node", "wire", "edgesplit.errors", "edgesplit.bundle", "edgesplit.onnxrt"},
+    "edge_node": {
+        "edge_node",
+        "wire",
+        "offload_policy",
+        "edgesplit.errors",
+        "edgesplit.bundle",
+        "edgesplit.onnxrt",
+    },
+    "cloud_node": {
+        "cloud_node",
+        "wire",
+        "edgesplit.errors",
+        "edgesplit.bundle",
+        "edgesplit.onnxrt",
+    },
 }
-ROOT_MODULES = {"edgesplit/errors.py": set(), "edgesplit/bundle.py": {"edgesplit.errors"},
-                "edgesplit/onnxrt.py": {"edgesplit.errors"}}
+ROOT_MODULES = {
+    "edgesplit/errors.py": set(),
+    "edgesplit/bundle.py": {"edgesplit.errors"},
+    "edgesplit/onnxrt.py": {"edgesplit.errors"},
+}
 
 
 def _imports(path: Path) -> set[str]:
@@ -62,9 +86,11 @@ def test_runtimes_load_no_framework_in_a_real_interpreter() -> None:
     code = (
         "import sys, wire, offload_policy, edgesplit.bundle, edgesplit.runs, edgesplit.cli;"
         "import edge_node.node, edge_node.inputs, cloud_node.server, cloud_node.backends;"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in %r))" % sorted(HEAVY)
+        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {sorted(HEAVY)!r}))"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
+    )
     assert result.stdout.strip() == "[]"
 
 

@@ -33,18 +33,31 @@ def _roundtrip(sock: zmq.Socket, frames: list) -> tuple[wire.Message, dict[str, 
 
 def _activation(bundle: Bundle, cut_id: str, n: int = 2) -> np.ndarray:
     """The real cut tensor for ``n`` random inputs, computed by the head segments."""
-    x = np.random.default_rng(3).standard_normal((n, *bundle.manifest.model.input.shape), dtype=np.float32)
+    x = np.random.default_rng(3).standard_normal(
+        (n, *bundle.manifest.model.input.shape), dtype=np.float32
+    )
     for segment in segment_chain(bundle.manifest, bundle.manifest.cut(cut_id)):
         session = create_session(bundle.root / segment.file)
         x = session.run([segment.output], {segment.input: x})[0]
     return x
 
 
-def _infer(bundle: Bundle, cut_id: str, value: np.ndarray, request_id: int = 7, codec: str = "raw",
-           bundle_id: str | None = None) -> list:
+def _infer(
+    bundle: Bundle,
+    cut_id: str,
+    value: np.ndarray,
+    request_id: int = 7,
+    codec: str = "raw",
+    bundle_id: str | None = None,
+) -> list:
     cut = bundle.manifest.cut(cut_id)
-    return wire.encode_message("infer", request_id, {cut.name: value}, codec=codec,
-                               meta={"bundle": bundle_id or bundle.id, "cut": cut_id})
+    return wire.encode_message(
+        "infer",
+        request_id,
+        {cut.name: value},
+        codec=codec,
+        meta={"bundle": bundle_id or bundle.id, "cut": cut_id},
+    )
 
 
 def test_result_equals_running_the_tail_directly(cloud, dealer, untrained_bundle: Bundle) -> None:
@@ -82,18 +95,26 @@ def test_malformed_frames_get_an_error_and_the_node_keeps_serving(
     assert cloud.node.counts[f"error_{code}"] == 1
     # A good request right after is served.
     cut = untrained_bundle.manifest.cuts[1]
-    message, _ = _roundtrip(dealer, _infer(untrained_bundle, cut.id, _activation(untrained_bundle, cut.id)))
+    message, _ = _roundtrip(
+        dealer, _infer(untrained_bundle, cut.id, _activation(untrained_bundle, cut.id))
+    )
     assert message.kind == "result"
 
 
-def test_requests_that_cannot_be_served_are_refused_by_code(cloud, dealer, untrained_bundle: Bundle) -> None:
+def test_requests_that_cannot_be_served_are_refused_by_code(
+    cloud, dealer, untrained_bundle: Bundle
+) -> None:
     m = untrained_bundle.manifest
     act = _activation(untrained_bundle, m.cuts[1].id)
     cases = [
         (_infer(untrained_bundle, m.cuts[1].id, act, bundle_id="0" * 64), "bundle_mismatch"),
         (_infer(untrained_bundle, m.edge_only.id, act), "unknown_cut"),
-        (wire.encode_message("infer", 9, {"c01": act}, meta={"bundle": untrained_bundle.id, "cut": "c99"}),
-         "unknown_cut"),
+        (
+            wire.encode_message(
+                "infer", 9, {"c01": act}, meta={"bundle": untrained_bundle.id, "cut": "c99"}
+            ),
+            "unknown_cut",
+        ),
         (_infer(untrained_bundle, m.cuts[1].id, act[:, :3]), "shape"),
         (_infer(untrained_bundle, m.cuts[1].id, act.astype(np.float64)), "shape"),
         (wire.encode_message("result", 9), "kind"),
@@ -110,6 +131,8 @@ def test_ping_names_the_bundle(cloud, dealer, untrained_bundle: Bundle) -> None:
 
 
 def test_port_in_use_is_a_clear_error(cloud, untrained_bundle: Bundle) -> None:
-    node = CloudNode(untrained_bundle, OnnxRuntimeBackend(untrained_bundle), CloudConfig(bind=cloud.endpoint))
+    node = CloudNode(
+        untrained_bundle, OnnxRuntimeBackend(untrained_bundle), CloudConfig(bind=cloud.endpoint)
+    )
     with pytest.raises(TransportError, match=f"cannot bind {cloud.endpoint}.*in use"), node:
         pass

@@ -21,10 +21,18 @@ def _inputs(bundle: Bundle, n: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((n, 1, *shape), dtype=np.float32)
 
 
-def _node(bundle: Bundle, cut: str, threshold: float | None, client: CloudClient | None,
-          timeout_s: float = 2.0, backoff_s: float = 0.5) -> EdgeNode:
+def _node(
+    bundle: Bundle,
+    cut: str,
+    threshold: float | None,
+    client: CloudClient | None,
+    timeout_s: float = 2.0,
+    backoff_s: float = 0.5,
+) -> EdgeNode:
     policy = FixedPolicy(Decision(cut, threshold, "int8+lz4"), bundle.manifest.edge_only.id)
-    return EdgeNode(bundle, policy, client, EdgeConfig(timeout_s=timeout_s, backoff_s=backoff_s, rtt_s=0.0))
+    return EdgeNode(
+        bundle, policy, client, EdgeConfig(timeout_s=timeout_s, backoff_s=backoff_s, rtt_s=0.0)
+    )
 
 
 def _local_predictions(bundle: Bundle, xs: np.ndarray) -> list[int]:
@@ -46,7 +54,12 @@ def test_offloaded_requests_match_the_edge_only_model(cloud, untrained_bundle: B
         outcomes = [node.infer(x) for x in xs]
     assert {o.finished for o in outcomes} == {"cloud"}
     # int8 quantization of the cut tensor may flip a near-tie; random weights make ties rare.
-    agree = np.mean([o.prediction[0] == p for o, p in zip(outcomes, _local_predictions(untrained_bundle, xs), strict=True)])
+    agree = np.mean(
+        [
+            o.prediction[0] == p
+            for o, p in zip(outcomes, _local_predictions(untrained_bundle, xs), strict=True)
+        ]
+    )
     assert agree >= 0.9
     assert all(o.bytes_sent > 0 and o.cloud_compute_s > 0 for o in outcomes)
     assert node.measured_rtt_s > 0
@@ -93,7 +106,9 @@ def test_silent_cloud_times_out_falls_back_backs_off_and_recovers(untrained_bund
     assert node.counts["fallback_timeout"] == 1
 
 
-def test_cloud_with_another_bundle_is_refused(cloud, untrained_bundle: Bundle, branchynet_bundle: Bundle) -> None:
+def test_cloud_with_another_bundle_is_refused(
+    cloud, untrained_bundle: Bundle, branchynet_bundle: Bundle
+) -> None:
     with CloudClient(cloud.endpoint) as client:
         node = _node(branchynet_bundle, "c03", None, client)
         with pytest.raises(BundleError, match="deploy the same bundle on both sides"):

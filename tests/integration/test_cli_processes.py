@@ -18,14 +18,26 @@ pytestmark = pytest.mark.integration
 
 
 def _cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "edgesplit", *args], capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "edgesplit", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 @pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path: Path) -> None:
-    result = _cli("demo", "--samples", "300", "--bundle", str(tmp_path / "bundle"),
-                  "--results", str(tmp_path / "requests.jsonl"))
+    result = _cli(
+        "demo",
+        "--samples",
+        "300",
+        "--bundle",
+        str(tmp_path / "bundle"),
+        "--results",
+        str(tmp_path / "requests.jsonl"),
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     out = result.stdout
     assert "paired with cloud tcp://127.0.0.1:" in out
@@ -41,7 +53,9 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
 
 
 def test_cloud_and_edge_as_separate_processes(untrained_bundle: Bundle, tmp_path: Path) -> None:
-    proc, endpoint = start_cloud_process(untrained_bundle.root, "tcp://127.0.0.1:*", tmp_path / "cloud.log")
+    proc, endpoint = start_cloud_process(
+        untrained_bundle.root, "tcp://127.0.0.1:*", tmp_path / "cloud.log"
+    )
     try:
         # Garbage first: the cloud process answers with an error and stays up.
         context = zmq.Context()
@@ -55,9 +69,21 @@ def test_cloud_and_edge_as_separate_processes(untrained_bundle: Bundle, tmp_path
         sock.close()
         context.term()
 
-        result = _cli("edge", "--bundle", str(untrained_bundle.root), "--connect", endpoint,
-                      "--cut", "c06", "--threshold", "off", "--samples", "40",
-                      "--results", str(tmp_path / "r.jsonl"))
+        result = _cli(
+            "edge",
+            "--bundle",
+            str(untrained_bundle.root),
+            "--connect",
+            endpoint,
+            "--cut",
+            "c06",
+            "--threshold",
+            "off",
+            "--samples",
+            "40",
+            "--results",
+            str(tmp_path / "r.jsonl"),
+        )
         assert result.returncode == 0, result.stderr[-2000:]
         rows = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
         assert [r["finished"] for r in rows] == ["cloud"] * 40
@@ -67,10 +93,26 @@ def test_cloud_and_edge_as_separate_processes(untrained_bundle: Bundle, tmp_path
     assert "rejected frame code=header" in (tmp_path / "cloud.log").read_text()
 
 
-def test_edge_without_a_cloud_answers_everything_locally(untrained_bundle: Bundle, tmp_path: Path) -> None:
-    result = _cli("edge", "--bundle", str(untrained_bundle.root), "--connect", "tcp://127.0.0.1:1",
-                  "--samples", "30", "--cut", "c03", "--threshold", "off", "--timeout-ms", "200",
-                  "--results", str(tmp_path / "r.jsonl"))
+def test_edge_without_a_cloud_answers_everything_locally(
+    untrained_bundle: Bundle, tmp_path: Path
+) -> None:
+    result = _cli(
+        "edge",
+        "--bundle",
+        str(untrained_bundle.root),
+        "--connect",
+        "tcp://127.0.0.1:1",
+        "--samples",
+        "30",
+        "--cut",
+        "c03",
+        "--threshold",
+        "off",
+        "--timeout-ms",
+        "200",
+        "--results",
+        str(tmp_path / "r.jsonl"),
+    )
     assert result.returncode == 0, result.stderr
     assert "did not answer a ping" in result.stdout
     rows = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
@@ -83,10 +125,19 @@ def test_edge_without_a_cloud_answers_everything_locally(untrained_bundle: Bundl
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["partition", "--model", "no-such-model", "--out", "/tmp/x"], "unknown model 'no-such-model'"),
-        (["edge", "--bundle", "/nonexistent/bundle"], "/nonexistent/bundle: no such bundle directory"),
+        (
+            ["partition", "--model", "no-such-model", "--out", "/tmp/x"],
+            "unknown model 'no-such-model'",
+        ),
+        (
+            ["edge", "--bundle", "/nonexistent/bundle"],
+            "/nonexistent/bundle: no such bundle directory",
+        ),
         (["cloud", "--bundle", "/nonexistent/bundle"], "no such bundle directory"),
-        (["partition", "--model", "/nonexistent/model.onnx", "--out", "/tmp/x"], "no such ONNX file"),
+        (
+            ["partition", "--model", "/nonexistent/model.onnx", "--out", "/tmp/x"],
+            "no such ONNX file",
+        ),
     ],
 )
 def test_bad_input_gets_one_line_and_a_nonzero_exit(args: list[str], message: str) -> None:
@@ -110,7 +161,9 @@ def test_bad_flags_name_the_flag(untrained_bundle: Bundle) -> None:
 
 
 def test_port_in_use(untrained_bundle: Bundle, tmp_path: Path) -> None:
-    proc, endpoint = start_cloud_process(untrained_bundle.root, "tcp://127.0.0.1:*", tmp_path / "a.log")
+    proc, endpoint = start_cloud_process(
+        untrained_bundle.root, "tcp://127.0.0.1:*", tmp_path / "a.log"
+    )
     try:
         result = _cli("cloud", "--bundle", str(untrained_bundle.root), "--bind", endpoint)
         assert result.returncode == 1

@@ -19,7 +19,14 @@ from edgesplit.bundle import (
     Timing,
 )
 from edgesplit.errors import BundleError, PolicyError
-from offload_policy import Decision, FixedPolicy, Observation, best_static_decision, predict, rank_cuts
+from offload_policy import (
+    Decision,
+    FixedPolicy,
+    Observation,
+    best_static_decision,
+    predict,
+    rank_cuts,
+)
 
 
 def _t(seconds: float) -> Timing:
@@ -28,10 +35,18 @@ def _t(seconds: float) -> Timing:
 
 def _cut(i: int, kind: str, head: tuple[str, ...], exits: tuple[str, ...], nbytes: float) -> Cut:
     return Cut(
-        id=f"c{i:02d}", index=i, kind=kind, tensor=f"t{i}", name=f"c{i:02d}", shape=(4,),
-        dtype="float32", head=head, exits=exits,
+        id=f"c{i:02d}",
+        index=i,
+        kind=kind,
+        tensor=f"t{i}",
+        name=f"c{i:02d}",
+        shape=(4,),
+        dtype="float32",
+        head=head,
+        exits=exits,
         tail=None if kind == "output" else f"m__tail__c{i:02d}",
-        raw_bytes=int(nbytes), encoded_bytes={"raw": nbytes, "int8": nbytes / 4},
+        raw_bytes=int(nbytes),
+        encoded_bytes={"raw": nbytes, "int8": nbytes / 4},
     )
 
 
@@ -53,18 +68,41 @@ def manifest() -> Manifest:
         _cut(2, "inner", ("c00__c01", "c01__c02"), ("exit_1",), 1_000),
         _cut(3, "output", ("c00__c01", "c01__c03"), ("exit_1",), 16),
     )
-    edge = DeviceProfile("edge", {}, "CPU", 1, 1,
-                         {"c00__c01": _t(0.010), "c01__c02": _t(0.020), "c01__c03": _t(0.030)})
-    cloud = DeviceProfile("cloud", {}, "CPU", 1, 1,
-                          {"m__tail__c00": _t(0.005), "m__tail__c01": _t(0.004), "m__tail__c02": _t(0.001)})
+    edge = DeviceProfile(
+        "edge",
+        {},
+        "CPU",
+        1,
+        1,
+        {"c00__c01": _t(0.010), "c01__c02": _t(0.020), "c01__c03": _t(0.030)},
+    )
+    cloud = DeviceProfile(
+        "cloud",
+        {},
+        "CPU",
+        1,
+        1,
+        {"m__tail__c00": _t(0.005), "m__tail__c01": _t(0.004), "m__tail__c02": _t(0.001)},
+    )
     calibration = ExitCalibration(
-        thresholds=(0.8, 0.99), exits=("exit_1",), rate=((0.25,), (0.0,)), accuracy=((0.96,), (math.nan,)),
-        remaining_accuracy=((0.9, 0.88), (0.9, 0.9)), final_accuracy=0.9, samples=100,
+        thresholds=(0.8, 0.99),
+        exits=("exit_1",),
+        rate=((0.25,), (0.0,)),
+        accuracy=((0.96,), (math.nan,)),
+        remaining_accuracy=((0.9, 0.88), (0.9, 0.9)),
+        final_accuracy=0.9,
+        samples=100,
     )
     return Manifest(
         model=ModelInfo("m", TensorSpec("input", (4,)), "out", ("exit_1",)),
-        cuts=cuts, segments=segments, profiles={"edge": edge, "cloud": cloud},
-        calibration=calibration, files={}, codecs=("raw", "int8"), sample_source="test", created_by="test",
+        cuts=cuts,
+        segments=segments,
+        profiles={"edge": edge, "cloud": cloud},
+        calibration=calibration,
+        files={},
+        codecs=("raw", "int8"),
+        sample_source="test",
+        created_by="test",
     )
 
 
@@ -75,7 +113,8 @@ def test_offloaded_cut_with_an_exit() -> None:
     p = predict(M, Decision("c02", 0.8, "raw"), Observation(bandwidth_bps=8e6, rtt_s=0.002))
     # edge: 10 ms + (1 - 0.25) x 20 ms = 25 ms
     assert p.edge_compute_s == pytest.approx(0.025)
-    # offload (75%): 1000 B x 8 / 8 Mbit/s = 1 ms wire + 2 ms rtt + 1 ms tail = 4 ms -> 3 ms expected
+    # offload (75%): 1000 B x 8 / 8 Mbit/s = 1 ms wire + 2 ms rtt + 1 ms tail = 4 ms
+    # -> 0.75 x 4 ms = 3 ms expected
     assert p.latency_s == pytest.approx(0.025 + 0.75 * 0.004)
     assert p.bytes_sent == pytest.approx(750.0)
     # accuracy: 0.25 x 0.96 + 0.75 x 0.88 = 0.9
@@ -107,13 +146,16 @@ def test_fast_link_prefers_the_cloud() -> None:
 
 def test_middle_bandwidth_prefers_the_small_cut() -> None:
     ranked = rank_cuts(M, Observation(2e6), "raw", 0.8)
-    # c02: 25 ms + 0.75 x (4 ms wire + 1 ms) = 28.75 ms; c00: 40 ms + 5 ms; c03: 10 + 0.75 x 30 = 32.5 ms
+    # c02: 25 ms + 0.75 x (4 ms wire + 1 ms) = 28.75 ms; c00: 40 ms + 5 ms;
+    # c03: 10 + 0.75 x 30 = 32.5 ms
     assert ranked[0][0] == "c02"
     assert ranked[0][1].latency_s == pytest.approx(0.02875)
 
 
 @given(st.floats(min_value=1e3, max_value=1e11), st.sampled_from([None, 0.8, 0.99]))
-def test_best_is_never_slower_than_edge_only_or_cloud_only(bandwidth: float, threshold: float | None) -> None:
+def test_best_is_never_slower_than_edge_only_or_cloud_only(
+    bandwidth: float, threshold: float | None
+) -> None:
     obs = Observation(bandwidth)
     best = predict(M, best_static_decision(M, obs, "raw", threshold), obs).latency_s
     for cut in ("c00", "c03"):
@@ -125,7 +167,9 @@ def test_more_bandwidth_never_slows_a_decision(a: float, b: float) -> None:
     low, high = sorted((a, b))
     for cut in M.cuts:
         d = Decision(cut.id, 0.8, "raw")
-        assert predict(M, d, Observation(high)).latency_s <= predict(M, d, Observation(low)).latency_s
+        assert (
+            predict(M, d, Observation(high)).latency_s <= predict(M, d, Observation(low)).latency_s
+        )
 
 
 def test_fixed_policy_goes_edge_only_without_a_cloud() -> None:
@@ -135,8 +179,13 @@ def test_fixed_policy_goes_edge_only_without_a_cloud() -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"bandwidth_bps": -1.0}, {"bandwidth_bps": math.nan}, {"bandwidth_bps": 1.0, "rtt_s": -0.1},
-               {"bandwidth_bps": 1.0, "battery_level": 1.5}],
+    "kwargs",
+    [
+        {"bandwidth_bps": -1.0},
+        {"bandwidth_bps": math.nan},
+        {"bandwidth_bps": 1.0, "rtt_s": -0.1},
+        {"bandwidth_bps": 1.0, "battery_level": 1.5},
+    ],
 )
 def test_bad_observations_are_refused(kwargs: dict) -> None:
     with pytest.raises(PolicyError, match="observation"):

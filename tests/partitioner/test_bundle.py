@@ -1,4 +1,4 @@
-"""Bundles are self-describing and tamper-evident: every bad one gets an error naming file and field."""
+"""Bundles are self-describing and tamper-evident: errors name the file and the field."""
 
 from __future__ import annotations
 
@@ -28,7 +28,9 @@ def _edit_manifest(root: Path, edit) -> None:
 
 def test_round_trip_keeps_every_field(untrained_bundle: Bundle) -> None:
     manifest = untrained_bundle.manifest
-    again = manifest_from_dict(json.loads((untrained_bundle.root / MANIFEST).read_text()), Path("m"))
+    again = manifest_from_dict(
+        json.loads((untrained_bundle.root / MANIFEST).read_text()), Path("m")
+    )
     assert again == manifest
     assert compute_bundle_id(again) == manifest.bundle_id
 
@@ -51,8 +53,11 @@ def test_layout_is_a_triton_repository(untrained_bundle: Bundle) -> None:
 
 
 def test_every_file_is_hashed(untrained_bundle: Bundle) -> None:
-    on_disk = {str(p.relative_to(untrained_bundle.root)) for p in untrained_bundle.root.rglob("*")
-               if p.is_file() and p.name != MANIFEST}
+    on_disk = {
+        str(p.relative_to(untrained_bundle.root))
+        for p in untrained_bundle.root.rglob("*")
+        if p.is_file() and p.name != MANIFEST
+    }
     assert on_disk == set(untrained_bundle.manifest.files)
 
 
@@ -74,7 +79,9 @@ def test_tampered_tail_is_refused_on_the_cloud(copy: Path) -> None:
 def test_missing_file_is_named(copy: Path) -> None:
     victim = next((copy / "edge").iterdir())
     victim.unlink()
-    with pytest.raises(BundleError, match=f"file edge/{victim.name} listed in manifest.json is missing"):
+    with pytest.raises(
+        BundleError, match=f"file edge/{victim.name} listed in manifest.json is missing"
+    ):
         load_bundle(copy)
 
 
@@ -111,7 +118,9 @@ def test_not_json_and_not_a_bundle(tmp_path: Path) -> None:
         load_bundle(tmp_path)
 
 
-def test_partition_replaces_a_bundle_only_when_complete(untrained_bundle: Bundle, tmp_path: Path) -> None:
+def test_partition_replaces_a_bundle_only_when_complete(
+    untrained_bundle: Bundle, tmp_path: Path
+) -> None:
     from partitioner.partition import PartitionConfig, partition
     from partitioner.profiling import Repetitions
     from partitioner.sources import load_source

@@ -12,7 +12,9 @@ from partitioner.extract import plan_cuts
 from partitioner.graph import analyze
 
 
-def _model(nodes: list[onnx.NodeProto], outputs: list[str], inputs: tuple[str, ...] = ("x",)) -> onnx.ModelProto:
+def _model(
+    nodes: list[onnx.NodeProto], outputs: list[str], inputs: tuple[str, ...] = ("x",)
+) -> onnx.ModelProto:
     weight = numpy_helper.from_array(np.ones((4, 4), dtype=np.float32), "w")
     graph = helper.make_graph(
         nodes,
@@ -42,8 +44,11 @@ def test_chain_every_tensor_is_a_cut() -> None:
 def test_residual_block_has_no_cut_inside() -> None:
     # x -> a ; a -> b -> c ; d = a + c (skip) ; y = relu(d): b and c are inside the block.
     nodes = [
-        _relu("x", "a"), _matmul("a", "b"), _relu("b", "c"),
-        helper.make_node("Add", ["a", "c"], ["d"], name="add"), _relu("d", "y"),
+        _relu("x", "a"),
+        _matmul("a", "b"),
+        _relu("b", "c"),
+        helper.make_node("Add", ["a", "c"], ["d"], name="add"),
+        _relu("d", "y"),
     ]
     analysis = analyze(_model(nodes, ["y"]), "y")
     assert [c.tensor for c in analysis.cuts] == ["x", "a", "d", "y"]
@@ -52,8 +57,12 @@ def test_residual_block_has_no_cut_inside() -> None:
 def test_parallel_branches_merge_then_cut() -> None:
     # Inception-like: two branches from a, concatenated (here: added) into m.
     nodes = [
-        _relu("x", "a"), _matmul("a", "b1"), _relu("a", "b2"), _relu("b1", "b1r"),
-        helper.make_node("Add", ["b1r", "b2"], ["m"], name="merge"), _matmul("m", "y"),
+        _relu("x", "a"),
+        _matmul("a", "b1"),
+        _relu("a", "b2"),
+        _relu("b1", "b1r"),
+        helper.make_node("Add", ["b1r", "b2"], ["m"], name="merge"),
+        _matmul("m", "y"),
     ]
     analysis = analyze(_model(nodes, ["y"]), "y")
     assert [c.tensor for c in analysis.cuts] == ["x", "a", "m", "y"]
@@ -86,9 +95,12 @@ def test_heads_stop_at_exits_and_share_segments() -> None:
 def test_exit_reading_past_its_branch_point_is_refused() -> None:
     # e needs both a and c, but c lies inside a residual block: no single cut covers e.
     nodes = [
-        _relu("x", "a"), _matmul("a", "b"), _relu("b", "c"),
+        _relu("x", "a"),
+        _matmul("a", "b"),
+        _relu("b", "c"),
         helper.make_node("Add", ["a", "c"], ["e"], name="exit"),
-        helper.make_node("Add", ["a", "c"], ["d"], name="add"), _relu("d", "y"),
+        helper.make_node("Add", ["a", "c"], ["d"], name="add"),
+        _relu("d", "y"),
     ]
     with pytest.raises(ModelError, match="exit 'e' reads backbone tensors"):
         analyze(_model(nodes, ["y", "e"]), "y", ["e"])

@@ -45,12 +45,22 @@ def _check_every_cut(bundle: Bundle, x: np.ndarray) -> int:
     reference = _reference(bundle, x)
     for cut in manifest.cuts:
         output, exits = _split_run(bundle, cut, x)
-        np.testing.assert_allclose(output, reference[manifest.model.output], rtol=RTOL, atol=ATOL,
-                                   err_msg=f"cut {cut.id} ({cut.tensor})")
+        np.testing.assert_allclose(
+            output,
+            reference[manifest.model.output],
+            rtol=RTOL,
+            atol=ATOL,
+            err_msg=f"cut {cut.id} ({cut.tensor})",
+        )
         assert set(exits) == set(cut.exits), cut.id
         for name, value in exits.items():
-            np.testing.assert_allclose(value, reference[name], rtol=RTOL, atol=ATOL,
-                                       err_msg=f"exit {name} in the head of {cut.id}")
+            np.testing.assert_allclose(
+                value,
+                reference[name],
+                rtol=RTOL,
+                atol=ATOL,
+                err_msg=f"exit {name} in the head of {cut.id}",
+            )
     return len(manifest.cuts)
 
 
