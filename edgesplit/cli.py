@@ -171,6 +171,31 @@ def partition(
 
 
 @app.command()
+def export(
+    model: Annotated[
+        str, typer.Option(help="Zoo name (branchynet, resnet18, ...) or package.module:factory.")
+    ],
+    out: Annotated[Path, typer.Option(help="ONNX file to write.")],
+    input_shape: Annotated[
+        str | None,
+        typer.Option(
+            help="Input shape (no batch) for a factory returning a bare nn.Module: 3,224,224."
+        ),
+    ] = None,
+) -> None:
+    """Export a model to ONNX with a dynamic batch and its early exits as extra outputs."""
+    from partitioner.export import export_onnx, resolve_model
+
+    with console.status(f"building {model} (training if needed)"):
+        spec = resolve_model(model, _shape(input_shape))
+    path = export_onnx(spec, out)
+    console.print(
+        f"{path}: input {list(spec.input_shape)} (batch dynamic), outputs "
+        f"{list(spec.output_names)} (final first, then exits {list(spec.exit_names)})"
+    )
+
+
+@app.command()
 def show(
     bundle: Annotated[Path, typer.Option(help=BUNDLE_HELP)],
     codec: Annotated[str, typer.Option(help=CODEC_HELP)] = "int8+lz4",

@@ -160,6 +160,16 @@ def test_bad_flags_name_the_flag(untrained_bundle: Bundle) -> None:
         assert result.returncode == 1 and message in result.stderr, (args, result.stderr)
 
 
+def test_export_writes_exits_as_outputs(tmp_path: Path) -> None:
+    import onnx
+
+    result = _cli("export", "--model", "branchynet-untrained", "--out", str(tmp_path / "m.onnx"))
+    assert result.returncode == 0, result.stderr
+    model = onnx.load(str(tmp_path / "m.onnx"))
+    assert [o.name for o in model.graph.output] == ["logits", "exit_1", "exit_2"]
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # dynamic batch
+
+
 def test_port_in_use(untrained_bundle: Bundle, tmp_path: Path) -> None:
     proc, endpoint = start_cloud_process(
         untrained_bundle.root, "tcp://127.0.0.1:*", tmp_path / "a.log"
@@ -173,6 +183,6 @@ def test_port_in_use(untrained_bundle: Bundle, tmp_path: Path) -> None:
 
 
 def test_every_subcommand_has_help() -> None:
-    for command in ("demo", "partition", "show", "cloud", "edge", "train", "version"):
+    for command in ("demo", "partition", "show", "cloud", "edge", "train", "export", "version"):
         result = _cli(command, "--help")
         assert result.returncode == 0 and "Usage" in result.stdout, command
