@@ -202,10 +202,11 @@ def show(
     threshold: Annotated[str, typer.Option(help=THRESHOLD_HELP)] = "off",
     bandwidth_mbps: Annotated[float, typer.Option(help=BANDWIDTH_HELP)] = 10.0,
     rtt_ms: Annotated[float, typer.Option(help="Round-trip time the policy assumes, ms.")] = 0.0,
+    sizes: Annotated[bool, typer.Option(help="Also show bytes per cut under every codec.")] = False,
 ) -> None:
     """Show a bundle's cuts with sizes and predicted latency at a given link."""
     from edgesplit.bundle import load_bundle
-    from edgesplit.runs import cut_table
+    from edgesplit.runs import cut_table, size_table
 
     b = load_bundle(bundle)
     m = b.manifest
@@ -225,6 +226,8 @@ def show(
             rtt_ms / 1e3,
         )
     )
+    if sizes:
+        console.print(size_table(m))
 
 
 @app.command()

@@ -167,6 +167,21 @@ def cut_table(
     return table
 
 
+def size_table(manifest: Manifest) -> Table:
+    """Bytes per sample of every cut under every measured codec (payload, no header)."""
+    table = Table(title=f"bytes per sample at each cut ({manifest.sample_source})")
+    table.add_column("cut")
+    table.add_column("shape", justify="right")
+    for codec in manifest.codecs:
+        table.add_column(codec, justify="right")
+    for cut in manifest.cuts:
+        if cut.kind == "output":
+            continue
+        sizes = [f"{cut.encoded_bytes.get(c, float('nan')):,.0f}" for c in manifest.codecs]
+        table.add_row(cut.id, "x".join(map(str, cut.shape)), *sizes)
+    return table
+
+
 def run_edge(
     node: EdgeNode, inputs: InputSet, console: Console
 ) -> tuple[list[Outcome], RunSummary]:
