@@ -42,6 +42,13 @@ CUT_HELP = (
 )
 THRESHOLD_HELP = "Early-exit confidence (max softmax) on the calibrated grid; `off` disables exits."
 BANDWIDTH_HELP = "Uplink bandwidth the policy assumes, Mbit/s."
+InputShapeOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Input shape (no batch) for a factory returning a bare nn.Module: 3,224,224."
+    ),
+]
+ThreadsOption = Annotated[int, typer.Option(help="ONNX Runtime intra-op threads (0: its default).")]
 
 
 def _threshold(value: str) -> float | None:
@@ -125,18 +132,11 @@ def partition(
     exits: Annotated[
         str, typer.Option(help="Comma-separated early-exit outputs of an ONNX file.")
     ] = "",
-    input_shape: Annotated[
-        str | None,
-        typer.Option(
-            help="Input shape (no batch) for a factory returning a bare nn.Module: 3,224,224."
-        ),
-    ] = None,
+    input_shape: InputShapeOption = None,
     providers: Annotated[
         str, typer.Option(help="ONNX Runtime execution providers in order of preference.")
     ] = "CPUExecutionProvider",
-    threads: Annotated[
-        int, typer.Option(help="ONNX Runtime intra-op threads (0: its default).")
-    ] = 0,
+    threads: ThreadsOption = 0,
     bandwidth_mbps: Annotated[
         float, typer.Option(help="Bandwidth for the summary table, Mbit/s.")
     ] = 10.0,
@@ -176,12 +176,7 @@ def export(
         str, typer.Option(help="Zoo name (branchynet, resnet18, ...) or package.module:factory.")
     ],
     out: Annotated[Path, typer.Option(help="ONNX file to write.")],
-    input_shape: Annotated[
-        str | None,
-        typer.Option(
-            help="Input shape (no batch) for a factory returning a bare nn.Module: 3,224,224."
-        ),
-    ] = None,
+    input_shape: InputShapeOption = None,
 ) -> None:
     """Export a model to ONNX with a dynamic batch and its early exits as extra outputs."""
     from partitioner.export import export_onnx, resolve_model
@@ -239,9 +234,7 @@ def cloud(
     backend: Annotated[
         str, typer.Option(help="Tail backend: onnxruntime (embedded).")
     ] = "onnxruntime",
-    threads: Annotated[
-        int, typer.Option(help="ONNX Runtime intra-op threads (0: its default).")
-    ] = 0,
+    threads: ThreadsOption = 0,
     ready_file: Annotated[
         Path | None, typer.Option(help="Write the bound endpoint to this file once listening.")
     ] = None,
