@@ -19,16 +19,15 @@ class HeadResult:
 
     Attributes:
         exit: the exit that answered, or ``None`` if none was confident.
-        logits: that exit's logits (or the final output on an edge-only cut).
-        activation: the cut tensor to send (``None`` when answered locally).
+        value: that exit's logits, or else the tensor at the end of the head
+            (the cut tensor to send; the final output on an edge-only cut).
         last_stop: (tensor name, value) of the deepest exit boundary reached (or
             the start), from which the edge-only chain can continue locally.
         compute_s: time spent in ONNX Runtime, seconds.
     """
 
     exit: str | None
-    logits: np.ndarray | None
-    activation: np.ndarray | None
+    value: np.ndarray
     last_stop: tuple[str, np.ndarray]
     compute_s: float
 
@@ -94,5 +93,5 @@ class HeadRunner:
             if threshold is not None:
                 logits = named[segment.exit]
                 if bool(np.all(confidence(logits) >= threshold)):
-                    return HeadResult(segment.exit, logits, None, stop, spent)
-        return HeadResult(None, None, value, stop, spent)
+                    return HeadResult(segment.exit, logits, stop, spent)
+        return HeadResult(None, value, stop, spent)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -107,18 +107,22 @@ class CloudHealth:
         self.down_until = 0.0
 
 
-@dataclass
 class EdgeNode:
     """Answers requests for one bundle, with or without a cloud."""
 
-    bundle: Bundle
-    policy: Policy
-    client: CloudClient | None = None
-    config: EdgeConfig = field(default_factory=EdgeConfig)
-    runner: HeadRunner | None = None
-
-    def __post_init__(self) -> None:
-        self.runner = self.runner or HeadRunner(self.bundle)
+    def __init__(
+        self,
+        bundle: Bundle,
+        policy: Policy,
+        client: CloudClient | None = None,
+        config: EdgeConfig | None = None,
+        runner: HeadRunner | None = None,
+    ) -> None:
+        self.bundle = bundle
+        self.policy = policy
+        self.client = client
+        self.config = config or EdgeConfig()
+        self.runner = runner or HeadRunner(bundle)
         self.health = CloudHealth(self.config.backoff_s, self.config.max_backoff_s)
         self.counts: Counter[str] = Counter()
         self._state: Any = None
@@ -161,15 +165,15 @@ class EdgeNode:
             segment_chain(manifest, cut), (self._input, x), decision.exit_threshold
         )
         if head.exit is not None:
-            return self._done(head.logits, head.exit, cut.id, began, head.compute_s)
+            return self._done(head.value, head.exit, cut.id, began, head.compute_s)
         if cut.tail is None:
-            return self._done(head.activation, "edge", cut.id, began, head.compute_s)
+            return self._done(head.value, "edge", cut.id, began, head.compute_s)
         if self.client is None:
             return self._fallback(head, decision, began, "no_cloud", 0)
         try:
             reply, sent = self.client.request(
                 "infer",
-                {cut.name: head.activation},
+                {cut.name: head.value},
                 codec=decision.codec,
                 meta={"bundle": self.bundle.id, "cut": cut.id},
                 timeout_s=self.config.timeout_s,
@@ -211,9 +215,8 @@ class EdgeNode:
         if start is None:
             raise BundleError(f"the edge-only chain cannot continue from tensor {stop_name!r}")
         rest = self.runner.run(chain[start:], head.last_stop, decision.exit_threshold)
-        logits = rest.logits if rest.exit is not None else rest.activation
         return self._done(
-            logits,
+            rest.value,
             "fallback",
             decision.cut,
             began,

@@ -11,6 +11,7 @@ import zmq
 
 import wire
 from edgesplit.errors import TransportError, WireError
+from wire.message import MetaValue
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ class CloudClient:
         arrays: Mapping[str, np.ndarray] | None,
         *,
         codec: str = "raw",
-        meta: Mapping[str, object] | None = None,
+        meta: Mapping[str, MetaValue] | None = None,
         timeout_s: float,
     ) -> tuple[Reply | None, int]:
         """Send one request; return (reply or ``None`` on timeout, bytes sent).

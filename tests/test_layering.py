@@ -103,3 +103,23 @@ def test_public_surfaces_are_exported() -> None:
         for name in module.__all__:
             assert hasattr(module, name), f"{module.__name__}.{name}"
     assert issubclass(edgesplit.WireError, edgesplit.EdgesplitError)
+
+
+def test_every_role_is_a_package_the_wheel_ships() -> None:
+    import tomllib
+    from setuptools import find_packages
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    include = config["tool"]["setuptools"]["packages"]["find"]["include"]
+    shipped = set(find_packages(where=str(ROOT), include=include))
+    roles = {
+        "edgesplit",
+        "wire",
+        "offload_policy",
+        "partitioner",
+        "edge_node",
+        "cloud_node",
+        "experiments",
+    }
+    assert roles <= shipped, roles - shipped
+    assert not any(p.startswith("tests") for p in shipped)

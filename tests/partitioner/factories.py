@@ -26,8 +26,9 @@ def tiny() -> nn.Module:
     """A bare module with one output; needs an input shape of (1, 8, 8)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
-                             nn.Linear(4 * 64, 3))
+        return nn.Sequential(
+            nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 64, 3)
+        )
 
 
 def tiny_with_exit() -> nn.Module:
@@ -37,9 +38,14 @@ def tiny_with_exit() -> nn.Module:
 
 def tiny_spec() -> ModelSpec:
     """A factory that returns a full ModelSpec."""
-    return ModelSpec(name="tiny-spec", module=_TwoExits(), input_shape=TINY_SHAPE,
-                     output_names=("logits", "exit_1"), exit_names=("exit_1",),
-                     class_names=("a", "b", "c"))
+    return ModelSpec(
+        name="tiny-spec",
+        module=_TwoExits(),
+        input_shape=TINY_SHAPE,
+        output_names=("logits", "exit_1"),
+        exit_names=("exit_1",),
+        class_names=("a", "b", "c"),
+    )
 
 
 def returns_string() -> str:

@@ -28,8 +28,12 @@ def _split(name: str, n: int, seed: int = 0) -> Split:
 def _same(a: Split, b: Split) -> bool:
     return all(
         x.dtype == y.dtype and x.tobytes() == y.tobytes()
-        for x, y in ((a.images, b.images), (a.labels, b.labels),
-                     (a.difficulty, b.difficulty), (a.source_index, b.source_index))
+        for x, y in (
+            (a.images, b.images),
+            (a.labels, b.labels),
+            (a.difficulty, b.difficulty),
+            (a.source_index, b.source_index),
+        )
     )
 
 

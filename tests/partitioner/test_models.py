@@ -56,8 +56,15 @@ def test_zoo_model_forward_has_declared_outputs(name: str) -> None:
 
 
 def test_model_names_cover_the_zoo() -> None:
-    assert set(MODEL_NAMES) == {"branchynet", "branchynet-untrained", "alexnet", "vgg16",
-                                "resnet18", "resnet50", "mobilenet_v2"}
+    assert set(MODEL_NAMES) == {
+        "branchynet",
+        "branchynet-untrained",
+        "alexnet",
+        "vgg16",
+        "resnet18",
+        "resnet50",
+        "mobilenet_v2",
+    }
 
 
 def test_branchynet_spec_names_its_exits() -> None:
@@ -194,8 +201,9 @@ def test_export_has_named_outputs_and_dynamic_batch(
 
 
 @pytest.mark.parametrize("batch", [1, 3])
-def test_export_matches_torch_at_any_batch(branchynet_onnx: tuple[ModelSpec, Path],
-                                           batch: int) -> None:
+def test_export_matches_torch_at_any_batch(
+    branchynet_onnx: tuple[ModelSpec, Path], batch: int
+) -> None:
     spec, path = branchynet_onnx
     x = np.random.default_rng(batch).standard_normal((batch, 1, 32, 32), dtype=np.float32)
     got = _run_onnx(path, x)
@@ -293,8 +301,9 @@ def test_unwritable_cache_fails_before_training(tmp_path: Path) -> None:
         train_branchynet(blocker / "cache", **SMALL)
 
 
-def test_default_cache_dir_reads_the_environment(tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_cache_dir_reads_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("EDGESPLIT_CACHE", str(tmp_path))
     assert default_cache_dir() == tmp_path
     monkeypatch.delenv("EDGESPLIT_CACHE")
