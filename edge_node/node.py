@@ -29,7 +29,10 @@ log = logging.getLogger(__name__)
 class Policy(Protocol):
     """What the edge asks for a decision."""
 
-    name: str
+    @property
+    def name(self) -> str:
+        """The policy's name, for logs and metrics."""
+        ...
 
     def decide(self, observation: Observation, state: Any, now: float) -> tuple[Decision, Any]:
         """A decision for the next request, and the policy's new state."""

@@ -5,12 +5,10 @@ A domain error prints one line naming what and where, and exits non-zero.
 
 from __future__ import annotations
 
-import json
 import signal
 import sys
 import tempfile
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
@@ -18,7 +16,7 @@ import typer
 from rich.console import Console
 
 from edgesplit import __version__
-from edgesplit.errors import ConfigError, EdgesplitError, TransportError
+from edgesplit.errors import ConfigError, EdgesplitError
 
 app = typer.Typer(
     name="edgesplit",
@@ -295,10 +293,11 @@ def edge(
     """Classify inputs on the edge, offloading the tail to a cloud node."""
     from edge_node.inputs import load_inputs
     from edgesplit.bundle import load_bundle
+    from edgesplit.runs import run_edge_session
 
     b = load_bundle(bundle, verify="edge")
     data = load_inputs(inputs, b, samples)
-    _run_edge_and_report(
+    run_edge_session(
         b,
         data,
         connect,
@@ -309,58 +308,8 @@ def edge(
         None if rtt_ms is None else rtt_ms / 1e3,
         _positive("--timeout-ms", timeout_ms) / 1e3,
         results,
+        console,
     )
-
-
-def _run_edge_and_report(
-    b, data, connect, cut, threshold, codec, bandwidth_bps, rtt_s, timeout_s, results
-):
-    from edge_node.node import EdgeConfig, EdgeNode
-    from edge_node.transport import CloudClient
-    from edgesplit.runs import choose_decision, cut_table, run_edge, summary_table
-    from offload_policy import Decision, FixedPolicy
-
-    m = b.manifest
-    client = CloudClient(connect) if connect else None
-    try:
-        config = EdgeConfig(timeout_s=timeout_s, bandwidth_bps=bandwidth_bps, rtt_s=rtt_s)
-        node = EdgeNode(
-            b,
-            FixedPolicy(Decision(m.edge_only.id, threshold, codec), m.edge_only.id),
-            client,
-            config,
-        )
-        if client is not None:
-            try:
-                backend = node.check_cloud()
-            except TransportError as exc:
-                # Serve anyway: requests run locally until the cloud answers a probe.
-                node.health.failed(time.monotonic())
-                console.print(f"[yellow]warning:[/yellow] {exc}; answering on the edge and probing")
-            else:
-                console.print(
-                    f"paired with cloud {connect} (backend {backend}, bundle {b.id[:12]}, "
-                    f"ping {node.measured_rtt_s * 1e3:.3f} ms)"
-                )
-        rtt_s = node.observe(0.0).rtt_s
-        decision = choose_decision(m, cut, codec, threshold, bandwidth_bps, rtt_s)
-        node.policy = FixedPolicy(decision, m.edge_only.id)
-        console.print(cut_table(m, codec, threshold, bandwidth_bps, rtt_s, chosen=decision.cut))
-        node.runner.warm([m.cut(decision.cut), m.edge_only])
-        outcomes, summary = run_edge(node, data, console)
-    finally:
-        if client is not None:
-            client.close()
-    console.print(summary_table(summary, decision, m, bandwidth_bps, rtt_s))
-    if results is not None:
-        with results.open("w", encoding="utf-8") as fh:
-            for i, o in enumerate(outcomes):
-                row = asdict(o)
-                row["prediction"] = o.prediction.tolist()
-                row["label"] = None if data.labels is None else int(data.labels[i])
-                fh.write(json.dumps(row) + "\n")
-        console.print(f"per-request results: {results}")
-    return summary
 
 
 @app.command()
@@ -389,7 +338,7 @@ def demo(
     """
     from edge_node.inputs import load_inputs
     from edgesplit.bundle import load_bundle
-    from edgesplit.runs import build_bundle, start_cloud_process, stop_process
+    from edgesplit.runs import build_bundle, run_edge_session, start_cloud_process, stop_process
     from partitioner.training import DEFAULT_EPOCHS, TrainConfig, default_cache_dir
 
     started = time.perf_counter()
@@ -416,7 +365,7 @@ def demo(
             console.rule("3/3 edge node")
             data = load_inputs("bundle", loaded, samples)
             console.print(f"inputs: {data.source}")
-            _run_edge_and_report(
+            run_edge_session(
                 loaded,
                 data,
                 endpoint,
@@ -427,6 +376,7 @@ def demo(
                 None,
                 1.0,
                 results,
+                console,
             )
         finally:
             code = stop_process(proc)

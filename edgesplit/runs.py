@@ -7,6 +7,7 @@ them. Imports of the offline side (torch) happen only inside
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -14,18 +15,28 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from edge_node.inputs import InputSet
-from edge_node.node import EdgeNode, Outcome
+from edge_node.node import EdgeConfig, EdgeNode, Outcome
 from edge_node.report import RunSummary, summarize
+from edge_node.transport import CloudClient
 from edgesplit.bundle import Bundle, Manifest
 from edgesplit.errors import ConfigError, TransportError
-from offload_policy import Decision, Observation, best_static_decision, predict, rank_cuts
+from offload_policy import (
+    Decision,
+    FixedPolicy,
+    Observation,
+    best_static_decision,
+    predict,
+    rank_cuts,
+)
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +191,67 @@ def size_table(manifest: Manifest) -> Table:
         sizes = [f"{cut.encoded_bytes.get(c, float('nan')):,.0f}" for c in manifest.codecs]
         table.add_row(cut.id, "x".join(map(str, cut.shape)), *sizes)
     return table
+
+
+def run_edge_session(
+    bundle: Bundle,
+    inputs: InputSet,
+    connect: str | None,
+    cut: str,
+    threshold: float | None,
+    codec: str,
+    bandwidth_bps: float,
+    rtt_s: float | None,
+    timeout_s: float,
+    results: Path | None,
+    console: Console,
+) -> RunSummary:
+    """Pair with the cloud (if any), decide, classify every input, print and save the results.
+
+    ``rtt_s=None`` uses the RTT measured by pinging the cloud. A cloud that does
+    not answer at start is marked down: the edge answers locally and probes it.
+    """
+    m = bundle.manifest
+    client = CloudClient(connect) if connect else None
+    try:
+        config = EdgeConfig(timeout_s=timeout_s, bandwidth_bps=bandwidth_bps, rtt_s=rtt_s)
+        fallback = FixedPolicy(Decision(m.edge_only.id, threshold, codec), m.edge_only.id)
+        node = EdgeNode(bundle, fallback, client, config)
+        if client is not None:
+            try:
+                backend = node.check_cloud()
+            except TransportError as exc:
+                node.health.failed(time.monotonic())
+                console.print(f"[yellow]warning:[/yellow] {exc}; answering on the edge and probing")
+            else:
+                console.print(
+                    f"paired with cloud {connect} (backend {backend}, bundle {bundle.id[:12]}, "
+                    f"ping {node.measured_rtt_s * 1e3:.3f} ms)"
+                )
+        assumed_rtt_s = node.observe(0.0).rtt_s
+        decision = choose_decision(m, cut, codec, threshold, bandwidth_bps, assumed_rtt_s)
+        node.policy = FixedPolicy(decision, m.edge_only.id)
+        console.print(cut_table(m, codec, threshold, bandwidth_bps, assumed_rtt_s, decision.cut))
+        node.runner.warm([m.cut(decision.cut), m.edge_only])
+        outcomes, summary = run_edge(node, inputs, console)
+    finally:
+        if client is not None:
+            client.close()
+    console.print(summary_table(summary, decision, m, bandwidth_bps, assumed_rtt_s))
+    if results is not None:
+        write_outcomes(results, outcomes, inputs.labels)
+        console.print(f"per-request results: {results}")
+    return summary
+
+
+def write_outcomes(path: Path, outcomes: Sequence[Outcome], labels: np.ndarray | None) -> None:
+    """One JSON object per request: the outcome's fields plus the label when known."""
+    with path.open("w", encoding="utf-8") as fh:
+        for i, outcome in enumerate(outcomes):
+            row = asdict(outcome)
+            row["prediction"] = outcome.prediction.tolist()
+            row["label"] = None if labels is None else int(labels[i])
+            fh.write(json.dumps(row) + "\n")
 
 
 def run_edge(

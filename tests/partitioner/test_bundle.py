@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from edgesplit.bundle import MANIFEST, Bundle, compute_bundle_id, load_bundle, manifest_from_dict
+from edgesplit.bundle import MANIFEST, Bundle, compute_bundle_id, load_bundle
 from edgesplit.errors import BundleError, ModelError
+from edgesplit.manifest_json import manifest_from_dict
 
 
 @pytest.fixture

@@ -1,0 +1,215 @@
+"""Read ``manifest.json`` into a validated :class:`~edgesplit.bundle.Manifest`.
+
+Outside data is converted once, here: every field is checked for presence and
+type, and an error names the file, the field (``cuts[3].head``) and what to
+do about it.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from edgesplit.bundle import (
+    FORMAT,
+    FORMAT_VERSION,
+    Cut,
+    DeviceProfile,
+    ExitCalibration,
+    Manifest,
+    ModelInfo,
+    Segment,
+    TensorSpec,
+    Timing,
+)
+from edgesplit.errors import BundleError
+
+
+class _Reader:
+    """Typed access to manifest JSON with errors that name the field and the file."""
+
+    def __init__(self, source: Path) -> None:
+        self.source = source
+
+    def fail(self, where: str, problem: str) -> BundleError:
+        return BundleError(
+            f"{self.source}: {where}: {problem}; re-run `edgesplit partition` to rebuild the bundle"
+        )
+
+    def get(self, data: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
+        if not isinstance(data, dict):
+            raise self.fail(where, f"expected an object, got {type(data).__name__}")
+        if key not in data:
+            raise self.fail(where, f"missing field {key!r}")
+        value = data[key]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise self.fail(f"{where}.{key}", f"expected {_kind_name(kind)}, got {value!r:.60}")
+        return value
+
+    def opt(self, data: dict, key: str, kind: type | tuple[type, ...], where: str) -> Any:
+        if data.get(key) is None:
+            return None
+        return self.get(data, key, kind, where)
+
+    def ints(self, data: dict, key: str, where: str) -> tuple[int, ...]:
+        values = self.get(data, key, list, where)
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
+            raise self.fail(f"{where}.{key}", f"expected non-negative integers, got {values}")
+        return tuple(values)
+
+    def strs(self, data: dict, key: str, where: str) -> tuple[str, ...]:
+        values = self.get(data, key, list, where)
+        if not all(isinstance(v, str) for v in values):
+            raise self.fail(f"{where}.{key}", f"expected strings, got {values}")
+        return tuple(values)
+
+    def floats(self, values: Any, where: str) -> tuple[float, ...]:
+        if not isinstance(values, list) or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) or v is None for v in values
+        ):
+            raise self.fail(where, f"expected a list of numbers, got {values!r:.60}")
+        return tuple(math.nan if v is None else float(v) for v in values)
+
+    def table(self, data: dict, key: str, where: str) -> tuple[tuple[float, ...], ...]:
+        rows = self.get(data, key, list, where)
+        return tuple(self.floats(row, f"{where}.{key}[{i}]") for i, row in enumerate(rows))
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    if isinstance(kind, tuple):
+        return " or ".join(k.__name__ for k in kind)
+    return kind.__name__
+
+
+def _tensor_spec(r: _Reader, data: Any, where: str) -> TensorSpec:
+    return TensorSpec(
+        r.get(data, "name", str, where),
+        r.ints(data, "shape", where),
+        r.get(data, "dtype", str, where),
+    )
+
+
+def _cut(r: _Reader, data: Any, where: str) -> Cut:
+    kind = r.get(data, "kind", str, where)
+    if kind not in ("input", "inner", "output"):
+        raise r.fail(f"{where}.kind", f"expected input, inner or output, got {kind!r}")
+    sizes = r.get(data, "encoded_bytes", dict, where)
+    encoded = {str(k): float(r.get(sizes, k, float, f"{where}.encoded_bytes")) for k in sizes}
+    return Cut(
+        id=r.get(data, "id", str, where),
+        index=r.get(data, "index", int, where),
+        kind=kind,
+        tensor=r.get(data, "tensor", str, where),
+        name=r.get(data, "name", str, where),
+        shape=r.ints(data, "shape", where),
+        dtype=r.get(data, "dtype", str, where),
+        head=r.strs(data, "head", where),
+        exits=r.strs(data, "exits", where),
+        tail=r.opt(data, "tail", str, where),
+        raw_bytes=r.get(data, "raw_bytes", int, where),
+        encoded_bytes=encoded,
+    )
+
+
+def _profile(r: _Reader, data: Any, where: str) -> DeviceProfile:
+    timings = {}
+    raw = r.get(data, "timings", dict, where)
+    for key, value in raw.items():
+        w = f"{where}.timings.{key}"
+        timings[key] = Timing(
+            r.get(value, "median_s", float, w),
+            r.get(value, "p95_s", float, w),
+            r.get(value, "runs", int, w),
+        )
+    machine = r.get(data, "machine", dict, where)
+    return DeviceProfile(
+        role=r.get(data, "role", str, where),
+        machine={str(k): str(v) for k, v in machine.items()},
+        provider=r.get(data, "provider", str, where),
+        threads=r.get(data, "threads", int, where),
+        batch_size=r.get(data, "batch_size", int, where),
+        timings=timings,
+    )
+
+
+def _calibration(r: _Reader, data: Any, where: str) -> ExitCalibration:
+    cal = ExitCalibration(
+        thresholds=r.floats(r.get(data, "thresholds", list, where), f"{where}.thresholds"),
+        exits=r.strs(data, "exits", where),
+        rate=r.table(data, "rate", where),
+        accuracy=r.table(data, "accuracy", where),
+        remaining_accuracy=r.table(data, "remaining_accuracy", where),
+        final_accuracy=r.get(data, "final_accuracy", float, where),
+        samples=r.get(data, "samples", int, where),
+    )
+    n, k = len(cal.thresholds), len(cal.exits)
+    shapes = {
+        "rate": (cal.rate, k),
+        "accuracy": (cal.accuracy, k),
+        "remaining_accuracy": (cal.remaining_accuracy, k + 1),
+    }
+    for name, (rows, width) in shapes.items():
+        if len(rows) != n or any(len(row) != width for row in rows):
+            raise r.fail(f"{where}.{name}", f"expected {n} rows of {width} values")
+    return cal
+
+
+def manifest_from_dict(data: Any, source: Path) -> Manifest:
+    """Validate manifest JSON data; errors name ``source`` and the field."""
+    r = _Reader(source)
+    fmt = r.get(data, "format", str, "manifest")
+    version = r.get(data, "format_version", int, "manifest")
+    if fmt != FORMAT or version != FORMAT_VERSION:
+        raise r.fail(
+            "manifest",
+            f"format={fmt!r} version={version}; this edgesplit reads "
+            f"format={FORMAT!r} version={FORMAT_VERSION}",
+        )
+    m = r.get(data, "model", dict, "manifest")
+    model = ModelInfo(
+        name=r.get(m, "name", str, "model"),
+        input=_tensor_spec(r, r.get(m, "input", dict, "model"), "model.input"),
+        output=r.get(m, "output", str, "model"),
+        exits=r.strs(m, "exits", "model"),
+        class_names=tuple(m["class_names"]) if m.get("class_names") is not None else None,
+    )
+    cuts = tuple(
+        _cut(r, c, f"cuts[{i}]") for i, c in enumerate(r.get(data, "cuts", list, "manifest"))
+    )
+    if len(cuts) < 2 or cuts[0].kind != "input" or cuts[-1].kind != "output":
+        raise r.fail("cuts", "expected the raw input first and the final output last")
+    segments = {}
+    for key, s in r.get(data, "segments", dict, "manifest").items():
+        w = f"segments.{key}"
+        segments[key] = Segment(
+            r.get(s, "id", str, w),
+            r.get(s, "file", str, w),
+            r.get(s, "input", str, w),
+            r.get(s, "output", str, w),
+            r.opt(s, "exit", str, w),
+        )
+    for cut in cuts:
+        for seg in cut.head:
+            if seg not in segments:
+                raise r.fail(f"cut {cut.id}.head", f"unknown segment {seg!r}")
+    profiles = {
+        role: _profile(r, p, f"profiles.{role}")
+        for role, p in r.get(data, "profiles", dict, "manifest").items()
+    }
+    raw_cal = data.get("calibration")
+    files = r.get(data, "files", dict, "manifest")
+    return Manifest(
+        model=model,
+        cuts=cuts,
+        segments=segments,
+        profiles=profiles,
+        calibration=None if raw_cal is None else _calibration(r, raw_cal, "calibration"),
+        files={str(k): str(v) for k, v in files.items()},
+        codecs=r.strs(data, "codecs", "manifest"),
+        sample_source=r.get(data, "sample_source", str, "manifest"),
+        created_by=r.get(data, "created_by", str, "manifest"),
+        bundle_id=r.get(data, "bundle_id", str, "manifest"),
+    )
