@@ -176,13 +176,15 @@ def _untrained_branchynet(seed: int) -> ModelSpec:
     return branchynet_spec(new_branchynet(seed), name="branchynet-untrained")
 
 
-def _torchvision(name: str) -> Callable[[int], ModelSpec]:
+def _torchvision(name: str, **options: object) -> Callable[[int], ModelSpec]:
+    """A builder of torchvision's ``name`` with random weights and keyword ``options``."""
+
     def build(seed: int) -> ModelSpec:
         from torchvision import models  # imported on use: it is slow to import
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            module = getattr(models, name)(weights=None)
+            module = getattr(models, name)(weights=None, **options)
         return ModelSpec(
             name=name, module=module, input_shape=IMAGENET_SHAPE, output_names=(FINAL_OUTPUT,)
         )
@@ -198,6 +200,11 @@ _ZOO: dict[str, Callable[[int], ModelSpec]] = {
     "resnet18": _torchvision("resnet18"),
     "resnet50": _torchvision("resnet50"),
     "mobilenet_v2": _torchvision("mobilenet_v2"),
+    # Without aux_logits, eval and training both return the logits alone; with
+    # weights=None, transform_input stays off, so the graph starts at conv1.
+    # init_weights=True is torchvision's default, named to silence its warning.
+    "googlenet": _torchvision("googlenet", aux_logits=False, init_weights=True),
+    "densenet121": _torchvision("densenet121"),
 }
 
 MODEL_NAMES: tuple[str, ...] = tuple(_ZOO)
