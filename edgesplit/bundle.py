@@ -6,6 +6,7 @@ A bundle is one self-describing directory per model::
                       codec sizes, sha256 of every file, and the bundle id
     edge/             head segments (ONNX), one chain per kept cut
     cloud/            a Triton model repository: <model>__tail__<cut>/1/model.onnx
+    profiles/         the edge and cloud profiles the bundle was built from
 
 This module holds the bundle's data types (frozen dataclasses, validated once
 when read) and the reader. It imports no deep-learning framework.
@@ -23,7 +24,7 @@ from typing import Any
 from edgesplit.errors import BundleError
 
 FORMAT = "edgesplit-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 
 
@@ -66,6 +67,8 @@ class Cut:
         tail: Triton model name of the tail (``None`` for edge-only).
         raw_bytes: bytes of the cut tensor per sample, uncompressed.
         encoded_bytes: mean bytes per sample after each codec, measured.
+        head_peak_bytes: peak memory of loading and running the whole head
+            on the edge, measured (``None``: not measurable there).
     """
 
     id: str
@@ -80,6 +83,7 @@ class Cut:
     tail: str | None
     raw_bytes: int
     encoded_bytes: Mapping[str, float] = field(default_factory=dict)
+    head_peak_bytes: int | None = None
 
     def bytes_for(self, codec: str) -> float:
         """Mean bytes per sample sent for this cut with ``codec``."""
@@ -92,6 +96,47 @@ class Cut:
                 f"cut {self.id}: no measured size for codec={codec!r}; measured: "
                 f"{sorted(self.encoded_bytes)}"
             ) from None
+
+
+@dataclass(frozen=True)
+class PrunedCut:
+    """A candidate cut left out of the bundle, and why.
+
+    Attributes:
+        id: the cut id it had among all candidates.
+        tensor: the tensor in the source model.
+        shape: per-sample shape of the tensor.
+        reason: why it can never be the best choice, in words and figures.
+        beaten_by: the kept cuts that beat it, most often first.
+    """
+
+    id: str
+    index: int
+    tensor: str
+    shape: tuple[int, ...]
+    reason: str
+    beaten_by: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PruningInfo:
+    """The conditions under which every pruned cut was never optimal.
+
+    Attributes:
+        bandwidth_mbps: lowest and highest uplink bandwidth considered.
+        bandwidth_points: log-spaced bandwidths evaluated in that range.
+        rtt_s: round-trip times considered.
+        radios: radio power models considered (energy of transmission).
+        device: the edge device power model (energy of computation).
+        candidates: number of candidate cuts before pruning.
+    """
+
+    bandwidth_mbps: tuple[float, float]
+    bandwidth_points: int
+    rtt_s: tuple[float, ...]
+    radios: tuple[str, ...]
+    device: str
+    candidates: int
 
 
 @dataclass(frozen=True)
@@ -205,6 +250,8 @@ class Manifest:
     sample_source: str
     created_by: str
     bundle_id: str = ""
+    pruned: tuple[PrunedCut, ...] = ()
+    pruning: PruningInfo | None = None
 
     def cut(self, cut_id: str) -> Cut:
         """The cut named ``cut_id``."""
@@ -299,7 +346,14 @@ def load_bundle(root: Path | str, *, verify: str = "all") -> Bundle:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BundleError(f"{path}: cannot be read as JSON: {exc}") from exc
     from edgesplit.manifest_json import manifest_from_dict  # deferred: it imports these types
+    from edgesplit.schemas import validate
 
+    if isinstance(data, dict) and data.get("format_version") != FORMAT_VERSION:
+        raise BundleError(
+            f"{path}: format_version={data.get('format_version')!r}; this edgesplit reads "
+            f"{FORMAT_VERSION}: re-run `edgesplit partition` to rebuild the bundle"
+        )
+    validate(data, "manifest", path, hint="re-run `edgesplit partition` to rebuild the bundle")
     manifest = manifest_from_dict(data, path)
     expected_id = compute_bundle_id(manifest)
     if manifest.bundle_id != expected_id:

@@ -113,44 +113,192 @@ def train(
         console.print(f"  {name:8s} test accuracy {acc:.4f}")
 
 
+ModelArgument = Annotated[
+    str,
+    typer.Option(
+        help="Zoo name (branchynet, resnet18, googlenet, ...), package.module:factory, "
+        "or FILE.onnx (exits: --exits, or a sidecar FILE.exits.json)."
+    ),
+]
+ExitsOption = Annotated[
+    str, typer.Option(help="Comma-separated early-exit outputs of an ONNX file.")
+]
+ProvidersOption = Annotated[
+    str,
+    typer.Option(
+        help="ONNX Runtime execution providers in order of preference, comma-separated, e.g. "
+        "TensorrtExecutionProvider,CUDAExecutionProvider (CPU is always the fallback; the "
+        "profile records the one really used)."
+    ),
+]
+QuickOption = Annotated[
+    bool, typer.Option(help="2 warm-up and 7 timed runs instead of 5 and 30: for tests.")
+]
+
+
+def _profile_config(
+    quick: bool, providers: str, threads: int, batch_size: int = 1, layers: bool = True
+):
+    from partitioner.profile import ProfileConfig
+    from partitioner.profiling import Repetitions
+
+    return ProfileConfig(
+        reps=Repetitions.quick() if quick else Repetitions(),
+        providers=tuple(p for p in providers.split(",") if p),
+        threads=threads,
+        batch_size=batch_size,
+        layers=layers,
+    )
+
+
+def _range(name: str, value: str) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in value.split("-", 1))
+    except ValueError:
+        raise ConfigError(f"{name} {value}: expected LOW-HIGH in Mbit/s, like 0.1-1000") from None
+    return low, high
+
+
+@app.command()
+def profile(
+    model: ModelArgument = "",
+    device: Annotated[
+        str, typer.Option(help="Which target this machine is: edge (times heads) or cloud (tails).")
+    ] = "edge",
+    out: Annotated[Path | None, typer.Option(help="Profile JSON file to write.")] = None,
+    quick: QuickOption = False,
+    exits: ExitsOption = "",
+    input_shape: InputShapeOption = None,
+    providers: ProvidersOption = "CPUExecutionProvider",
+    threads: ThreadsOption = 0,
+    batch_size: Annotated[int, typer.Option(help="Batch size of the timed runs.")] = 1,
+    layers: Annotated[
+        bool, typer.Option(help="Per-layer latency from ONNX Runtime's node profiling.")
+    ] = True,
+    plot: Annotated[
+        Path | None,
+        typer.Option(
+            help="Draw per-layer latency and output-size bars and per-cut figures to this PNG."
+        ),
+    ] = None,
+    from_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--from",
+            help="Read an existing profile (e.g. BUNDLE/profiles/edge.json) instead of measuring.",
+        ),
+    ] = None,
+) -> None:
+    """Measure a model on this machine as the edge device or the cloud machine.
+
+    Run it on the target itself: `edgesplit profile --device edge` on the
+    Jetson, `--device cloud` on the server, then give both files to
+    `edgesplit partition --edge-profile ... --cloud-profile ...`. Records
+    per-layer kernel latency, per-cut head (edge) or tail (cloud) latency
+    (median and p95 after a warm-up), activation bytes raw and per codec on
+    real samples, each head's peak memory, and the machine, execution
+    provider, threads and batch size.
+    """
+    from edgesplit.offline import profile_table, run_profile
+    from partitioner.profile import load_profile, save_profile
+
+    if from_file is not None:
+        measured = load_profile(from_file)
+    else:
+        if not model:
+            raise ConfigError("--model is required (or --from PROFILE to plot an existing one)")
+        if device not in ("edge", "cloud"):
+            raise ConfigError(f"--device {device}: expected edge or cloud")
+        if out is None:
+            raise ConfigError("--out is required: the profile JSON file to write")
+        measured = run_profile(
+            model,
+            device,
+            config=_profile_config(quick, providers, threads, batch_size, layers),
+            exits=tuple(e for e in exits.split(",") if e),
+            input_shape=_shape(input_shape),
+            console=console,
+        )
+        save_profile(measured, out)
+        console.print(f"profile written to {out}")
+    console.print(profile_table(measured))
+    if plot is not None:
+        from partitioner.plots import plot_profile
+
+        plot_profile(measured, plot)
+        console.print(f"plot written to {plot}")
+
+
 @app.command()
 def partition(
-    model: Annotated[
-        str,
-        typer.Option(
-            help="Zoo name (branchynet, resnet18, ...), package.module:factory, or FILE.onnx."
-        ),
-    ],
+    model: ModelArgument,
     out: Annotated[
         Path, typer.Option(help="Directory to write the bundle to (replaced when complete).")
     ],
-    quick: Annotated[
-        bool, typer.Option(help="Few timing runs: for tests and smoke checks.")
-    ] = False,
-    exits: Annotated[
-        str, typer.Option(help="Comma-separated early-exit outputs of an ONNX file.")
-    ] = "",
+    quick: QuickOption = False,
+    exits: ExitsOption = "",
     input_shape: InputShapeOption = None,
-    providers: Annotated[
-        str, typer.Option(help="ONNX Runtime execution providers in order of preference.")
-    ] = "CPUExecutionProvider",
+    providers: ProvidersOption = "CPUExecutionProvider",
     threads: ThreadsOption = 0,
+    edge_profile: Annotated[
+        Path | None,
+        typer.Option(
+            help="Profile measured on the edge device (`edgesplit profile --device edge`); "
+            "default: measure here."
+        ),
+    ] = None,
+    cloud_profile: Annotated[
+        Path | None,
+        typer.Option(
+            help="Profile measured on the cloud machine (`--device cloud`); default: measure here."
+        ),
+    ] = None,
+    prune: Annotated[
+        bool,
+        typer.Option(help="Drop cuts never optimal in the operating range (see --prune-range)."),
+    ] = True,
+    prune_range: Annotated[
+        str,
+        typer.Option(
+            help="Uplink bandwidth range a kept cut must be optimal somewhere in, Mbit/s."
+        ),
+    ] = "0.1-1000",
+    device_power: Annotated[
+        str,
+        typer.Option(
+            help="Edge power model for the energy side of pruning: jetson-nano-5w, "
+            "jetson-nano-10w, jetson-xavier-nx-15w, jetson-orin-nano-15w, laptop-cpu, phone-soc."
+        ),
+    ] = "jetson-nano-10w",
     bandwidth_mbps: Annotated[
         float, typer.Option(help="Bandwidth for the summary table, Mbit/s.")
     ] = 10.0,
 ) -> None:
-    """Find the cuts of a model, profile them here, calibrate exits, write the bundle."""
-    from edgesplit.runs import build_bundle, cut_table
+    """Find the cuts of a model, profile, calibrate exits, prune, and write the bundle.
 
-    exit_names = tuple(e for e in exits.split(",") if e)
+    On one machine it profiles both sides here in one step. With
+    --edge-profile and --cloud-profile it uses what the targets measured
+    (the model must be the same ONNX graph). Note: on one machine the edge is
+    as fast as the cloud, so pruning keeps few cuts; --no-prune keeps all.
+    """
+    from edgesplit.offline import build_bundle, pruning_table
+    from edgesplit.runs import cut_table
+    from partitioner.partition import PartitionConfig
+    from partitioner.pruning import PruneConfig
+
+    low, high = _range("--prune-range", prune_range)
+    config = PartitionConfig(
+        profile=_profile_config(quick, providers, threads),
+        edge_profile=edge_profile,
+        cloud_profile=cloud_profile,
+        prune=PruneConfig(enabled=prune, bandwidth_mbps=(low, high), device=device_power),
+    )
     bundle = build_bundle(
         model,
         out,
-        quick=quick,
-        exits=exit_names,
+        config=config,
+        exits=tuple(e for e in exits.split(",") if e),
         input_shape=_shape(input_shape),
-        providers=providers.split(","),
-        threads=threads,
         console=console,
     )
     m = bundle.manifest
@@ -162,10 +310,12 @@ def partition(
             m,
             "int8+lz4" if "int8+lz4" in m.codecs else m.codecs[0],
             None,
-            bandwidth_mbps * 1e6,
+            _positive("--bandwidth-mbps", bandwidth_mbps) * 1e6,
             0.0,
         )
     )
+    if m.pruned:
+        console.print(pruning_table(m))
 
 
 @app.command()
@@ -337,13 +487,19 @@ def demo(
     table shows what the profile predicts for every cut at --bandwidth-mbps.
     """
     from edge_node.inputs import load_inputs
-    from edgesplit.bundle import load_bundle
-    from edgesplit.runs import build_bundle, run_edge_session, start_cloud_process, stop_process
+    from edgesplit.bundle import FORMAT_VERSION, load_bundle
+    from edgesplit.offline import build_bundle
+    from edgesplit.runs import run_edge_session, start_cloud_process, stop_process
+    from partitioner.partition import PartitionConfig
+    from partitioner.pruning import PruneConfig
     from partitioner.training import DEFAULT_EPOCHS, TrainConfig, default_cache_dir
 
     started = time.perf_counter()
     key = TrainConfig(epochs=DEFAULT_EPOCHS).cache_key()
-    path = bundle or default_cache_dir() / "bundles" / f"branchynet-{key}-v{__version__}"
+    path = (
+        bundle
+        or default_cache_dir() / "bundles" / f"branchynet-{key}-v{__version__}-f{FORMAT_VERSION}"
+    )
     console.rule("1/3 bundle")
     loaded = None
     if not rebuild and (path / "manifest.json").is_file():
@@ -355,7 +511,10 @@ def demo(
         except EdgesplitError as exc:
             console.print(f"rebuilding bundle: {exc}")
     if loaded is None:
-        loaded = build_bundle("branchynet", path, quick=False, console=console)
+        # Pruning is off: on one machine the edge is as fast as the cloud, and
+        # pruning would keep only edge-only and cloud-only, leaving no split.
+        config = PartitionConfig(prune=PruneConfig(enabled=False))
+        loaded = build_bundle("branchynet", path, config=config, console=console)
     console.rule("2/3 cloud node")
     with tempfile.TemporaryDirectory(prefix="edgesplit-demo-") as tmp:
         log_path = Path(tmp) / "cloud.log"

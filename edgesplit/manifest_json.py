@@ -19,6 +19,8 @@ from edgesplit.bundle import (
     ExitCalibration,
     Manifest,
     ModelInfo,
+    PrunedCut,
+    PruningInfo,
     Segment,
     TensorSpec,
     Timing,
@@ -111,6 +113,30 @@ def _cut(r: _Reader, data: Any, where: str) -> Cut:
         tail=r.opt(data, "tail", str, where),
         raw_bytes=r.get(data, "raw_bytes", int, where),
         encoded_bytes=encoded,
+        head_peak_bytes=r.opt(data, "head_peak_bytes", int, where),
+    )
+
+
+def _pruned(r: _Reader, data: Any, where: str) -> PrunedCut:
+    return PrunedCut(
+        id=r.get(data, "id", str, where),
+        index=r.get(data, "index", int, where),
+        tensor=r.get(data, "tensor", str, where),
+        shape=r.ints(data, "shape", where),
+        reason=r.get(data, "reason", str, where),
+        beaten_by=r.strs(data, "beaten_by", where),
+    )
+
+
+def _pruning(r: _Reader, data: Any, where: str) -> PruningInfo:
+    low, high = r.floats(r.get(data, "bandwidth_mbps", list, where), f"{where}.bandwidth_mbps")
+    return PruningInfo(
+        bandwidth_mbps=(low, high),
+        bandwidth_points=r.get(data, "bandwidth_points", int, where),
+        rtt_s=r.floats(r.get(data, "rtt_s", list, where), f"{where}.rtt_s"),
+        radios=r.strs(data, "radios", where),
+        device=r.get(data, "device", str, where),
+        candidates=r.get(data, "candidates", int, where),
     )
 
 
@@ -201,6 +227,10 @@ def manifest_from_dict(data: Any, source: Path) -> Manifest:
     }
     raw_cal = data.get("calibration")
     files = r.get(data, "files", dict, "manifest")
+    pruned = tuple(
+        _pruned(r, p, f"pruned[{i}]") for i, p in enumerate(r.get(data, "pruned", list, "manifest"))
+    )
+    raw_pruning = data.get("pruning")
     return Manifest(
         model=model,
         cuts=cuts,
@@ -212,4 +242,6 @@ def manifest_from_dict(data: Any, source: Path) -> Manifest:
         sample_source=r.get(data, "sample_source", str, "manifest"),
         created_by=r.get(data, "created_by", str, "manifest"),
         bundle_id=r.get(data, "bundle_id", str, "manifest"),
+        pruned=pruned,
+        pruning=None if raw_pruning is None else _pruning(r, raw_pruning, "pruning"),
     )

@@ -30,6 +30,8 @@ def create_session(
     model: Path | str | bytes,
     providers: Sequence[str] = (CPU,),
     threads: int = 0,
+    *,
+    profile_prefix: str | None = None,
 ) -> ort.InferenceSession:
     """An inference session on the first of ``providers`` that this build has.
 
@@ -37,6 +39,8 @@ def create_session(
         model: an ONNX file path or serialized model bytes.
         providers: execution providers in order of preference; CPU is the fallback.
         threads: intra-op threads (0: ONNX Runtime's default, one per core).
+        profile_prefix: turn on ONNX Runtime's node profiling, writing the
+            trace to a JSON file named with this prefix (``end_profiling``).
 
     Raises:
         BackendError: the model does not load; the message names the file.
@@ -46,6 +50,9 @@ def create_session(
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if profile_prefix is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
     available = ort.get_available_providers()
     wanted = [p for p in providers if p in available]
     if CPU not in wanted:

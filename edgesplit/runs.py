@@ -1,8 +1,8 @@
 """Shared plumbing of the commands: build a bundle, run the edge over inputs, show results.
 
 The CLI (``edgesplit.cli``) parses flags and calls these; the demo chains
-them. Imports of the offline side (torch) happen only inside
-:func:`build_bundle`, so the runtime commands never load it.
+them. The offline side (profiling, partitioning) lives in
+:mod:`edgesplit.offline`, so the runtime commands never load it.
 """
 
 from __future__ import annotations
@@ -61,39 +61,6 @@ def progress_bar(console: Console) -> Progress:
         console=console,
         transient=False,
     )
-
-
-def build_bundle(
-    model: str,
-    out: Path,
-    *,
-    quick: bool,
-    exits: Sequence[str] = (),
-    input_shape: tuple[int, ...] | None = None,
-    providers: Sequence[str] = ("CPUExecutionProvider",),
-    threads: int = 0,
-    console: Console,
-) -> Bundle:
-    """Resolve ``model``, partition it on this machine and write the bundle to ``out``."""
-    from partitioner.partition import PartitionConfig, partition
-    from partitioner.profiling import Repetitions
-    from partitioner.sources import load_source
-
-    config = PartitionConfig(
-        reps=Repetitions.quick() if quick else Repetitions(),
-        providers=tuple(providers),
-        threads=threads,
-    )
-    with tempfile.TemporaryDirectory(prefix="edgesplit-export-") as work:
-        with console.status(f"preparing {model} (training or export if needed)"):
-            source = load_source(model, Path(work), exits=exits, input_shape=input_shape)
-        with progress_bar(console) as bar:
-            task = bar.add_task(f"partition {source.name}", total=None, status="")
-
-            def report(stage: str, done: int, total: int) -> None:
-                bar.update(task, completed=done, total=total, status=stage)
-
-            return partition(source, out, config, progress=report)
 
 
 def choose_decision(

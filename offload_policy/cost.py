@@ -8,18 +8,45 @@ what is left is sent, queued and finished by the tail in the cloud.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from edgesplit.bundle import Manifest
 from edgesplit.errors import PolicyError
 from offload_policy.types import Decision, Observation, Prediction
 
 
-def predict(manifest: Manifest, decision: Decision, observation: Observation) -> Prediction:
-    """Expected latency, bytes and accuracy of ``decision`` under ``observation``.
+@dataclass(frozen=True)
+class Terms:
+    """The parts of a decision's cost that do not depend on the link.
 
-    latency = sum over head segments of P(reached) x segment time
-              + P(no exit) x (bytes x 8 / bandwidth + rtt + queue + tail time)
+    latency(bandwidth, rtt) = edge_s + p_offload x (bytes x 8 / bandwidth + rtt + cloud_s)
+
+    Attributes:
+        edge_s: expected edge compute time (segments weighted by P(reached)).
+        p_offload: probability that no exit answers and the request is sent.
+        bytes: bytes sent when offloading (0 for edge-only).
+        cloud_s: the tail's compute time in the cloud (0 for edge-only).
+        exit_rates: probability of leaving at each exit before the cut.
+        accuracy: expected end-to-end accuracy (nan when not calibrated).
     """
+
+    edge_s: float
+    p_offload: float
+    bytes: float
+    cloud_s: float
+    exit_rates: tuple[float, ...]
+    accuracy: float
+
+    def latency_s(self, bandwidth_bps: float, rtt_s: float, queue_s: float = 0.0) -> float:
+        """Expected end-to-end latency on a link of ``bandwidth_bps`` and ``rtt_s``."""
+        if self.p_offload <= 0:
+            return self.edge_s
+        transfer = math.inf if bandwidth_bps <= 0 else self.bytes * 8.0 / bandwidth_bps
+        return self.edge_s + self.p_offload * (transfer + rtt_s + queue_s + self.cloud_s)
+
+
+def decision_terms(manifest: Manifest, decision: Decision) -> Terms:
+    """The link-independent terms of ``decision`` (see :class:`Terms`)."""
     cut = manifest.cut(decision.cut)
     edge = manifest.profiles.get("edge")
     cloud = manifest.profiles.get("cloud")
@@ -33,7 +60,6 @@ def predict(manifest: Manifest, decision: Decision, observation: Observation) ->
     else:
         rates, accuracy = (), math.nan
     exit_rate = dict(zip(cut.exits, rates, strict=False))
-
     reached = 1.0
     edge_s = 0.0
     for seg_id in cut.head:
@@ -43,21 +69,42 @@ def predict(manifest: Manifest, decision: Decision, observation: Observation) ->
             reached -= exit_rate[exit_name]
     reached = max(0.0, reached)
     if cut.tail is None:
-        return Prediction(edge_s, edge_s, 0.0, 0.0, 0.0, tuple(rates), accuracy)
+        return Terms(edge_s, 0.0, 0.0, 0.0, tuple(rates), accuracy)
+    return Terms(
+        edge_s=edge_s,
+        p_offload=reached,
+        bytes=cut.bytes_for(decision.codec),
+        cloud_s=cloud.seconds(cut.tail),
+        exit_rates=tuple(rates),
+        accuracy=accuracy,
+    )
 
+
+def predict(manifest: Manifest, decision: Decision, observation: Observation) -> Prediction:
+    """Expected latency, bytes and accuracy of ``decision`` under ``observation``.
+
+    latency = sum over head segments of P(reached) x segment time
+              + P(no exit) x (bytes x 8 / bandwidth + rtt + queue + tail time)
+    """
+    terms = decision_terms(manifest, decision)
+    if terms.p_offload <= 0:
+        return Prediction(
+            terms.edge_s, terms.edge_s, 0.0, 0.0, 0.0, terms.exit_rates, terms.accuracy
+        )
     if observation.bandwidth_bps <= 0:
         transfer_s = math.inf
     else:
-        transfer_s = cut.bytes_for(decision.codec) * 8.0 / observation.bandwidth_bps
-    cloud_s = observation.cloud_queue_s + cloud.seconds(cut.tail)
-    offload_s = transfer_s + observation.rtt_s + cloud_s
-    latency = edge_s + (reached * offload_s if reached > 0 else 0.0)
+        transfer_s = terms.bytes * 8.0 / observation.bandwidth_bps
+    cloud_s = observation.cloud_queue_s + terms.cloud_s
+    reached = terms.p_offload
     return Prediction(
-        latency_s=latency,
-        edge_compute_s=edge_s,
-        transfer_s=reached * transfer_s if reached > 0 else 0.0,
+        latency_s=terms.latency_s(
+            observation.bandwidth_bps, observation.rtt_s, observation.cloud_queue_s
+        ),
+        edge_compute_s=terms.edge_s,
+        transfer_s=reached * transfer_s,
         cloud_s=reached * cloud_s,
-        bytes_sent=reached * cut.bytes_for(decision.codec),
-        exit_rates=tuple(rates),
-        accuracy=accuracy,
+        bytes_sent=reached * terms.bytes,
+        exit_rates=terms.exit_rates,
+        accuracy=terms.accuracy,
     )

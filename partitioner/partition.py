@@ -1,14 +1,17 @@
-"""Partition an ONNX model into a bundle: cut, extract, profile, calibrate, write.
+"""Partition an ONNX model into a bundle: cut, profile, calibrate, prune, write.
 
-One call of :func:`partition` does, for one model on this machine:
+One call of :func:`partition` does, for one model:
 
-1. find every single-tensor cut and the exits' branch points (``graph``);
-2. plan the head segments and tails, and extract them as ONNX (``extract``);
-3. run a probe model on held-out samples to get every cut's activation and
-   every exit's logits; measure the bytes per sample of each wire codec;
-4. time every segment (edge profile) and every tail (cloud profile);
-5. calibrate the exits on the held-out labels;
-6. write ``edge/``, ``cloud/`` (a Triton model repository), ``data/`` and
+1. find every single-tensor cut and the exits' branch points, plan the head
+   segments and tails, and compute every cut tensor on held-out samples
+   (:mod:`partitioner.prepare`);
+2. take the edge and the cloud profile given (measured on the targets with
+   ``edgesplit profile``), or measure whichever is missing on this machine
+   (:mod:`partitioner.profile`);
+3. calibrate the exits on the held-out labels;
+4. prune the cuts that are never optimal (:mod:`partitioner.pruning`);
+5. write ``edge/`` (head segments of the kept cuts), ``cloud/`` (a Triton
+   model repository, one tail per kept cut), ``profiles/``, ``data/`` and
    ``manifest.json`` into a temporary directory, then move it into place.
 """
 
@@ -18,15 +21,12 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import onnx
-from google.protobuf.message import DecodeError
 
-import wire
 from edgesplit import __version__
 from edgesplit.bundle import (
     MANIFEST,
@@ -37,79 +37,58 @@ from edgesplit.bundle import (
     ModelInfo,
     Segment,
     TensorSpec,
-    Timing,
     compute_bundle_id,
     load_bundle,
     sha256_file,
 )
-from edgesplit.errors import ModelError
-from edgesplit.onnxrt import create_session
 from partitioner.calibration import DEFAULT_THRESHOLDS, calibrate
-from partitioner.extract import CutPlan, Extractor, plan_cuts, wire_names
-from partitioner.graph import analyze
-from partitioner.profiling import (
-    Repetitions,
-    codec_sizes,
-    machine_info,
-    time_session,
+from partitioner.extract import CutPlan
+from partitioner.prepare import Prepared, Progress, SourceModel, no_progress, prepare
+from partitioner.profile import (
+    ProfileConfig,
+    TargetProfile,
+    check_matches,
+    load_profile,
+    profile_target,
+    save_profile,
 )
+from partitioner.profiling import codec_sizes
+from partitioner.pruning import PruneConfig, PruneResult, prune
 from partitioner.triton import tail_config, to_pbtxt
 
-Progress = Callable[[str, int, int], None]
-
-
-@dataclass(frozen=True)
-class SourceModel:
-    """A model ready to partition: its ONNX file and held-out samples.
-
-    Attributes:
-        name: model name (used for Triton model names).
-        onnx_path: ONNX file with a dynamic batch dimension.
-        output: the final output's name.
-        exits: early-exit output names.
-        input_shape: per-sample input shape (no batch dimension).
-        samples: held-out inputs ``[N, *input_shape]`` for sizes and calibration.
-        labels: their classes, or ``None`` (no exit calibration then).
-        sample_source: what the samples are, said in the manifest.
-        class_names: class labels, if known.
-        test_set: ``(inputs, labels)`` shipped as ``data/test.npz``, if any.
-    """
-
-    name: str
-    onnx_path: Path
-    output: str
-    exits: tuple[str, ...]
-    input_shape: tuple[int, ...]
-    samples: np.ndarray
-    labels: np.ndarray | None
-    sample_source: str
-    class_names: tuple[str, ...] | None = None
-    test_set: tuple[np.ndarray, np.ndarray] | None = None
+__all__ = ["PartitionConfig", "SourceModel", "partition"]
 
 
 @dataclass(frozen=True)
 class PartitionConfig:
-    """How to profile and what to write."""
+    """How to profile (when a target's profile is not given), calibrate, prune and write.
 
-    codecs: tuple[str, ...] = field(default_factory=lambda: tuple(wire.SUPPORTED_CODECS))
-    reps: Repetitions = field(default_factory=Repetitions)
-    providers: tuple[str, ...] = ("CPUExecutionProvider",)
-    threads: int = 0
-    size_samples: int = 32
+    Attributes:
+        profile: how to measure on this machine.
+        edge_profile: a profile measured on the edge device, used instead of
+            measuring the edge here.
+        cloud_profile: the same for the cloud machine.
+        thresholds: the exit confidence grid to calibrate.
+        prune: the operating range a cut must be optimal in to be kept.
+        max_batch_size: Triton's dynamic batching limit for the tails.
+    """
+
+    profile: ProfileConfig = field(default_factory=ProfileConfig)
+    edge_profile: Path | None = None
+    cloud_profile: Path | None = None
     thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS
+    prune: PruneConfig = field(default_factory=PruneConfig)
     max_batch_size: int = 16
 
 
-def _run_batched(session, name: str, data: np.ndarray, batch: int = 128) -> list[np.ndarray]:
-    """Run a session over ``data`` in batches and concatenate each output."""
-    outs: list[list[np.ndarray]] = []
-    for start in range(0, len(data), batch):
-        result = session.run(None, {name: data[start : start + batch]})
-        if not outs:
-            outs = [[] for _ in result]
-        for acc, value in zip(outs, result, strict=True):
-            acc.append(value)
-    return [np.concatenate(parts) for parts in outs]
+def _target(
+    prepared: Prepared, role: str, given: Path | None, config: ProfileConfig, progress: Progress
+) -> TargetProfile:
+    if given is None:
+        return profile_target(prepared, role, config, progress)
+    profile = load_profile(given)
+    check_matches(profile, prepared, role, given)
+    return profile
 
 
 def partition(
@@ -118,171 +97,180 @@ def partition(
     config: PartitionConfig | None = None,
     progress: Progress | None = None,
 ) -> Bundle:
-    """Cut, profile and calibrate ``source`` and write its bundle to ``out_dir``.
+    """Cut, profile, calibrate and prune ``source`` and write its bundle to ``out_dir``.
 
     An existing bundle at ``out_dir`` is replaced only once the new one is
     complete. Returns the bundle as read back (hashes verified).
     """
     config = config or PartitionConfig()
-    report = progress or (lambda stage, done, total: None)
+    report = progress or no_progress
     out_dir = Path(out_dir)
-    try:
-        model = onnx.load(str(source.onnx_path))
-    except (OSError, ValueError, DecodeError) as exc:
-        raise ModelError(f"{source.onnx_path}: cannot be loaded as ONNX: {exc}") from exc
-    analysis = analyze(model, source.output, source.exits)
-    cut_plans, segment_plans = plan_cuts(analysis)
-    extractor = Extractor(model, analysis)
-    renamed = wire_names(analysis)
+    prepared = prepare(source, config.profile.providers, config.profile.threads, report)
+    edge = _target(prepared, "edge", config.edge_profile, config.profile, report)
+    cloud = _target(prepared, "cloud", config.cloud_profile, config.profile, report)
 
-    # A probe computes every cut tensor and exit at once on the held-out samples.
-    inner = [c.tensor for c in analysis.cuts if c.kind == "inner"]
-    probe_outputs = [*inner, *source.exits, source.output]
-    probe = create_session(
-        extractor.extract([analysis.input_name], probe_outputs, "probe").SerializeToString(),
-        config.providers,
-        config.threads,
-    )
-    report("probe", 0, 1)
-    values = _run_batched(probe, analysis.input_name, source.samples.astype(np.float32))
-    named = dict(zip([renamed.get(n, n) for n in probe_outputs], values, strict=True))
-    named[analysis.input_name] = source.samples.astype(np.float32)
-    report("probe", 1, 1)
+    calibration = None
+    if source.exits and source.labels is not None:
+        calibration = calibrate(
+            [prepared.values[e] for e in source.exits],
+            prepared.values[source.output],
+            source.labels,
+            source.exits,
+            config.thresholds,
+        )
+    codecs = config.profile.codecs
+    candidates = _manifest(prepared, edge, cloud, calibration, codecs, prepared.cuts, {})
+    pruning = prune(candidates, config.prune)
+    kept = [p for p in prepared.cuts if p.id in pruning.kept]
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".partition-", dir=out_dir.parent) as tmp:
         staging = Path(tmp) / "bundle"
-        (staging / "edge").mkdir(parents=True)
-        edge_timings, cloud_timings = {}, {}
-        edge_provider = cloud_provider = "CPUExecutionProvider"
-        segments: dict[str, Segment] = {}
-        total = len(segment_plans) + sum(c.has_tail for c in cut_plans)
-        done = 0
-        for seg in segment_plans.values():
-            proto = extractor.segment(seg)
-            rel = f"edge/seg__{seg.id}.onnx"
-            onnx.save(proto, str(staging / rel))
-            session = create_session(proto.SerializeToString(), config.providers, config.threads)
-            edge_provider = session.get_providers()[0]
-            in_name = session.get_inputs()[0].name
-            edge_timings[seg.id] = time_session(session, {in_name: named[in_name][:1]}, config.reps)
-            segments[seg.id] = Segment(
-                seg.id, rel, in_name, renamed.get(seg.output_tensor, seg.output_tensor), seg.exit
-            )
-            done += 1
-            report("profile", done, total)
-
-        out_shape = tuple(int(d) for d in named[source.output].shape[1:])
-        cuts: list[Cut] = []
-        for plan in cut_plans:
-            act = named[plan.name]
-            shape = tuple(int(d) for d in act.shape[1:])
-            tail_name = None
-            if plan.has_tail:
-                tail_name = f"{source.name}__tail__{plan.id}"
-                cloud_timings[tail_name], cloud_provider = _write_tail(
-                    staging, extractor, plan, tail_name, act, source.output, out_shape, config
-                )
-                done += 1
-                report("profile", done, total)
-            sizes = (
-                {}
-                if plan.kind == "output"
-                else codec_sizes(act[: config.size_samples], config.codecs)
-            )
-            cuts.append(
-                Cut(
-                    id=plan.id,
-                    index=plan.index,
-                    kind=plan.kind,
-                    tensor=plan.tensor,
-                    name=plan.name,
-                    shape=shape,
-                    dtype="float32",
-                    head=plan.head,
-                    exits=plan.exits,
-                    tail=tail_name,
-                    raw_bytes=int(act[:1].nbytes),
-                    encoded_bytes=sizes,
-                )
-            )
-
-        calibration = None
-        if source.exits and source.labels is not None:
-            calibration = calibrate(
-                [named[e] for e in source.exits],
-                named[source.output],
-                source.labels,
-                source.exits,
-                config.thresholds,
-            )
+        _write_models(staging, prepared, kept, config, report)
+        (staging / "profiles").mkdir()
+        save_profile(edge, staging / "profiles" / "edge.json")
+        save_profile(cloud, staging / "profiles" / "cloud.json")
         if source.test_set is not None:
             (staging / "data").mkdir()
             np.savez_compressed(
                 staging / "data" / "test.npz", inputs=source.test_set[0], labels=source.test_set[1]
             )
-
-        info = machine_info()
-        profiles = {
-            "edge": DeviceProfile("edge", info, edge_provider, config.threads, 1, edge_timings),
-            "cloud": DeviceProfile("cloud", info, cloud_provider, config.threads, 1, cloud_timings),
-        }
         files = {
             str(p.relative_to(staging)): sha256_file(p)
             for p in sorted(staging.rglob("*"))
             if p.is_file()
         }
-        manifest = Manifest(
-            model=ModelInfo(
-                name=source.name,
-                input=TensorSpec(analysis.input_name, tuple(source.input_shape), "float32"),
-                output=source.output,
-                exits=tuple(e.name for e in analysis.exits),
-                class_names=source.class_names,
-            ),
-            cuts=tuple(cuts),
-            segments=segments,
-            profiles=profiles,
-            calibration=calibration,
-            files=files,
-            codecs=tuple(config.codecs),
-            sample_source=source.sample_source,
-            created_by=f"edgesplit {__version__}",
-        )
+        manifest = _manifest(prepared, edge, cloud, calibration, codecs, kept, files, pruning)
         manifest = replace(manifest, bundle_id=compute_bundle_id(manifest))
         (staging / MANIFEST).write_text(json.dumps(manifest.to_dict(), indent=1, allow_nan=True))
         _replace_dir(staging, out_dir)
     return load_bundle(out_dir)
 
 
-def _write_tail(
-    staging: Path,
-    extractor: Extractor,
-    plan: CutPlan,
-    tail_name: str,
-    activation: np.ndarray,
-    output: str,
-    out_shape: tuple[int, ...],
-    config: PartitionConfig,
-) -> tuple[Timing, str]:
-    """Write one tail into the Triton repository and time it on one sample."""
-    proto = extractor.tail(plan)
-    model_dir = staging / "cloud" / tail_name
-    (model_dir / "1").mkdir(parents=True)
-    onnx.save(proto, str(model_dir / "1" / "model.onnx"))
-    shape = tuple(int(d) for d in activation.shape[1:])
-    pbtxt = to_pbtxt(
-        tail_config(
-            tail_name,
-            [TensorSpec(plan.name, shape)],
-            [TensorSpec(output, out_shape)],
-            max_batch_size=config.max_batch_size,
+def _tail_name(prepared: Prepared, plan: CutPlan) -> str | None:
+    return f"{prepared.source.name}__tail__{plan.id}" if plan.kind != "output" else None
+
+
+def _manifest(
+    prepared: Prepared,
+    edge: TargetProfile,
+    cloud: TargetProfile,
+    calibration,
+    codecs: tuple[str, ...],
+    plans: list[CutPlan],
+    files: dict[str, str],
+    pruning: PruneResult | None = None,
+) -> Manifest:
+    """The manifest of a bundle holding the cuts ``plans``, figures from the two profiles."""
+    source = prepared.source
+    cuts = []
+    for plan in plans:
+        measured = edge.cut(plan.id)
+        sizes = dict(measured.encoded_bytes)
+        missing = [c for c in codecs if c not in sizes and plan.kind != "output"]
+        if missing:  # the edge profile measured other codecs: measure them here
+            sizes.update(codec_sizes(prepared.activation(plan)[:32], missing))
+        cuts.append(
+            Cut(
+                id=plan.id,
+                index=plan.index,
+                kind=plan.kind,
+                tensor=plan.tensor,
+                name=plan.name,
+                shape=measured.shape,
+                dtype="float32",
+                head=plan.head,
+                exits=plan.exits,
+                tail=_tail_name(prepared, plan),
+                raw_bytes=measured.raw_bytes,
+                encoded_bytes={c: sizes[c] for c in codecs if c in sizes},
+                head_peak_bytes=measured.head_peak_bytes,
+            )
         )
+    seg_ids = list(dict.fromkeys(s for p in plans for s in p.head))
+    segments = {}
+    for seg_id in seg_ids:
+        seg = prepared.segments[seg_id]
+        segments[seg_id] = Segment(
+            seg_id,
+            f"edge/seg__{seg_id}.onnx",
+            prepared.values_name(seg.input_tensor),
+            prepared.values_name(seg.output_tensor),
+            seg.exit,
+        )
+    tails = {_tail_name(prepared, p): cloud.cut(p.id).tail for p in plans if p.kind != "output"}
+    profiles = {
+        "edge": DeviceProfile(
+            "edge",
+            edge.machine,
+            edge.provider,
+            edge.threads,
+            edge.batch_size,
+            {s: edge.segments[s] for s in seg_ids},
+        ),
+        "cloud": DeviceProfile(
+            "cloud",
+            cloud.machine,
+            cloud.provider,
+            cloud.threads,
+            cloud.batch_size,
+            {name: timing for name, timing in tails.items() if name and timing},
+        ),
+    }
+    return Manifest(
+        model=ModelInfo(
+            name=source.name,
+            input=TensorSpec(prepared.input_name, tuple(source.input_shape), "float32"),
+            output=source.output,
+            exits=tuple(e.name for e in prepared.analysis.exits),
+            class_names=source.class_names,
+        ),
+        cuts=tuple(cuts),
+        segments=segments,
+        profiles=profiles,
+        calibration=calibration,
+        files=files,
+        codecs=tuple(codecs),
+        sample_source=source.sample_source,
+        created_by=f"edgesplit {__version__}",
+        pruned=pruning.pruned if pruning else (),
+        pruning=pruning.info if pruning else None,
     )
-    (model_dir / "config.pbtxt").write_text(pbtxt + "\n")
-    session = create_session(proto.SerializeToString(), config.providers, config.threads)
-    timing = time_session(session, {plan.name: activation[:1]}, config.reps)
-    return timing, session.get_providers()[0]
+
+
+def _write_models(
+    staging: Path,
+    prepared: Prepared,
+    kept: list[CutPlan],
+    config: PartitionConfig,
+    report: Progress,
+) -> None:
+    """Write the head segments and the Triton tails of the kept cuts."""
+    (staging / "edge").mkdir(parents=True)
+    seg_ids = list(dict.fromkeys(s for p in kept for s in p.head))
+    tails = [p for p in kept if p.kind != "output"]
+    total = len(seg_ids) + len(tails)
+    out_shape = tuple(int(d) for d in prepared.values[prepared.source.output].shape[1:])
+    for done, seg_id in enumerate(seg_ids, start=1):
+        onnx.save(prepared.segment(seg_id), str(staging / "edge" / f"seg__{seg_id}.onnx"))
+        report("write", done, total)
+    for done, plan in enumerate(tails, start=len(seg_ids) + 1):
+        name = _tail_name(prepared, plan)
+        assert name is not None
+        model_dir = staging / "cloud" / name
+        (model_dir / "1").mkdir(parents=True)
+        onnx.save(prepared.tail(plan), str(model_dir / "1" / "model.onnx"))
+        shape = tuple(int(d) for d in prepared.activation(plan).shape[1:])
+        pbtxt = to_pbtxt(
+            tail_config(
+                name,
+                [TensorSpec(plan.name, shape)],
+                [TensorSpec(prepared.source.output, out_shape)],
+                max_batch_size=config.max_batch_size,
+            )
+        )
+        (model_dir / "config.pbtxt").write_text(pbtxt + "\n")
+        report("write", done, total)
 
 
 def _replace_dir(staging: Path, target: Path) -> None:

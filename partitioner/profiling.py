@@ -8,18 +8,26 @@ wire codec.
 
 from __future__ import annotations
 
+import ctypes
+import json
 import os
 import platform
 import socket
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import onnxruntime as ort
 
 import wire
 from edgesplit.bundle import Timing
+from edgesplit.onnxrt import create_session
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -93,3 +101,127 @@ def machine_info(session: ort.InferenceSession | None = None) -> dict[str, str]:
     if session is not None:
         info["providers"] = ",".join(session.get_providers())
     return info
+
+
+@dataclass(frozen=True)
+class LayerTiming:
+    """One kernel as ONNX Runtime ran it (after its graph fusions), in run order.
+
+    Attributes:
+        name: the node name in the optimized graph.
+        op: the operator (``Conv``, ``FusedConv``, ...).
+        provider: the execution provider that ran it.
+        output_shape: shape of its first output (batch included).
+        output_bytes: bytes of its outputs.
+        median_s: median kernel time over the profiled runs, seconds.
+        p95_s: 95th percentile kernel time, seconds.
+    """
+
+    name: str
+    op: str
+    provider: str
+    output_shape: tuple[int, ...]
+    output_bytes: int
+    median_s: float
+    p95_s: float
+
+
+def layer_timings(
+    model: bytes,
+    feeds: Mapping[str, np.ndarray],
+    reps: Repetitions,
+    providers: Sequence[str],
+    threads: int,
+) -> list[LayerTiming]:
+    """Per-kernel latency from ONNX Runtime's node profiling of ``model``.
+
+    The session is warmed up, then profiled over ``reps.runs`` runs; each
+    kernel's time is its median across runs. Kernels are those of the
+    optimized graph (a Conv with its Relu fused counts once), which is what
+    really runs.
+    """
+    warm = create_session(model, providers, threads)
+    for _ in range(reps.warmup):
+        warm.run(None, dict(feeds))
+    del warm
+    with tempfile.TemporaryDirectory(prefix="edgesplit-ortprof-") as tmp:
+        session = create_session(
+            model, providers, threads, profile_prefix=str(Path(tmp) / "layers")
+        )
+        for _ in range(reps.runs + 1):
+            session.run(None, dict(feeds))
+        trace = Path(session.end_profiling())
+        events = json.loads(trace.read_text())
+    durations: dict[str, list[float]] = {}
+    first: dict[str, dict] = {}
+    runs_seen = 0
+    for event in events:
+        if event.get("cat") == "Session" and event.get("name") == "model_run":
+            runs_seen += 1
+        if event.get("cat") != "Node" or not str(event.get("name", "")).endswith("_kernel_time"):
+            continue
+        name = event["name"][: -len("_kernel_time")]
+        durations.setdefault(name, []).append(float(event.get("dur", 0)) * 1e-6)
+        first.setdefault(name, event)
+    layers = []
+    for name, values in durations.items():
+        # The first profiled run still allocates; drop it when there are more.
+        samples = np.array(values[1:] if len(values) > 1 else values)
+        args = first[name].get("args", {})
+        shapes = args.get("output_type_shape") or [{}]
+        dims: list[int] = next(iter(shapes[0].values()), []) if shapes and shapes[0] else []
+        layers.append(
+            LayerTiming(
+                name=name,
+                op=str(args.get("op_name", "?")),
+                provider=str(args.get("provider", "?")),
+                output_shape=tuple(int(d) for d in dims),
+                output_bytes=int(args.get("output_size", 0) or 0),
+                median_s=float(np.median(samples)),
+                p95_s=float(np.percentile(samples, 95)),
+            )
+        )
+    return layers
+
+
+_MEMORY_METHOD = "process peak RSS (VmHWM after /proc/self/clear_refs) minus RSS before"
+
+
+def _proc_status() -> dict[str, int] | None:
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return None
+    found = {}
+    for line in lines:
+        key, _, value = line.partition(":")
+        if key in ("VmHWM", "VmRSS"):
+            found[key] = int(value.split()[0]) * 1024
+    return found if len(found) == 2 else None
+
+
+def peak_memory(fn: Callable[[], T]) -> tuple[T, int | None, str]:
+    """Run ``fn`` and measure how far the process's resident memory rose above its start.
+
+    Linux only: freed heap is first returned to the system (``malloc_trim``)
+    and the high-water mark reset (``/proc/self/clear_refs``), so the figure
+    is the peak memory ``fn`` needed (session creation included: weights,
+    pre-packed kernels, arena). Returns ``(result, bytes or None, method)``;
+    ``None`` where the kernel does not allow the measurement.
+    """
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as fh:
+            fh.write("5")
+        before = _proc_status()
+    except OSError:
+        before = None
+    result = fn()
+    after = _proc_status()
+    if before is None or after is None:
+        return result, None, "not measured: /proc/self/clear_refs is not writable here"
+    return result, max(0, after["VmHWM"] - before["VmRSS"]), _MEMORY_METHOD

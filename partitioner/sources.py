@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,7 +12,7 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from edgesplit.errors import ModelError
-from partitioner.partition import SourceModel
+from partitioner.prepare import SourceModel
 
 #: Held-out samples used to measure activation sizes when a model has no data set.
 RANDOM_SAMPLES = 32
@@ -26,10 +27,36 @@ def _random_samples(shape: Sequence[int], n: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((n, *shape), dtype=np.float32)
 
 
+def sidecar_exits(path: Path) -> tuple[tuple[str, ...], str | None]:
+    """Exits and final output declared in ``FILE.exits.json`` next to ``FILE.onnx``.
+
+    The sidecar is ``{"exits": ["exit_1", "exit_2"], "output": "logits"}``
+    (``output`` optional), for early-exit models whose ONNX file alone does not
+    say which outputs are exits. Returns ``((), None)`` when there is none.
+    """
+    sidecar = path.with_suffix(".exits.json")
+    if not sidecar.is_file():
+        return (), None
+    try:
+        data = json.loads(sidecar.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{sidecar}: cannot be read as JSON: {exc}") from exc
+    exits = data.get("exits") if isinstance(data, dict) else None
+    output = data.get("output") if isinstance(data, dict) else None
+    if not isinstance(exits, list) or not all(isinstance(e, str) and e for e in exits):
+        raise ModelError(f'{sidecar}: expected {{"exits": ["name", ...], "output": "name"}}')
+    if output is not None and not isinstance(output, str):
+        raise ModelError(f"{sidecar}: output must be a tensor name, got {output!r}")
+    return tuple(exits), output
+
+
 def onnx_source(
     path: Path, exits: Sequence[str] = (), output: str | None = None, seed: int = 0
 ) -> SourceModel:
     """A user's ONNX file; every non-batch input dimension must be fixed.
+
+    Exits come from ``exits`` or, when none are given, from a sidecar
+    ``FILE.exits.json`` (see :func:`sidecar_exits`).
 
     Raises:
         ModelError: the file does not load, has several inputs, unpinned
@@ -37,6 +64,9 @@ def onnx_source(
     """
     if not path.is_file():
         raise ModelError(f"{path}: no such ONNX file")
+    if not exits:
+        exits, declared = sidecar_exits(path)
+        output = output or declared
     try:
         model = onnx.load(str(path), load_external_data=False)
         onnx.checker.check_model(model)

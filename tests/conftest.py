@@ -15,11 +15,18 @@ from edgesplit.bundle import Bundle
 
 def _partition(model: str, out: Path, **kwargs: object) -> Bundle:
     from partitioner.partition import PartitionConfig, partition
+    from partitioner.profile import ProfileConfig
     from partitioner.profiling import Repetitions
+    from partitioner.pruning import PruneConfig
     from partitioner.sources import load_source
 
     source = load_source(model, out.parent, **kwargs)  # type: ignore[arg-type]
-    return partition(source, out, PartitionConfig(reps=Repetitions.quick(), size_samples=8))
+    # Every cut kept: the suite exercises all of them (pruning has its own tests).
+    config = PartitionConfig(
+        profile=ProfileConfig(reps=Repetitions.quick(), size_samples=8),
+        prune=PruneConfig(enabled=False),
+    )
+    return partition(source, out, config)
 
 
 @pytest.fixture(scope="session")

@@ -43,7 +43,8 @@ ALLOWED = {
 }
 ROOT_MODULES = {
     "edgesplit/errors.py": set(),
-    "edgesplit/bundle.py": {"edgesplit.errors", "edgesplit.manifest_json"},
+    "edgesplit/bundle.py": {"edgesplit.errors", "edgesplit.manifest_json", "edgesplit.schemas"},
+    "edgesplit/schemas/__init__.py": {"edgesplit.errors"},
     "edgesplit/manifest_json.py": {"edgesplit.errors", "edgesplit.bundle"},
     "edgesplit/onnxrt.py": {"edgesplit.errors"},
 }

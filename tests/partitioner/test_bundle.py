@@ -96,9 +96,11 @@ def test_edited_manifest_changes_the_id(copy: Path) -> None:
     ("edit", "message"),
     [
         (lambda d: d.update(format_version=99), "version=99"),
-        (lambda d: d["cuts"][1].pop("head"), r"cuts\[1\]: missing field 'head'"),
-        (lambda d: d["cuts"][2].update(index="two"), r"cuts\[2\].index: expected int"),
-        (lambda d: d["cuts"][1].update(kind="middle"), "expected input, inner or output"),
+        (lambda d: d["cuts"][1].pop("head"), r"cuts\[1\]: 'head' is a required property"),
+        (lambda d: d["cuts"][2].update(index="two"), r"cuts\[2\].index: 'two' is not of type"),
+        (lambda d: d["cuts"][1].update(kind="middle"), r"cuts\[1\].kind: 'middle' is not one of"),
+        (lambda d: d["files"].update({"../etc/passwd": "0" * 64}), "does not match"),
+        (lambda d: d["pruned"].append({"id": "c99"}), r"pruned\[0\]: 'index' is a required"),
         (lambda d: d["cuts"][1].update(head=["nope"]), "unknown segment 'nope'"),
         (lambda d: d["calibration"].update(rate=[[0.5]]), "calibration.rate: expected"),
     ],
@@ -123,6 +125,7 @@ def test_partition_replaces_a_bundle_only_when_complete(
     untrained_bundle: Bundle, tmp_path: Path
 ) -> None:
     from partitioner.partition import PartitionConfig, partition
+    from partitioner.profile import ProfileConfig
     from partitioner.profiling import Repetitions
     from partitioner.sources import load_source
 
@@ -131,5 +134,5 @@ def test_partition_replaces_a_bundle_only_when_complete(
     broken = load_source("branchynet-untrained", tmp_path, calibration_samples=50, test_samples=10)
     broken = type(broken)(**{**broken.__dict__, "output": "no_such_output"})
     with pytest.raises(ModelError, match="no_such_output"):
-        partition(broken, target, PartitionConfig(reps=Repetitions.quick()))
+        partition(broken, target, PartitionConfig(profile=ProfileConfig(reps=Repetitions.quick())))
     assert load_bundle(target).id == untrained_bundle.id  # the old bundle still serves
