@@ -349,6 +349,7 @@ def show(
 ) -> None:
     """Show a bundle's cuts with sizes and predicted latency at a given link."""
     from edgesplit.bundle import load_bundle
+    from edgesplit.offline import pruning_table
     from edgesplit.runs import cut_table, size_table
 
     b = load_bundle(bundle)
@@ -356,10 +357,12 @@ def show(
     console.print(
         f"bundle {b.root} id={b.id[:12]} model={m.model.name} exits={list(m.model.exits)}"
     )
-    console.print(
-        f"profiled on {m.profiles['edge'].machine.get('cpu')} "
-        f"({m.profiles['edge'].provider}); samples: {m.sample_source}"
-    )
+    for role, p in m.profiles.items():
+        console.print(
+            f"{role} profiled on {p.machine.get('host')} ({p.machine.get('cpu')}, {p.provider}, "
+            f"{p.threads or 'default'} threads)"
+        )
+    console.print(f"samples: {m.sample_source}")
     console.print(
         cut_table(
             m,
@@ -371,6 +374,7 @@ def show(
     )
     if sizes:
         console.print(size_table(m))
+    console.print(pruning_table(m))
 
 
 @app.command()

@@ -49,8 +49,9 @@ def validate(data: Any, name: str, source: Path, hint: str) -> None:
         BundleError: a manifest does not match its schema.
         ModelError: a profile does not match its schema.
     """
-    errors = sorted(_validator(name).iter_errors(data), key=lambda e: list(e.absolute_path))
+    errors = list(_validator(name).iter_errors(data))
     if errors:
-        first = errors[0]
+        # The most specific error: inside a oneOf, the branch that nearly matched.
+        first = jsonschema.exceptions.best_match(errors)
         more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
         raise _ERRORS[name](f"{source}: {_where(first)}: {first.message:.200}{more}; {hint}")

@@ -183,6 +183,16 @@ def test_port_in_use(untrained_bundle: Bundle, tmp_path: Path) -> None:
 
 
 def test_every_subcommand_has_help() -> None:
-    for command in ("demo", "partition", "show", "cloud", "edge", "train", "export", "version"):
+    for command in (
+        "demo",
+        "partition",
+        "profile",
+        "show",
+        "cloud",
+        "edge",
+        "train",
+        "export",
+        "version",
+    ):
         result = _cli(command, "--help")
         assert result.returncode == 0 and "Usage" in result.stdout, command
