@@ -136,6 +136,6 @@ def pruning_table(manifest: Manifest) -> Table:
     for column in ("pruned cut", "shape", "beaten by", "why"):
         table.add_column(column, overflow="fold")
     for cut in manifest.pruned:
-        why = cut.reason.split("; with ", 1)[-1]
+        why = cut.reason.split(". With ", 1)[-1]
         table.add_row(cut.id, "x".join(map(str, cut.shape)), ",".join(cut.beaten_by), why)
     return table

@@ -157,7 +157,7 @@ def _explain(
         terms = decision_terms(manifest, Decision(c_id, None, codec or manifest.codecs[0]))
         size = f"{terms.bytes:,.0f} B" if c.tail is not None else "nothing sent"
         return (
-            f"{c_id}: head {terms.edge_s * 1e3:.3g} ms, {size}, tail {terms.cloud_s * 1e3:.3g} ms"
+            f"{c_id} head {terms.edge_s * 1e3:.3g} ms, {size}, tail {terms.cloud_s * 1e3:.3g} ms"
         )
 
     low, high = config.bandwidth_mbps
@@ -165,7 +165,7 @@ def _explain(
     reason = (
         f"never the best choice at {points} operating points ({low:g}-{high:g} Mbit/s, "
         f"RTT {rtts} ms, radios {'/'.join(config.radios)}, device {config.device}) under any "
-        f"latency/energy weighting, exit threshold or codec; with {codec}, "
+        f"latency/energy weighting, exit threshold or codec. With {codec}: "
         + "; ".join(figures(c) for c in [cut_id, *neighbours])
     )
     return PrunedCut(

@@ -54,7 +54,7 @@ def test_a_bigger_earlier_activation_is_pruned_with_figures(result) -> None:
     # c01 (64x112x112 after conv1) is 5x the raw input and costs head time: never best.
     c01 = next(p for p in result.pruned if p.id == "c01")
     assert c01.shape == (64, 112, 112)
-    assert "c01: head" in c01.reason and "c00: head 0 ms" in c01.reason
+    assert "c01 head" in c01.reason and "c00 head 0 ms" in c01.reason
 
 
 def _cost(manifest, cut_id, threshold, codec, bandwidth, rtt, radio_name, weight) -> float:
