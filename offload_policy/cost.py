@@ -108,3 +108,64 @@ def predict(manifest: Manifest, decision: Decision, observation: Observation) ->
         exit_rates=terms.exit_rates,
         accuracy=terms.accuracy,
     )
+
+
+@dataclass(frozen=True)
+class Branch:
+    """One way a request under a decision can end, with its probability.
+
+    Attributes:
+        probability: share of requests that end this way.
+        edge_s: edge compute time until the request stops or is sent.
+        offloaded: whether the request is sent to the cloud.
+        accuracy: accuracy of the answers that end this way (nan if unknown).
+        where: the exit's name, ``cloud``, or ``edge`` (edge-only, final output).
+    """
+
+    probability: float
+    edge_s: float
+    offloaded: bool
+    accuracy: float
+    where: str
+
+
+def branches(manifest: Manifest, decision: Decision) -> tuple[Branch, ...]:
+    """The ways a request ends under ``decision``: each exit in turn, then the cut.
+
+    Their probabilities sum to 1; the expectation of ``edge_s`` over them is
+    :attr:`Terms.edge_s`. A simulator draws one branch per request.
+    """
+    cut = manifest.cut(decision.cut)
+    edge = manifest.profiles.get("edge")
+    if edge is None:
+        raise PolicyError("the bundle lacks an edge profile; re-run `edgesplit partition`")
+    calibration = manifest.calibration
+    rates: tuple[float, ...] = ()
+    exit_accuracy: tuple[float, ...] = ()
+    rest_accuracy = math.nan
+    if calibration is not None:
+        active = len(cut.exits)
+        rates, _ = calibration.expected(decision.exit_threshold, active)
+        if rates:
+            t = calibration.threshold_index(decision.exit_threshold)  # type: ignore[arg-type]
+            exit_accuracy = calibration.accuracy[t][:active]
+            rest_accuracy = calibration.remaining_accuracy[t][active]
+        else:
+            rest_accuracy = calibration.final_accuracy
+    rate_of = dict(zip(cut.exits, zip(rates, exit_accuracy, strict=False), strict=False))
+    out: list[Branch] = []
+    elapsed = 0.0
+    left = 1.0
+    for seg_id in cut.head:
+        elapsed += edge.seconds(seg_id)
+        exit_name = manifest.segments[seg_id].exit
+        if exit_name is not None and exit_name in rate_of:
+            rate, accuracy = rate_of[exit_name]
+            if rate > 0:
+                out.append(Branch(rate, elapsed, False, accuracy, exit_name))
+                left -= rate
+    offloaded = cut.tail is not None
+    out.append(
+        Branch(max(0.0, left), elapsed, offloaded, rest_accuracy, "cloud" if offloaded else "edge")
+    )
+    return tuple(out)
