@@ -1,0 +1,142 @@
+"""How long one policy decision takes: 50 cuts x 20 thresholds x 4 codecs.
+
+Builds a synthetic bundle manifest of that size (figures drawn at random,
+the shapes of the data are real: segments, two exits, calibration tables),
+then times ``AdaptivePolicy.decide`` over a sweep of observations. The target
+is a median under 200 microseconds. Side by side: the table evaluation alone
+(latency and energy arrays) and the whole decision.
+
+Run: ``python benchmarks/policy_decision.py``
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import numpy as np
+
+from edgesplit.bundle import (
+    Cut,
+    DeviceProfile,
+    ExitCalibration,
+    Manifest,
+    ModelInfo,
+    Segment,
+    TensorSpec,
+    Timing,
+)
+from offload_policy.adaptive import AdaptivePolicy, PolicyConfig
+from offload_policy.types import Observation
+
+CUTS, THRESHOLDS, CODECS = 50, 20, ("raw", "fp16", "int8", "int8+lz4")
+EXITS = {10: "exit_1", 25: "exit_2"}
+
+
+def synthetic_manifest(seed: int = 0) -> Manifest:
+    """A manifest with ``CUTS`` cuts, two exits, ``THRESHOLDS`` thresholds, four codecs."""
+    rng = np.random.default_rng(seed)
+    stops = sorted(EXITS)
+    segments: dict[str, Segment] = {}
+    cuts: list[Cut] = []
+    edge: dict[str, Timing] = {}
+    cloud: dict[str, Timing] = {}
+    for i in range(CUTS):
+        bounds = [0, *[s for s in stops if 0 < s <= i]]
+        if i and bounds[-1] != i:
+            bounds.append(i)
+        head = []
+        for a, b in zip(bounds, bounds[1:], strict=False):
+            seg = f"c{a:02d}__c{b:02d}"
+            segments[seg] = Segment(seg, f"edge/{seg}.onnx", f"c{a:02d}", f"c{b:02d}", EXITS.get(b))
+            edge.setdefault(seg, Timing(*(2 * [float(rng.uniform(1e-4, 5e-3) * (b - a))]), 30))
+            head.append(seg)
+        kind = "input" if i == 0 else "output" if i == CUTS - 1 else "inner"
+        raw = float(rng.uniform(1e3, 1e6))
+        tail = None if kind == "output" else f"m__tail__c{i:02d}"
+        if tail:
+            cloud[tail] = Timing(*(2 * [float(rng.uniform(1e-4, 1e-2))]), 30)
+        cuts.append(
+            Cut(
+                id=f"c{i:02d}",
+                index=i,
+                kind=kind,
+                tensor=f"t{i}",
+                name=f"c{i:02d}",
+                shape=(4,),
+                dtype="float32",
+                head=tuple(head),
+                exits=tuple(EXITS[s] for s in stops if s <= i),
+                tail=tail,
+                raw_bytes=int(raw),
+                encoded_bytes={"raw": raw, "fp16": raw / 2, "int8": raw / 4, "int8+lz4": raw / 5},
+            )
+        )
+    grid = tuple(float(t) for t in np.linspace(0.5, 0.999, THRESHOLDS))
+    rates = tuple((0.3 * (1 - t), 0.4 * (1 - t)) for t in grid)
+    calibration = ExitCalibration(
+        thresholds=grid,
+        exits=("exit_1", "exit_2"),
+        rate=rates,
+        accuracy=tuple((0.9, 0.93) for _ in grid),
+        remaining_accuracy=tuple((0.92, 0.91, 0.9) for _ in grid),
+        final_accuracy=0.92,
+        samples=1000,
+    )
+    return Manifest(
+        model=ModelInfo("m", TensorSpec("input", (4,)), "out", ("exit_1", "exit_2")),
+        cuts=tuple(cuts),
+        segments=segments,
+        profiles={
+            "edge": DeviceProfile("edge", {}, "CPU", 1, 1, edge),
+            "cloud": DeviceProfile("cloud", {}, "CPU", 1, 1, cloud),
+        },
+        calibration=calibration,
+        files={},
+        codecs=CODECS,
+        sample_source="synthetic",
+        created_by="benchmark",
+    )
+
+
+def main() -> None:
+    """Print the median and p95 time of one decision."""
+    manifest = synthetic_manifest()
+    policy = AdaptivePolicy(manifest, PolicyConfig())
+    rng = np.random.default_rng(1)
+    observations = [
+        Observation(
+            float(rng.uniform(1e5, 1e8)),
+            float(rng.uniform(0, 0.1)),
+            battery_level=float(rng.uniform(0, 1)),
+            charging=bool(rng.integers(0, 2)),
+            slo_s=0.1,
+            accuracy_floor=0.9,
+        )
+        for _ in range(2000)
+    ]
+    state = None
+    for o in observations[:100]:
+        _, state = policy.decide(o, state, 0.0)
+    table_us, decide_us = [], []
+    for o in observations:
+        start = time.perf_counter()
+        policy.table.latency(o.bandwidth_bps, o.rtt_s)
+        policy.table.energy(o.bandwidth_bps, o.rtt_s, policy.radio, policy.power)
+        table_us.append((time.perf_counter() - start) * 1e6)
+        start = time.perf_counter()
+        _, state = policy.decide(o, state, 0.0)
+        decide_us.append((time.perf_counter() - start) * 1e6)
+    print(
+        f"{len(policy.table)} decisions ({CUTS} cuts x {THRESHOLDS} thresholds "
+        f"x {len(CODECS)} codecs, where they apply)"
+    )
+    for name, values in (("latency+energy arrays", table_us), ("whole decision", decide_us)):
+        p95 = float(np.percentile(values, 95))
+        print(f"{name:>22}: median {statistics.median(values):7.1f} us, p95 {p95:7.1f} us")
+    median = statistics.median(decide_us)
+    print(f"target < 200 us median: {'met' if median < 200 else 'MISSED'} ({median:.1f} us)")
+
+
+if __name__ == "__main__":
+    main()
