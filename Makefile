@@ -4,14 +4,20 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # Re-install when the package metadata changes.
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# A real Triton server for the integration tests, in a venv of its own: nvidia-pytriton
+# ships the tritonserver binary (python backend only) and needs numpy<2, which the main
+# venv cannot have. Only the server and its python-backend models run from it.
+TRITON_VENV ?= .venv-triton
+TRITON_REQS := nvidia-pytriton==0.7.0 numpy<2 onnxruntime
+TRITON_STAMP := $(TRITON_VENV)/.installed-$(shell echo '$(TRITON_REQS)' | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint install clean help
+.PHONY: demo test lint install triton-venv clean help
 
 help:
 	@echo "make demo   set up and run the end-to-end demo (embedded ONNX Runtime, one machine)"
 	@echo "make test   set up and run the whole test suite (lint included)"
 	@echo "make lint   ruff on the code"
-	@echo "make clean  remove the virtual environment and caches"
+	@echo "make clean  remove the virtual environments and caches"
 
 $(STAMP):
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +25,16 @@ $(STAMP):
 	rm -f $(VENV)/.installed-*
 	touch $@
 
+$(TRITON_STAMP):
+	$(PYTHON) -m venv $(TRITON_VENV)
+	echo '*' > $(TRITON_VENV)/.gitignore
+	$(TRITON_VENV)/bin/python -m pip install --quiet --disable-pip-version-check $(foreach r,$(TRITON_REQS),'$(r)')
+	rm -f $(TRITON_VENV)/.installed-*
+	touch $@
+
 install: $(STAMP)
+
+triton-venv: $(TRITON_STAMP)
 
 demo: $(STAMP)
 	$(BIN)/edgesplit demo
@@ -28,10 +43,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-test: $(STAMP)
+test: $(STAMP) $(TRITON_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(TRITON_VENV) .pytest_cache .ruff_cache .hypothesis
