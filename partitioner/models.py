@@ -176,6 +176,29 @@ def _untrained_branchynet(seed: int) -> ModelSpec:
     return branchynet_spec(new_branchynet(seed), name="branchynet-untrained")
 
 
+def calibrate_batch_norm(module: nn.Module, input_shape: tuple[int, ...], seed: int) -> None:
+    """Give every batch norm the statistics of one random batch, then switch to eval.
+
+    With torchvision's initialisation and the default running statistics,
+    random-weight GoogLeNet and MobileNetV2 produce outputs that do not depend
+    on the input (logits ~1e-9): their activations vanish layer by layer, which
+    makes codec sizes meaningless and equivalence checks toothless. Statistics
+    from real (random) activations keep every layer at unit scale.
+    """
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        module.eval()
+        return
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a plain average over the batches seen: here, one
+    generator = torch.Generator().manual_seed(seed)
+    module.train()
+    with torch.no_grad():
+        module(torch.randn((8, *input_shape), generator=generator))
+    module.eval()
+
+
 def _torchvision(name: str, **options: object) -> Callable[[int], ModelSpec]:
     """A builder of torchvision's ``name`` with random weights and keyword ``options``."""
 
@@ -185,6 +208,7 @@ def _torchvision(name: str, **options: object) -> Callable[[int], ModelSpec]:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             module = getattr(models, name)(weights=None, **options)
+            calibrate_batch_norm(module, IMAGENET_SHAPE, seed + 1)
         return ModelSpec(
             name=name, module=module, input_shape=IMAGENET_SHAPE, output_names=(FINAL_OUTPUT,)
         )
