@@ -377,6 +377,28 @@ def show(
     console.print(pruning_table(m))
 
 
+@app.command("triton-repository")
+def triton_repository(
+    bundle: Annotated[Path, typer.Option(help=BUNDLE_HELP)],
+    out: Annotated[Path, typer.Option(help="New directory for the python-backend repository.")],
+    threads: ThreadsOption = 0,
+) -> None:
+    """Write the bundle's tails as a Triton repository for a Triton without ONNX Runtime.
+
+    A stock Triton serves BUNDLE/cloud as it is. A Triton with the python
+    backend only (the tritonserver of nvidia-pytriton, say) serves this copy:
+    the same models, inputs, outputs and dynamic batching, each running its
+    model.onnx with ONNX Runtime from a generated model.py.
+    """
+    from edgesplit.bundle import load_bundle
+    from partitioner.triton import python_backend_repository
+
+    names = python_backend_repository(load_bundle(bundle, verify="cloud"), out, threads=threads)
+    console.print(
+        f"{len(names)} models written to {out}; serve with tritonserver --model-repository {out}"
+    )
+
+
 @app.command()
 def cloud(
     bundle: Annotated[Path, typer.Option(help=BUNDLE_HELP)],
@@ -545,6 +567,10 @@ def demo(
             code = stop_process(proc)
             console.print(f"cloud node stopped (exit code {code})")
     console.print(f"demo wall time {time.perf_counter() - started:.1f} s")
+
+
+# Commands kept in their own modules register themselves on ``app``.
+from edgesplit import cli_simulate as _cli_simulate  # noqa: E402,F401
 
 
 def main() -> None:

@@ -188,6 +188,7 @@ def test_every_subcommand_has_help() -> None:
         "partition",
         "profile",
         "show",
+        "triton-repository",
         "cloud",
         "edge",
         "train",
