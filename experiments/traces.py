@@ -18,6 +18,7 @@ Conventions of :class:`Trace`:
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -48,9 +49,12 @@ class Trace:
     times: np.ndarray = field(repr=False)
     mbps: np.ndarray = field(repr=False)
     offset_s: float = 0.0
-    # Per segment: start, rate (bits/s), and bits carried before it in one period.
-    _rate_bps: np.ndarray = field(init=False, repr=False)
-    _bits_before: np.ndarray = field(init=False, repr=False)
+    # Per segment, as floats for bisect (a scalar look-up ~30x faster than numpy's):
+    # start (s), rate (bits/s), bits carried before it in one pass; and the pass's length.
+    _starts: tuple[float, ...] = field(init=False, repr=False)
+    _rate_bps: tuple[float, ...] = field(init=False, repr=False)
+    _bits_before: tuple[float, ...] = field(init=False, repr=False)
+    _duration_s: float = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         times = np.array(self.times, dtype=np.float64)
@@ -68,31 +72,33 @@ class Trace:
         times.setflags(write=False)
         mbps.setflags(write=False)
         rate = mbps * 1e6
-        ends = np.append(times[1:], times[-1] + _last_hold_s(times))
+        duration = float(times[-1] + _last_hold_s(times))
+        ends = np.append(times[1:], duration)
         bits_before = np.concatenate(([0.0], np.cumsum(rate * (ends - times))))
         for name, value in (
             ("times", times),
             ("mbps", mbps),
-            ("_rate_bps", rate),
-            ("_bits_before", bits_before),
+            ("_starts", tuple(times.tolist())),
+            ("_rate_bps", tuple(rate.tolist())),
+            ("_bits_before", tuple(bits_before.tolist())),
+            ("_duration_s", duration),
         ):
-            value.setflags(write=False)
             object.__setattr__(self, name, value)
 
     @property
     def duration_s(self) -> float:
         """How long one pass of the trace lasts, seconds (its wrap-around period)."""
-        return float(self.times[-1] + _last_hold_s(self.times))
+        return self._duration_s
 
     @property
     def bits_per_period(self) -> float:
         """Bits the link carries in one pass of the trace."""
-        return float(self._bits_before[-1])
+        return self._bits_before[-1]
 
     def bandwidth_bps(self, t: float) -> float:
         """Throughput at time ``t`` (seconds since the start, wrapping around), bits/s."""
         _check_time(self, t)
-        return float(self._rate_bps[self._segment(t % self.duration_s)])
+        return self._rate_bps[self._segment(t % self._duration_s)]
 
     def transfer_end(self, t0: float, nbytes: float) -> float:
         """When a transfer of ``nbytes`` started at ``t0`` completes, seconds.
@@ -119,22 +125,22 @@ class Trace:
         periods = math.ceil(target / per_period) - 1
         remainder = min(max(target - periods * per_period, 0.0), per_period)
         # First segment whose cumulative end reaches the remainder; its rate is > 0.
-        end = int(np.searchsorted(self._bits_before, remainder, side="left"))
-        i = min(max(end, 1), len(self.times)) - 1
+        end = bisect.bisect_left(self._bits_before, remainder)
+        i = min(max(end, 1), len(self._starts)) - 1
         within = (remainder - self._bits_before[i]) / self._rate_bps[i] if remainder else 0.0
-        return max(float(t0), periods * self.duration_s + float(self.times[i]) + within)
+        return max(float(t0), periods * self._duration_s + self._starts[i] + within)
 
     def _segment(self, u: float) -> int:
         """Index of the sample in force at ``u`` within one period."""
-        return max(int(np.searchsorted(self.times, u, side="right")) - 1, 0)
+        return max(bisect.bisect_right(self._starts, u) - 1, 0)
 
     def _bits_until(self, t: float) -> float:
         """Bits carried from time 0 to ``t`` (wrapping around)."""
-        periods = math.floor(t / self.duration_s)
-        u = t - periods * self.duration_s
+        periods = math.floor(t / self._duration_s)
+        u = t - periods * self._duration_s
         i = self._segment(u)
-        partial = self._rate_bps[i] * (u - self.times[i])
-        return periods * self.bits_per_period + float(self._bits_before[i] + partial)
+        partial = self._rate_bps[i] * (u - self._starts[i])
+        return periods * self.bits_per_period + self._bits_before[i] + partial
 
 
 def _last_hold_s(times: np.ndarray) -> float:
