@@ -569,6 +569,10 @@ def demo(
     console.print(f"demo wall time {time.perf_counter() - started:.1f} s")
 
 
+# Commands kept in their own modules register themselves on ``app``.
+from edgesplit import cli_simulate as _cli_simulate  # noqa: E402,F401
+
+
 def main() -> None:
     """Entry point: run the app; a domain error prints one line and exits 1."""
     try:

@@ -189,6 +189,7 @@ def test_every_subcommand_has_help() -> None:
         "profile",
         "show",
         "triton-repository",
+        "simulate",
         "cloud",
         "edge",
         "train",
