@@ -60,6 +60,13 @@ def simulate(
         float, typer.Option(help="Battery-aware mode: make the battery last this long.")
     ] = 8.0,
     seed: Annotated[int, typer.Option(help="Seed of the exit draws.")] = 0,
+    estimator: Annotated[
+        str,
+        typer.Option(
+            help="The edge's bandwidth estimator: harmonic (last 5), robust (RobustMPC's "
+            "lower bound over it), ewma or last."
+        ),
+    ] = "harmonic",
 ) -> None:
     """Replay bandwidth traces against a bundle's profile with each policy.
 
@@ -98,6 +105,7 @@ def simulate(
         ),
         battery_level=battery_level,
         seed=seed,
+        estimator=estimator,
     )
     results = simulate_all(manifest, traces, names, config)
     if as_json:

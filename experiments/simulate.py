@@ -32,7 +32,14 @@ from offload_policy.baselines import Edgent, cloud_only, edge_only, neurosurgeon
 from offload_policy.battery import Battery
 from offload_policy.cost import branches
 from offload_policy.energy import radio
-from offload_policy.estimators import HarmonicMean, RobustLowerBound, ThroughputSample
+from offload_policy.estimators import (
+    Ewma,
+    HarmonicMean,
+    LastSample,
+    RobustLowerBound,
+    ThroughputEstimator,
+    ThroughputSample,
+)
 from offload_policy.types import Decision, Observation
 
 POLICIES = ("edgesplit", "oracle", "neurosurgeon", "edgent", "edge-only", "cloud-only")
@@ -76,6 +83,9 @@ class SimConfig:
             transfer did for this long (``None``: no probes).
         duration_s: how long to replay (default: the trace's length).
         seed: seed of the exit draws.
+        estimator: the edge's bandwidth estimator: ``harmonic`` (mean of the
+            last 5 samples, the default), ``robust`` (RobustMPC's lower bound
+            over it: fewer over-estimates, a higher mean latency), ``ewma``, ``last``.
     """
 
     interval_s: float = 1.0
@@ -89,12 +99,17 @@ class SimConfig:
     probe_interval_s: float | None = 2.0
     duration_s: float | None = None
     seed: int = 0
+    estimator: str = "harmonic"
 
     def __post_init__(self) -> None:
         for name in ("interval_s", "bandwidth_scale", "edge_slowdown"):
             value = getattr(self, name)
             if not value > 0 or math.isinf(value):
                 raise ConfigError(f"{name}={value}: expected a finite number > 0")
+        if self.estimator not in ESTIMATORS:
+            raise ConfigError(
+                f"--estimator {self.estimator}: unknown; choose from {', '.join(ESTIMATORS)}"
+            )
         if self.rtt_s < 0 or math.isnan(self.rtt_s):
             raise ConfigError(f"rtt_s={self.rtt_s}: expected >= 0")
 
@@ -156,9 +171,18 @@ def make_policy(name: str, manifest: Manifest, trace: Trace, config: SimConfig) 
     raise ConfigError(f"--policy {name}: unknown; choose from {', '.join(POLICIES)}")
 
 
-def _estimator(first_bps: float):
-    estimator = RobustLowerBound(HarmonicMean(5), window=5)
-    return estimator.update(ThroughputSample(0.0, first_bps))
+ESTIMATORS: dict[str, Callable[[], ThroughputEstimator]] = {
+    "harmonic": lambda: HarmonicMean(5),
+    "robust": lambda: RobustLowerBound(HarmonicMean(5), window=5),
+    "ewma": lambda: Ewma(0.5),
+    "last": lambda: LastSample(),
+}
+
+
+def _estimator(name: str, first_bps: float) -> ThroughputEstimator:
+    if name not in ESTIMATORS:
+        raise ConfigError(f"estimator {name!r}: unknown; choose from {', '.join(ESTIMATORS)}")
+    return ESTIMATORS[name]().update(ThroughputSample(0.0, first_bps))
 
 
 def simulate(
@@ -180,7 +204,7 @@ def simulate(
     accuracy_of: dict[Decision, float] = {}
     tails = manifest.profiles["cloud"]
     state = policy.initial_state()
-    estimator = _estimator(trace.bandwidth_bps(0.0) * scale)
+    estimator = _estimator(config.estimator, trace.bandwidth_bps(0.0) * scale)
     last_sample = 0.0
     battery = (
         None

@@ -157,3 +157,20 @@ def test_state_round_trip() -> None:
     decision, state = POLICY.decide(Observation(1e6), None, 0.0)
     assert isinstance(state, PolicyState) and POLICY.table.decisions[state.current] == decision
     assert np.isfinite(POLICY.table.latency(1e6, 0.0)).all()
+
+
+def test_a_profile_missing_a_figure_is_named() -> None:
+    from edgesplit.errors import BundleError
+
+    edge = M.profiles["edge"]
+    broken = replace(
+        M,
+        profiles={
+            **M.profiles,
+            "edge": replace(
+                edge, timings={k: v for k, v in edge.timings.items() if k != "c01__c02"}
+            ),
+        },
+    )
+    with pytest.raises(BundleError, match="edge profile has no timing for 'c01__c02'"):
+        AdaptivePolicy(broken)
