@@ -98,29 +98,21 @@ def test_all_policies_run_and_bad_config_is_named() -> None:
         simulate(M, _constant(2.0), "fastest", SimConfig())
 
 
-def test_cli_prints_one_json_object_per_trace_and_policy(untrained_bundle, tmp_path) -> None:
-    trace = tmp_path / "t.tsv"
-    trace.write_text("0 1.5\n1 2.5\n2 0.5\n3 1.0\n")
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "edgesplit",
-            "simulate",
-            "--bundle",
-            str(untrained_bundle.root),
-            "--trace",
-            str(trace),
-            "--policy",
-            "edgesplit",
-            "--policy",
-            "neurosurgeon",
-            "--json",
-        ],
+def _simulate_cli(bundle_root: Path, trace: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edgesplit", "simulate", "--bundle", str(bundle_root)]
+        + ["--trace", str(trace), *args],
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+def test_cli_prints_one_json_object_per_trace_and_policy(untrained_bundle, tmp_path) -> None:
+    trace = tmp_path / "t.tsv"
+    trace.write_text("0 1.5\n1 2.5\n2 0.5\n3 1.0\n")
+    args = ("--policy", "edgesplit", "--policy", "neurosurgeon", "--json")
+    result = _simulate_cli(untrained_bundle.root, trace, *args)
     assert result.returncode == 0, result.stderr
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["policy"] for r in rows] == ["edgesplit", "neurosurgeon"]
@@ -129,19 +121,5 @@ def test_cli_prints_one_json_object_per_trace_and_policy(untrained_bundle, tmp_p
             assert isinstance(row[key], float)
     bad = tmp_path / "bad.tsv"
     bad.write_text("0 1.5\n1 fast\n")
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "edgesplit",
-            "simulate",
-            "--bundle",
-            str(untrained_bundle.root),
-            "--trace",
-            str(bad),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = _simulate_cli(untrained_bundle.root, bad)
     assert result.returncode == 1 and "bad.tsv:2" in result.stderr, result.stderr
