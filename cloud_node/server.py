@@ -1,17 +1,24 @@
-"""The cloud node: a ZeroMQ ROUTER that validates, runs tails and answers.
+"""The cloud node: a ZeroMQ ROUTER ingress, a bounded queue, and workers that run tails.
 
-Each request is a wire message of kind ``infer`` whose meta names the bundle
-id and the cut; the reply is ``result`` (the outputs, plus the node's queue
-and compute time) or ``error`` (a stable code and a message). A malformed
-frame gets an ``error`` reply and a counted error; the node keeps serving.
+One request: the ingress thread receives it, validates it strictly
+(``wire``, then against the bundle), and either answers at once (``pong``,
+``error``, or ``busy`` when the queue is full: with the queue's expected
+delay, so the edge runs the request itself instead of waiting) or admits it
+to the queue. A worker takes the oldest request plus every queued request
+for the same cut (within ``batch_window_s`` and ``max_batch`` rows), runs
+them as one backend call, and hands each reply back to the ingress, which
+alone owns the ROUTER socket. Replies carry the request's queue time and
+its batch's compute time. On stop the ingress stops reading, the workers
+finish what was admitted, and every admitted request is answered.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -20,27 +27,53 @@ import zmq
 
 import wire
 from cloud_node.backends import TailBackend
+from cloud_node.metrics import CloudMetrics
 from edgesplit.bundle import Bundle, Cut
-from edgesplit.errors import BackendError, BundleError, TransportError, WireError
+from edgesplit.errors import BackendError, BundleError, ConfigError, TransportError, WireError
+from edgesplit.security import Authenticator, KeyPair, make_curve_server
 
 log = logging.getLogger(__name__)
+
+_node_ids = itertools.count(1)
 
 
 @dataclass(frozen=True)
 class CloudConfig:
-    """How the cloud node listens and what it accepts.
+    """How the cloud node listens, what it accepts and how it batches.
 
     Attributes:
         bind: ZeroMQ endpoint, e.g. ``tcp://127.0.0.1:5555``.
         limits: wire limits applied to every incoming message.
-        max_batch: largest batch one request may carry.
+        max_batch: most rows in one backend call, and so in one request.
+        queue_size: most requests admitted and not yet running; beyond it
+            the node answers ``busy`` at once.
+        batch_window_s: how long a worker waits for more requests of the same
+            cut before running a batch (0: merge only what is already queued).
+        workers: threads running backend calls.
         poll_interval_s: how often the loop checks for a stop request.
+        keys: this node's CURVE key pair; ``None`` serves plaintext (loopback
+            only, checked by the caller).
+        allowed: allowed client public keys (Z85) -> name; required with ``keys``.
     """
 
     bind: str = "tcp://127.0.0.1:5555"
     limits: wire.Limits = field(default_factory=wire.Limits)
-    max_batch: int = 64
+    max_batch: int = 16
+    queue_size: int = 64
+    batch_window_s: float = 0.0
+    workers: int = 1
     poll_interval_s: float = 0.1
+    keys: KeyPair | None = None
+    allowed: dict[bytes, str] | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("max_batch", "queue_size", "workers"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"cloud {name}={getattr(self, name)}: expected >= 1")
+        if not self.batch_window_s >= 0:
+            raise ConfigError(f"cloud batch_window_s={self.batch_window_s}: expected >= 0")
+        if self.keys is not None and not self.allowed:
+            raise ConfigError("CURVE is on but no client key is allowed: give allowed clients")
 
 
 class RequestRejected(Exception):
@@ -51,93 +84,289 @@ class RequestRejected(Exception):
         self.code = code
 
 
+@dataclass
+class Job:
+    """An admitted request waiting for a worker."""
+
+    identity: bytes
+    request_id: int
+    cut: Cut
+    value: np.ndarray
+    received: float
+
+    @property
+    def rows(self) -> int:
+        """Rows (batch size) of the request."""
+        return int(self.value.shape[0])
+
+
+class AdmissionQueue:
+    """A bounded FIFO that hands workers batches of same-cut jobs.
+
+    Also keeps a moving average of the per-request service time, from which
+    it estimates the wait of a request admitted now.
+    """
+
+    def __init__(self, capacity: int, workers: int) -> None:
+        self.capacity = capacity
+        self.workers = workers
+        self._jobs: deque[Job] = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._running = 0
+        self._service_s = 0.0
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    def offer(self, job: Job) -> bool:
+        """Admit ``job``; ``False`` when the queue is full (or closed)."""
+        with self._cond:
+            if self._closed or len(self._jobs) >= self.capacity:
+                return False
+            self._jobs.append(job)
+            self._cond.notify()
+            return True
+
+    def expected_wait_s(self) -> float:
+        """Expected queueing delay of a request admitted now, seconds."""
+        with self._cond:
+            ahead = len(self._jobs) + self._running
+        return ahead * self._service_s / self.workers
+
+    def take(self, max_rows: int, window_s: float) -> list[Job] | None:
+        """The next batch (oldest job first), or ``None`` once closed and drained."""
+        with self._cond:
+            while not self._jobs and not self._closed:
+                self._cond.wait()
+            if not self._jobs:
+                return None
+            first = self._jobs.popleft()
+            batch, rows = [first], first.rows
+            deadline = time.perf_counter() + window_s
+            while rows < max_rows:
+                for job in [j for j in self._jobs if j.cut.id == first.cut.id]:
+                    if rows + job.rows <= max_rows:
+                        self._jobs.remove(job)
+                        batch.append(job)
+                        rows += job.rows
+                left = deadline - time.perf_counter()
+                if left <= 0 or self._closed or rows >= max_rows:
+                    break
+                self._cond.wait(left)
+            self._running += len(batch)
+            return batch
+
+    def done(self, jobs: int, seconds: float) -> None:
+        """A batch of ``jobs`` finished in ``seconds``: update the service-time average."""
+        with self._cond:
+            self._running -= jobs
+            per_job = seconds / max(1, jobs)
+            self._service_s = (
+                per_job if self._service_s == 0 else 0.8 * self._service_s + 0.2 * per_job
+            )
+
+    def close(self) -> None:
+        """Admit nothing more; workers drain what is queued and then stop."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
 class CloudNode:
     """Serves a bundle's tails over ZeroMQ; use as a context manager.
 
     ``with CloudNode(bundle, backend, config) as node: node.serve_forever()``
-    binds on enter and closes the socket (and the backend) on exit.
+    binds on enter; on exit it answers what was admitted, then closes the
+    sockets and the backend.
     """
 
-    def __init__(self, bundle: Bundle, backend: TailBackend, config: CloudConfig | None = None):
+    def __init__(
+        self,
+        bundle: Bundle,
+        backend: TailBackend,
+        config: CloudConfig | None = None,
+        metrics: CloudMetrics | None = None,
+    ) -> None:
         self.bundle = bundle
         self.backend = backend
         self.config = config or CloudConfig()
+        self.metrics = metrics or CloudMetrics()
         self.counts: Counter[str] = Counter()
+        self.queue = AdmissionQueue(self.config.queue_size, self.config.workers)
+        self.endpoint: str | None = None
+        self._lock = threading.Lock()
         self._context: zmq.Context | None = None
         self._socket: zmq.Socket | None = None
+        self._replies: zmq.Socket | None = None
+        self._auth: Authenticator | None = None
+        self._workers: list[threading.Thread] = []
         self._stop = threading.Event()
-        self.endpoint: str | None = None
+        self._inproc = f"inproc://edgesplit-replies-{next(_node_ids)}"
+        self._cut_ids = {c.id for c in bundle.manifest.cuts}
+
+    # -- lifecycle ---------------------------------------------------------------------------
 
     def __enter__(self) -> CloudNode:
         self._context = zmq.Context()
-        sock = self._context.socket(zmq.ROUTER)
+        try:
+            self._open(self._context)
+        except BaseException:
+            self._close_sockets()
+            raise
+        for i in range(self.config.workers):
+            worker = threading.Thread(target=self._work, name=f"edgesplit-worker-{i}", daemon=True)
+            worker.start()
+            self._workers.append(worker)
+        log.info(
+            "cloud node listening endpoint=%s bundle=%s backend=%s curve=%s workers=%d queue=%d",
+            self.endpoint,
+            self.bundle.id[:12],
+            self.backend.name,
+            self.config.keys is not None,
+            self.config.workers,
+            self.config.queue_size,
+        )
+        return self
+
+    def _open(self, context: zmq.Context) -> None:
+        cfg = self.config
+        replies = context.socket(zmq.PULL)
+        replies.bind(self._inproc)
+        self._replies = replies
+        sock = context.socket(zmq.ROUTER)
+        self._socket = sock
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        # A frame larger than any valid tensor drops the peer before it is allocated.
+        sock.setsockopt(zmq.MAXMSGSIZE, cfg.limits.max_tensor_bytes + cfg.limits.max_header_bytes)
+        if cfg.keys is not None:
+            assert cfg.allowed is not None  # checked in CloudConfig
+            self._auth = Authenticator(context, cfg.allowed, self._auth_decision)
+            make_curve_server(sock, cfg.keys)
         try:
-            sock.bind(self.config.bind)
+            sock.bind(cfg.bind)
         except zmq.ZMQError as exc:
-            sock.close()
-            self._context.term()
             hint = (
                 "; pick another --bind port or stop the process using it"
                 if exc.errno == zmq.EADDRINUSE
                 else ""
             )
-            raise TransportError(f"cannot bind {self.config.bind}: {exc.strerror}{hint}") from exc
-        self._socket = sock
+            raise TransportError(f"cannot bind {cfg.bind}: {exc.strerror}{hint}") from exc
         self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
-        log.info(
-            "cloud node listening endpoint=%s bundle=%s backend=%s",
-            self.endpoint,
-            self.bundle.id[:12],
-            self.backend.name,
-        )
-        return self
 
     def __exit__(self, *exc_info: object) -> None:
-        if self._socket is not None:
-            self._socket.close(linger=0)
+        self.queue.close()
+        for worker in self._workers:
+            worker.join(timeout=30.0)
+        self._forward_replies(block=False)
+        self._close_sockets()
+        self.backend.close()
+
+    def _close_sockets(self) -> None:
+        if self._auth is not None:
+            self._auth.close()
+        for sock in (self._socket, self._replies):
+            if sock is not None:
+                sock.close(linger=0)
         if self._context is not None:
             self._context.term()
-        self.backend.close()
 
     def stop(self) -> None:
         """Ask :meth:`serve_forever` to return (from another thread or a signal handler)."""
         self._stop.set()
 
+    # -- ingress -----------------------------------------------------------------------------
+
     def serve_forever(self, max_requests: int | None = None) -> None:
-        """Answer requests until :meth:`stop` (or ``max_requests`` handled)."""
-        if self._socket is None:
+        """Answer requests until :meth:`stop` (or ``max_requests`` received).
+
+        On return every admitted request has been answered.
+        """
+        if self._socket is None or self._replies is None:
             raise TransportError("CloudNode.serve_forever() called outside its `with` block")
         poller = zmq.Poller()
         poller.register(self._socket, zmq.POLLIN)
-        handled = 0
+        poller.register(self._replies, zmq.POLLIN)
+        received = 0
         timeout_ms = int(self.config.poll_interval_s * 1000)
-        while not self._stop.is_set() and (max_requests is None or handled < max_requests):
-            if not poller.poll(timeout_ms):
-                continue
-            frames = self._socket.recv_multipart(copy=False)
-            received = time.perf_counter()
-            identity, body = frames[0].bytes, frames[1:]
-            reply = self.handle(body, received)
-            self._socket.send_multipart([identity, *reply], copy=False)
-            handled += 1
+        while not self._stop.is_set() and (max_requests is None or received < max_requests):
+            ready = dict(poller.poll(timeout_ms))
+            if self._replies in ready:
+                self._forward_replies(block=False)
+            if self._socket in ready:
+                received += self._receive()
+        self._drain()
 
-    def handle(self, frames: Sequence[zmq.Frame | bytes], received: float) -> list:
-        """One request's frames in, the reply's frames out; never raises for bad input."""
+    def _receive(self) -> int:
+        """Read the requests waiting on the ROUTER; answer or admit each; return how many."""
+        assert self._socket is not None
+        n = 0
+        while n < 64:
+            try:
+                frames = self._socket.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                break
+            n += 1
+            now = time.perf_counter()
+            identity, body = frames[0].bytes, frames[1:]
+            self.metrics.bytes_received.inc(sum(len(f.buffer) for f in body))
+            reply = self.handle(body, now, identity)
+            if reply is not None:
+                self._send(identity, reply)
+        return n
+
+    def _drain(self) -> None:
+        """Stop admitting; forward the replies of everything admitted."""
+        self.queue.close()
+        deadline = time.monotonic() + 30.0
+        while any(w.is_alive() for w in self._workers) and time.monotonic() < deadline:
+            self._forward_replies(block=True, timeout_ms=50)
+        self._forward_replies(block=False)
+
+    def _forward_replies(self, block: bool, timeout_ms: int = 0) -> None:
+        if self._replies is None or self._socket is None or self._socket.closed:
+            return
+        if block and not self._replies.poll(timeout_ms):
+            return
+        while True:
+            try:
+                frames = self._replies.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            self._socket.send_multipart(frames, copy=False)
+            self.metrics.bytes_sent.inc(sum(len(f.buffer) for f in frames[1:]))
+
+    def _send(self, identity: bytes, reply: list) -> None:
+        assert self._socket is not None
+        self._socket.send_multipart([identity, *reply], copy=False)
+        self.metrics.bytes_sent.inc(sum(memoryview(f).nbytes for f in reply))
+
+    def handle(
+        self, frames: Sequence[zmq.Frame | bytes], received: float, identity: bytes = b""
+    ) -> list | None:
+        """One request's frames in; the reply's frames, or ``None`` when it was admitted.
+
+        Never raises for bad input: a malformed or unservable request gets an
+        ``error`` reply and a counted error.
+        """
         try:
             message, arrays = wire.decode_message(frames, self.config.limits)
         except WireError as exc:
             code = wire.error_code(exc)
-            self.counts[f"error_{code}"] += 1
+            self._error(code, received, "-")
             log.warning("rejected frame code=%s error=%s", code, exc)
             return wire.encode_message("error", 0, meta={"code": code, "message": str(exc)[:900]})
         if message.kind == "ping":
-            self.counts["ping"] += 1
+            self._count("ping")
             return wire.encode_message(
                 "pong",
                 message.request_id,
-                meta={"bundle": self.bundle.id, "backend": self.backend.name},
+                meta={
+                    "bundle": self.bundle.id,
+                    "backend": self.backend.name,
+                    "queue_s": self.queue.expected_wait_s(),
+                },
             )
         try:
             if message.kind != "infer":
@@ -145,30 +374,32 @@ class CloudNode:
                     "kind", f"kind={message.kind!r}: the cloud node serves infer and ping"
                 )
             cut = self._check(message, arrays)
-            started = time.perf_counter()
-            outputs = self.backend.infer(cut, arrays)
-            finished = time.perf_counter()
         except RequestRejected as exc:
-            self.counts[f"error_{exc.code}"] += 1
+            self._error(exc.code, received, self._cut_label(message.meta.get("cut")))
             log.warning(
                 "rejected request id=%d code=%s error=%s", message.request_id, exc.code, exc
             )
             return wire.encode_message(
                 "error", message.request_id, meta={"code": exc.code, "message": str(exc)[:900]}
             )
-        except BackendError as exc:
-            self.counts["error_backend"] += 1
-            log.error("backend failed id=%d error=%s", message.request_id, exc)
-            return wire.encode_message(
-                "error", message.request_id, meta={"code": "backend", "message": str(exc)[:900]}
-            )
-        self.counts["ok"] += 1
+        job = Job(identity, message.request_id, cut, arrays[cut.name], received)
+        if self.queue.offer(job):
+            self.metrics.queue_depth.set(len(self.queue))
+            return None
+        wait = self.queue.expected_wait_s()
+        self.metrics.queue_delay.set(wait)
+        self._count("busy")
+        self._observe("busy", cut.id, received)
         return wire.encode_message(
-            "result",
+            "busy",
             message.request_id,
-            outputs,
-            codec="raw",
-            meta={"queue_s": started - received, "compute_s": finished - started, "cut": cut.id},
+            meta={
+                "code": "busy",
+                "queue_s": wait,
+                "depth": len(self.queue),
+                "message": f"queue full ({len(self.queue)} waiting, ~{wait * 1e3:.1f} ms); "
+                "run it on the edge",
+            },
         )
 
     def _check(self, message: wire.Message, arrays: dict[str, np.ndarray]) -> Cut:
@@ -208,3 +439,85 @@ class CloudNode:
                 "shape", f"cut {cut.id}: dtype {value.dtype}, expected {cut.dtype}"
             )
         return cut
+
+    # -- workers -----------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        assert self._context is not None
+        push = self._context.socket(zmq.PUSH)
+        push.setsockopt(zmq.LINGER, 1000)
+        push.connect(self._inproc)
+        try:
+            while True:
+                batch = self.queue.take(self.config.max_batch, self.config.batch_window_s)
+                if batch is None:
+                    return
+                self.metrics.queue_depth.set(len(self.queue))
+                began = time.perf_counter()
+                try:
+                    for job, reply in self._run(batch, began):
+                        push.send_multipart([job.identity, *reply], copy=False)
+                finally:
+                    self.queue.done(len(batch), time.perf_counter() - began)
+        finally:
+            push.close()
+
+    def _run(self, batch: list[Job], started: float) -> list[tuple[Job, list]]:
+        """Run ``batch`` as one backend call (each alone if that fails); the replies."""
+        cut = batch[0].cut
+        output = self.bundle.manifest.model.output
+        merged = batch[0].value if len(batch) == 1 else np.concatenate([j.value for j in batch])
+        try:
+            outputs = self.backend.infer(cut, {cut.name: merged})
+            finished = time.perf_counter()
+        except BackendError as exc:
+            if len(batch) > 1:
+                log.warning("batch of %d failed, running each alone error=%s", len(batch), exc)
+                return [pair for job in batch for pair in self._run([job], time.perf_counter())]
+            job = batch[0]
+            self._error("backend", job.received, cut.id)
+            log.error("backend failed id=%d error=%s", job.request_id, exc)
+            meta = {"code": "backend", "message": str(exc)[:900]}
+            return [(job, wire.encode_message("error", job.request_id, meta=meta))]
+        compute = finished - started
+        self.metrics.compute.labels(cut.id).observe(compute)
+        self.metrics.batch_size.observe(len(batch))
+        replies = []
+        offset = 0
+        for job in batch:
+            rows = slice(offset, offset + job.rows)
+            offset += job.rows
+            values = {name: v[rows] for name, v in outputs.items() if name == output}
+            queue_s = started - job.received
+            self.metrics.queue_wait.observe(queue_s)
+            self._count("ok")
+            self._observe("ok", cut.id, job.received)
+            meta = {"queue_s": queue_s, "compute_s": compute, "cut": cut.id, "batch": len(batch)}
+            replies.append(
+                (job, wire.encode_message("result", job.request_id, values, codec="raw", meta=meta))
+            )
+        return replies
+
+    # -- bookkeeping -------------------------------------------------------------------------
+
+    def _count(self, key: str) -> None:
+        with self._lock:
+            self.counts[key] += 1
+
+    def _observe(self, outcome: str, cut: str, received: float) -> None:
+        self.metrics.requests.labels(outcome, cut).inc()
+        self.metrics.latency.labels(outcome, cut).observe(time.perf_counter() - received)
+
+    def _cut_label(self, cut: object) -> str:
+        """``cut`` as a metrics label: a cut of the bundle, else ``-`` (labels stay bounded)."""
+        return cut if isinstance(cut, str) and cut in self._cut_ids else "-"
+
+    def _error(self, code: str, received: float, cut: str) -> None:
+        self._count(f"error_{code}")
+        self.metrics.errors.labels(code).inc()
+        self._observe("error", cut, received)
+
+    def _auth_decision(self, kind: str) -> None:
+        self._count(f"auth_{kind}")
+        if kind != "allowed":
+            self.metrics.errors.labels("auth").inc()

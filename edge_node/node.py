@@ -1,27 +1,38 @@
 """The edge node: decide, run the head, exit early or offload, and always answer.
 
-One request: ask the policy for a decision, run the head segment by segment
-(stopping at a confident exit), send the cut tensor to the cloud and wait
-with a deadline. If the cloud does not answer in time, or answers with an
-error, the edge finishes the request itself from where its head stopped and
-marks the cloud down with exponential backoff. Every request gets an answer.
+One request: read the monitors into an ``Observation``, ask the policy for a
+decision, run the head segment by segment (stopping at a confident exit),
+send the cut tensor to the cloud and wait with a deadline. With
+``pipeline_depth`` > 1 (:meth:`EdgeNode.stream`) the next input's head runs
+while the previous activation is in flight. If the cloud does not answer in
+time, answers ``busy`` or an error, or cannot be reached, the edge finishes
+the request itself from where its head stopped. A cloud that failed is
+marked down with exponential backoff; when the backoff runs out the edge
+pings it (requests meanwhile run locally) and uses it again once it
+answers. Every request gets exactly one answer, and every outcome is
+counted.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
 from edge_node.head import HeadResult, HeadRunner
-from edge_node.transport import CloudClient
-from edgesplit.bundle import Bundle, segment_chain
-from edgesplit.errors import BundleError, TransportError, WireError
+from edge_node.link import LinkMonitor
+from edge_node.metrics import EdgeMetrics
+from edge_node.transport import CloudClient, Pending, Reply
+from edgesplit.bundle import Bundle, Cut, segment_chain
+from edgesplit.errors import BundleError, ConfigError, TransportError, WireError
 from offload_policy import Decision, Observation
+from offload_policy.energy import device_power, radio
 
 log = logging.getLogger(__name__)
 
@@ -39,24 +50,61 @@ class Policy(Protocol):
         ...
 
 
+class PowerSource(Protocol):
+    """A battery or power monitor (see :mod:`edge_node.power`)."""
+
+    def read(self, now: float) -> Any:
+        """A reading with ``battery_level``, ``charging`` and ``power_w`` (each may be None)."""
+        ...
+
+
 @dataclass(frozen=True)
 class EdgeConfig:
-    """How the edge node talks to the cloud.
+    """How the edge node talks to the cloud and what it assumes.
 
     Attributes:
-        timeout_s: deadline for the cloud's reply, seconds.
+        timeout_s: deadline for the cloud's reply after sending, seconds.
         backoff_s: first pause after a cloud failure; doubles up to ``max_backoff_s``.
-        max_backoff_s: longest pause before the cloud is tried again.
-        bandwidth_bps: the uplink bandwidth the policy is told (static for now).
-        rtt_s: the round-trip time the policy is told; ``None``: the fastest of
-            the pings sent when pairing with the cloud.
+        max_backoff_s: longest pause before the cloud is probed again.
+        bandwidth_bps: the uplink bandwidth assumed until one is measured.
+        fixed_bandwidth: tell the policy ``bandwidth_bps`` always (no live estimate).
+        rtt_s: the round-trip time the policy is told; ``None``: measured.
+        estimator: bandwidth estimator (``harmonic``, ``ewma``, ``last``, ``robust``).
+        pipeline_depth: requests in flight at once in :meth:`EdgeNode.stream`.
+        slo_s: latency objective passed to the policy (``None``: none).
+        accuracy_floor: lowest expected accuracy the policy may choose.
+        radio: radio power model for the energy attributed to transfers.
+        device: device power model for the energy attributed to compute.
+        power_interval_s: how often the power monitor is read, seconds.
+        queue_memory_s: how long the cloud's reported queue delay is believed.
     """
 
     timeout_s: float = 1.0
     backoff_s: float = 0.5
     max_backoff_s: float = 30.0
     bandwidth_bps: float = 10e6
+    fixed_bandwidth: bool = False
     rtt_s: float | None = None
+    estimator: str = "harmonic"
+    pipeline_depth: int = 1
+    slo_s: float | None = None
+    accuracy_floor: float = 0.0
+    radio: str = "wifi"
+    device: str = "jetson-nano-10w"
+    power_interval_s: float = 1.0
+    queue_memory_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("timeout_s", "backoff_s", "max_backoff_s", "bandwidth_bps"):
+            value = getattr(self, name)
+            if not value > 0 or math.isinf(value):
+                raise ConfigError(f"edge {name}={value!r}: expected a number > 0")
+        if self.max_backoff_s < self.backoff_s:
+            raise ConfigError(
+                f"edge max_backoff_s={self.max_backoff_s} < backoff_s={self.backoff_s}"
+            )
+        if not 1 <= self.pipeline_depth <= 16:
+            raise ConfigError(f"edge pipeline_depth={self.pipeline_depth}: expected 1..16")
 
 
 @dataclass(frozen=True)
@@ -72,7 +120,12 @@ class Outcome:
         edge_compute_s: ONNX Runtime time on the edge, seconds.
         bytes_sent: bytes put on the wire for this request.
         cloud_compute_s: the cloud's reported tail time, seconds.
-        reason: why a fallback happened (``timeout``, an error code), else ``None``.
+        reason: why a fallback happened (``timeout``, ``unreachable``,
+            ``busy``, an error code), else ``None``.
+        cloud_queue_s: the cloud's reported queueing time, seconds.
+        energy_j: energy attributed to the request by the power model, joules.
+        threshold: the exit threshold used (``None``: exits off).
+        codec: the codec the cut tensor was (or would have been) sent with.
     """
 
     prediction: np.ndarray
@@ -83,19 +136,28 @@ class Outcome:
     bytes_sent: int = 0
     cloud_compute_s: float = 0.0
     reason: str | None = None
+    cloud_queue_s: float = 0.0
+    energy_j: float = 0.0
+    threshold: float | None = None
+    codec: str = ""
 
 
 @dataclass
 class CloudHealth:
-    """Whether the cloud may be tried, with exponential backoff after failures."""
+    """Whether the cloud may be used, with exponential backoff and probing after failures."""
 
     backoff_s: float
     max_backoff_s: float
     failures: int = 0
     down_until: float = 0.0
 
+    @property
+    def up(self) -> bool:
+        """True until a failure, and again once the cloud answered."""
+        return self.failures == 0
+
     def available(self, now: float) -> bool:
-        """True when the cloud is up or its backoff has run out (the next request probes)."""
+        """True when the cloud is up or its backoff has run out."""
         return now >= self.down_until
 
     def failed(self, now: float) -> None:
@@ -110,6 +172,18 @@ class CloudHealth:
         self.down_until = 0.0
 
 
+@dataclass
+class _Ticket:
+    """A request between its head and its answer."""
+
+    began: float
+    decision: Decision
+    cut: Cut
+    head: HeadResult
+    pending: Pending | None = None
+    outcome: Outcome | None = None
+
+
 class EdgeNode:
     """Answers requests for one bundle, with or without a cloud."""
 
@@ -120,18 +194,48 @@ class EdgeNode:
         client: CloudClient | None = None,
         config: EdgeConfig | None = None,
         runner: HeadRunner | None = None,
+        *,
+        power: PowerSource | None = None,
+        metrics: EdgeMetrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.bundle = bundle
         self.policy = policy
         self.client = client
         self.config = config or EdgeConfig()
         self.runner = runner or HeadRunner(bundle)
-        self.health = CloudHealth(self.config.backoff_s, self.config.max_backoff_s)
+        self.power = power
+        self.metrics = metrics or EdgeMetrics()
+        self.clock = clock
+        c = self.config
+        self.health = CloudHealth(c.backoff_s, c.max_backoff_s)
+        self.link = LinkMonitor(
+            c.bandwidth_bps,
+            c.estimator,
+            fixed_bps=c.bandwidth_bps if c.fixed_bandwidth else None,
+            fixed_rtt_s=c.rtt_s,
+        )
         self.counts: Counter[str] = Counter()
-        self._state: Any = None
-        self.measured_rtt_s = 0.0
-        self._input = self.bundle.manifest.model.input.name
-        self._output = self.bundle.manifest.model.output
+        self.recoveries = 0
+        self._state: Any = getattr(policy, "initial_state", lambda: None)()
+        self._radio = radio(c.radio)
+        self._device = device_power(c.device)
+        self._input = bundle.manifest.model.input.name
+        self._output = bundle.manifest.model.output
+        self._probe: Pending | None = None
+        self._cloud_queue_s = 0.0
+        self._cloud_queue_at = -math.inf
+        self._power_reading: Any = None
+        self._power_read_at = -math.inf
+        self._last_decision: tuple[str, str] | None = None
+        self.metrics.cloud_up.set(1.0 if client is not None else 0.0)
+
+    @property
+    def measured_rtt_s(self) -> float:
+        """The smoothed round-trip time measured so far, seconds."""
+        return self.link.measured_rtt_s
+
+    # -- pairing and probing -----------------------------------------------------------------
 
     def check_cloud(self, timeout_s: float = 5.0, pings: int = 5) -> str:
         """Ping the cloud, refuse to pair with a different bundle, measure the RTT.
@@ -140,116 +244,309 @@ class EdgeNode:
         """
         if self.client is None:
             raise TransportError("no cloud endpoint configured")
-        self.measured_rtt_s, reply = self.client.measure_rtt(timeout_s, pings)
+        fastest, reply = self.client.measure_rtt(timeout_s, pings)
         theirs = reply.message.meta.get("bundle")
         if theirs != self.bundle.id:
             raise BundleError(
                 f"cloud at {self.client.endpoint} serves bundle={str(theirs)[:12]}, this edge has "
                 f"bundle={self.bundle.id[:12]}; deploy the same bundle on both sides"
             )
+        self.link.add_rtt(fastest)
         return str(reply.message.meta.get("backend"))
 
+    def _tend_cloud(self, now: float) -> None:
+        """Probe a cloud that is down once its backoff ran out; take the probe's answer."""
+        client = self.client
+        if client is None or self.health.up:
+            return
+        if self._probe is not None:
+            reply = self._collect(self._probe, deadline=0.0)
+            if reply is not None:
+                self._probe = None
+                if (
+                    reply.message.kind == "pong"
+                    and reply.message.meta.get("bundle") == self.bundle.id
+                ):
+                    self.health.succeeded()
+                    self.recoveries += 1
+                    self.counts["cloud_recovered"] += 1
+                    self.link.add_rtt(reply.round_trip_s)
+                    self.metrics.cloud_up.set(1.0)
+                    log.info(
+                        "cloud is back endpoint=%s rtt_s=%.4f", client.endpoint, reply.round_trip_s
+                    )
+                else:
+                    self.health.failed(now)
+            elif time.perf_counter() > self._probe.sent_at + self.config.timeout_s:
+                client.abandon(self._probe)
+                self._probe = None
+                self.health.failed(now)
+            return
+        if self.health.available(now):
+            try:
+                self._probe = client.send("ping", None)
+                self.counts["cloud_probes"] += 1
+            except TransportError:
+                self.health.failed(now)
+
+    def _collect(self, pending: Pending, deadline: float) -> Reply | None:
+        """The reply to ``pending`` if it arrives before ``deadline`` (0: only if already here)."""
+        assert self.client is not None
+        try:
+            if deadline == 0.0:
+                return self.client.poll(pending)
+            return self.client.wait(pending, deadline)
+        except WireError as exc:
+            log.warning("invalid reply from the cloud error=%s", exc)
+            return None
+
+    # -- one request -------------------------------------------------------------------------
+
     def observe(self, now: float) -> Observation:
-        """What the policy is told about the link and the cloud."""
+        """What the policy is told about the link, the cloud and the battery."""
+        link = self.link.reading()
+        level, charging = None, True
+        reading = self._read_power(now)
+        if reading is not None:
+            level = getattr(reading, "battery_level", None)
+            charging = bool(getattr(reading, "charging", None) or level is None)
+        c = self.config
         return Observation(
-            bandwidth_bps=self.config.bandwidth_bps,
-            rtt_s=self.measured_rtt_s if self.config.rtt_s is None else self.config.rtt_s,
-            cloud_available=self.client is not None and self.health.available(now),
+            bandwidth_bps=link.bandwidth_bps,
+            rtt_s=link.rtt_s,
+            cloud_available=self.client is not None and self.health.up,
+            cloud_queue_s=self._cloud_queue(now),
+            battery_level=level,
+            charging=charging,
+            slo_s=c.slo_s,
+            accuracy_floor=c.accuracy_floor,
         )
+
+    def _cloud_queue(self, now: float) -> float:
+        """The cloud's last reported queue delay, forgotten after ``queue_memory_s``.
+
+        A cloud that answered ``busy`` gets no offloads while its delay is
+        remembered; forgetting it lets the next request find out whether the
+        queue has drained.
+        """
+        if now - self._cloud_queue_at > self.config.queue_memory_s:
+            return 0.0
+        return self._cloud_queue_s
+
+    def _set_cloud_queue(self, queue_s: float) -> None:
+        self._cloud_queue_s = queue_s
+        self._cloud_queue_at = self.clock()
+        self.metrics.cloud_queue.set(queue_s)
+
+    def _read_power(self, now: float) -> Any:
+        if self.power is None:
+            return None
+        if now - self._power_read_at >= self.config.power_interval_s:
+            self._power_reading = self.power.read(now)
+            self._power_read_at = now
+            level = getattr(self._power_reading, "battery_level", None)
+            watts = getattr(self._power_reading, "power_w", None)
+            self.metrics.battery.set(math.nan if level is None else level)
+            self.metrics.power.set(math.nan if watts is None else watts)
+        return self._power_reading
 
     def infer(self, x: np.ndarray, now: float | None = None) -> Outcome:
         """Answer one request (a batch, usually of one) end to end."""
+        return self._finish(self._start(x, now))
+
+    def stream(self, batches: Iterable[np.ndarray]) -> Iterator[Outcome]:
+        """Answer every batch in order, up to ``pipeline_depth`` offloads in flight.
+
+        While one activation is on the wire the next input's head runs.
+        """
+        in_flight: deque[_Ticket] = deque()
+        depth = self.config.pipeline_depth
+        for x in batches:
+            in_flight.append(self._start(x, None))
+            self.metrics.in_flight.set(sum(t.pending is not None for t in in_flight))
+            while len(in_flight) >= depth:
+                yield self._finish(in_flight.popleft())
+        while in_flight:
+            yield self._finish(in_flight.popleft())
+        self.metrics.in_flight.set(0)
+
+    def _start(self, x: np.ndarray, now: float | None) -> _Ticket:
+        """Decide, run the head, and send the cut tensor (or answer locally)."""
         began = time.perf_counter()
-        now = time.monotonic() if now is None else now
+        now = self.clock() if now is None else now
+        self._tend_cloud(now)
         decision, self._state = self.policy.decide(self.observe(now), self._state, now)
+        self._note_decision(decision)
         manifest = self.bundle.manifest
         cut = manifest.cut(decision.cut)
         head = self.runner.run(
             segment_chain(manifest, cut), (self._input, x), decision.exit_threshold
         )
+        ticket = _Ticket(began, decision, cut, head)
         if head.exit is not None:
-            return self._done(head.value, head.exit, cut.id, began, head.compute_s)
-        if cut.tail is None:
-            return self._done(head.value, "edge", cut.id, began, head.compute_s)
-        if self.client is None:
-            return self._fallback(head, decision, began, "no_cloud", 0)
+            ticket.outcome = self._done(ticket, head.value, head.exit)
+        elif cut.tail is None:
+            ticket.outcome = self._done(ticket, head.value, "edge")
+        elif self.client is None:
+            ticket.outcome = self._fallback(ticket, "no_cloud")
+        elif not self.health.up:
+            ticket.outcome = self._fallback(ticket, "cloud_down")
+        else:
+            try:
+                ticket.pending = self.client.send(
+                    "infer",
+                    {cut.name: head.value},
+                    codec=decision.codec,
+                    meta={"bundle": self.bundle.id, "cut": cut.id},
+                )
+            except TransportError:
+                self._cloud_failed("unreachable")
+                ticket.outcome = self._fallback(ticket, "unreachable")
+        return ticket
+
+    def _finish(self, ticket: _Ticket) -> Outcome:
+        """Wait for the cloud's answer to ``ticket`` (or finish it locally)."""
+        if ticket.outcome is not None:
+            return ticket.outcome
+        pending = ticket.pending
+        assert pending is not None and self.client is not None
         try:
-            reply, sent = self.client.request(
-                "infer",
-                {cut.name: head.value},
-                codec=decision.codec,
-                meta={"bundle": self.bundle.id, "cut": cut.id},
-                timeout_s=self.config.timeout_s,
-            )
+            reply = self.client.wait(pending, pending.sent_at + self.config.timeout_s)
         except WireError as exc:
             log.warning("invalid reply from the cloud error=%s", exc)
-            self.health.failed(time.monotonic())
-            return self._fallback(head, decision, began, "bad_reply", 0)
+            self._cloud_failed("bad_reply")
+            return self._fallback(ticket, "bad_reply")
         if reply is None:
-            self.health.failed(time.monotonic())
-            return self._fallback(head, decision, began, "timeout", sent)
+            self._cloud_failed("timeout")
+            return self._fallback(ticket, "timeout")
+        meta = reply.message.meta
         if reply.message.kind != "result" or self._output not in reply.arrays:
-            code = str(reply.message.meta.get("code", reply.message.kind))
-            log.warning(
-                "cloud refused request code=%s message=%s", code, reply.message.meta.get("message")
+            code = str(meta.get("code", reply.message.kind))
+            log.warning("cloud refused request code=%s message=%s", code, meta.get("message"))
+            queue_s = meta.get("queue_s")
+            if code == "busy":
+                self._set_cloud_queue(_seconds(queue_s))
+            if code == "busy":
+                self.counts["cloud_busy"] += 1
+            elif code == "backend":
+                self._cloud_failed(code)
+            self.metrics.errors.labels(code).inc()
+            return self._fallback(ticket, code)
+        compute_s = _seconds(meta.get("compute_s"))
+        queue_s = _seconds(meta.get("queue_s"))
+        self._set_cloud_queue(queue_s)
+        if reply.timed:
+            self.link.add_transfer(
+                self.clock(), pending.bytes_sent, reply.round_trip_s, compute_s, queue_s
             )
-            if code in ("busy", "backend"):
-                self.health.failed(time.monotonic())
-            return self._fallback(head, decision, began, code, sent)
         self.health.succeeded()
         return self._done(
+            ticket,
             reply.arrays[self._output],
             "cloud",
-            cut.id,
-            began,
-            head.compute_s,
-            bytes_sent=sent,
-            cloud_compute_s=float(reply.message.meta.get("compute_s") or 0.0),
+            cloud_compute_s=compute_s,
+            cloud_queue_s=queue_s,
         )
 
-    def _fallback(
-        self, head: HeadResult, decision: Decision, began: float, reason: str, sent: int
-    ) -> Outcome:
+    def _cloud_failed(self, kind: str) -> None:
+        self.health.failed(self.clock())
+        self.metrics.errors.labels(kind).inc()
+        self.metrics.cloud_up.set(0.0)
+        log.warning(
+            "cloud marked down kind=%s failures=%d retry_in_s=%.2f",
+            kind,
+            self.health.failures,
+            self.health.down_until - self.clock(),
+        )
+
+    def _fallback(self, ticket: _Ticket, reason: str) -> Outcome:
         """Finish locally along the edge-only chain, from the deepest boundary reached."""
         manifest = self.bundle.manifest
         chain = segment_chain(manifest, manifest.edge_only)
+        head = ticket.head
         stop_name = head.last_stop[0]
         start = next((i for i, s in enumerate(chain) if s.input == stop_name), None)
         if start is None:
             raise BundleError(f"the edge-only chain cannot continue from tensor {stop_name!r}")
-        rest = self.runner.run(chain[start:], head.last_stop, decision.exit_threshold)
+        rest = self.runner.run(chain[start:], head.last_stop, ticket.decision.exit_threshold)
         return self._done(
-            rest.value,
-            "fallback",
-            decision.cut,
-            began,
-            head.compute_s + rest.compute_s,
-            bytes_sent=sent,
-            reason=reason,
+            ticket, rest.value, "fallback", extra_compute_s=rest.compute_s, reason=reason
         )
+
+    def _note_decision(self, decision: Decision) -> None:
+        key = (decision.cut, decision.codec)
+        if key != self._last_decision:
+            if self._last_decision is not None:
+                self.metrics.decision.labels(*self._last_decision).set(0)
+            self.metrics.decision.labels(*key).set(1)
+            self._last_decision = key
+        threshold = decision.exit_threshold
+        self.metrics.threshold.set(math.nan if threshold is None else threshold)
+        link = self.link.reading()
+        self.metrics.bandwidth.set(link.bandwidth_bps)
+        self.metrics.rtt.set(link.rtt_s)
 
     def _done(
         self,
+        ticket: _Ticket,
         logits: np.ndarray,
         finished: str,
-        cut: str,
-        began: float,
-        compute_s: float,
         *,
-        bytes_sent: int = 0,
+        extra_compute_s: float = 0.0,
         cloud_compute_s: float = 0.0,
+        cloud_queue_s: float = 0.0,
         reason: str | None = None,
     ) -> Outcome:
+        latency = time.perf_counter() - ticket.began
+        compute = ticket.head.compute_s + extra_compute_s
+        sent = ticket.pending.bytes_sent if ticket.pending is not None else 0
+        energy = self._energy_j(compute, sent, latency)
         self.counts[finished] += 1
+        m = self.metrics
+        m.requests.labels(finished, ticket.cut.id).inc()
+        m.latency.labels(finished, ticket.cut.id).observe(latency)
+        m.energy.labels("model").inc(energy)
+        if finished.startswith("exit"):
+            m.exits.labels(finished).inc()
         if reason:
             self.counts[f"fallback_{reason}"] += 1
+            m.fallbacks.labels(reason).inc()
+        if ticket.pending is not None:
+            m.bytes_sent.inc(sent)
+            m.raw_bytes.inc(ticket.pending.raw_bytes)
+            if sent:
+                m.compression.observe(ticket.pending.raw_bytes / sent)
+        spend = getattr(self.power, "spend", None)
+        if spend is not None:
+            spend(energy)
         return Outcome(
             prediction=np.asarray(logits).argmax(axis=-1),
             finished=finished,
-            cut=cut,
-            latency_s=time.perf_counter() - began,
-            edge_compute_s=compute_s,
-            bytes_sent=bytes_sent,
+            cut=ticket.cut.id,
+            latency_s=latency,
+            edge_compute_s=compute,
+            bytes_sent=sent,
             cloud_compute_s=cloud_compute_s,
             reason=reason,
+            cloud_queue_s=cloud_queue_s,
+            energy_j=energy,
+            threshold=ticket.decision.exit_threshold,
+            codec=ticket.decision.codec,
         )
+
+    def _energy_j(self, compute_s: float, bytes_sent: int, latency_s: float) -> float:
+        """Joules by the power model: compute, radio while sending, idle while waiting."""
+        energy = self._device.compute_w * compute_s
+        if bytes_sent:
+            bandwidth = self.link.reading().bandwidth_bps
+            transmit = bytes_sent * 8.0 / bandwidth
+            energy += self._radio.uplink_power_w(bandwidth) * transmit
+            energy += self._device.idle_w * max(0.0, latency_s - compute_s - transmit)
+        return energy
+
+
+def _seconds(value: object) -> float:
+    """A duration from a reply's meta; anything else (missing, negative, NaN) is 0."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+        return float(value) if math.isfinite(value) else 0.0
+    return 0.0

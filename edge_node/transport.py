@@ -1,4 +1,10 @@
-"""The edge's ZeroMQ client: one DEALER socket, requests with a deadline."""
+"""The edge's ZeroMQ client: one DEALER socket, several requests in flight, deadlines.
+
+Requests are sent with :meth:`CloudClient.send` and collected by id with
+:meth:`CloudClient.wait`; replies that arrive for another pending request
+are kept until it is collected, replies for a request already given up are
+counted and dropped, so a late answer never pairs with the wrong request.
+"""
 
 from __future__ import annotations
 
@@ -11,37 +17,73 @@ import zmq
 
 import wire
 from edgesplit.errors import TransportError, WireError
+from edgesplit.security import KeyPair, make_curve_client
 from wire.message import MetaValue
 
 
 @dataclass(frozen=True)
 class Reply:
-    """A decoded reply and how long the round trip took."""
+    """A decoded reply and how long the round trip took.
+
+    Attributes:
+        timed: the edge was waiting when the reply arrived, so ``round_trip_s``
+            is exact; ``False`` when it had arrived earlier (while the edge
+            computed the next head) and the round trip is an upper bound.
+    """
 
     message: wire.Message
     arrays: dict[str, np.ndarray]
     round_trip_s: float
+    timed: bool = True
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A request on the wire: its id, bytes sent and when it left."""
+
+    request_id: int
+    bytes_sent: int
+    sent_at: float
+    raw_bytes: int
 
 
 class CloudClient:
-    """Sends wire messages to a cloud node and waits for the matching reply.
+    """Sends wire messages to a cloud node and collects the matching replies."""
 
-    Replies that arrive after their deadline are recognised by request id
-    and discarded, so a late answer never pairs with the wrong request.
-    """
-
-    def __init__(self, endpoint: str, limits: wire.Limits | None = None) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        limits: wire.Limits | None = None,
+        *,
+        keys: KeyPair | None = None,
+        server_key: bytes | None = None,
+    ) -> None:
         self.endpoint = endpoint
         self.limits = limits or wire.Limits()
+        self.curve = keys is not None
         self._context = zmq.Context()
         self._socket = self._context.socket(zmq.DEALER)
         self._socket.setsockopt(zmq.LINGER, 0)
+        # Queue messages only on a completed connection: with the cloud down a send
+        # fails at once (the edge answers locally) instead of piling up stale work
+        # that a restarted cloud would then compute for nobody.
+        self._socket.setsockopt(zmq.IMMEDIATE, 1)
+        # Reconnect quickly when a cloud comes back after a restart.
+        self._socket.setsockopt(zmq.RECONNECT_IVL, 100)
+        self._socket.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+        if keys is not None:
+            if server_key is None:
+                self.close()
+                raise TransportError("CURVE client keys given without the cloud's public key")
+            make_curve_client(self._socket, keys, server_key)
         try:
             self._socket.connect(endpoint)
         except zmq.ZMQError as exc:
             self.close()
             raise TransportError(f"cannot connect to {endpoint}: {exc.strerror}") from exc
         self._next_id = 1
+        self._pending: set[int] = set()
+        self._early: dict[int, tuple[wire.Message, dict[str, np.ndarray], float]] = {}
         self.stale_replies = 0
 
     def __enter__(self) -> CloudClient:
@@ -60,6 +102,91 @@ class CloudClient:
         self._next_id += 1
         return self._next_id
 
+    def send(
+        self,
+        kind: str,
+        arrays: Mapping[str, np.ndarray] | None,
+        *,
+        codec: str = "raw",
+        meta: Mapping[str, MetaValue] | None = None,
+    ) -> Pending:
+        """Encode and send one request without waiting for its reply."""
+        request_id = self.new_id()
+        frames = wire.encode_message(kind, request_id, arrays, codec=codec, meta=meta)
+        sent = sum(memoryview(f).nbytes for f in frames)
+        raw = sum(a.nbytes for a in arrays.values()) if arrays else 0
+        started = time.perf_counter()
+        try:
+            self._socket.send_multipart(frames, zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            raise TransportError(
+                f"no connection to the cloud at {self.endpoint} (down, unreachable, or refusing "
+                "this edge's key)"
+            ) from None
+        self._pending.add(request_id)
+        return Pending(request_id, sent, started, raw)
+
+    def wait(self, pending: Pending, deadline: float) -> Reply | None:
+        """The reply to ``pending``, or ``None`` once ``time.perf_counter()`` passes ``deadline``.
+
+        Raises:
+            WireError: the reply was not valid wire format.
+        """
+        rid = pending.request_id
+        early = self._early.pop(rid, None)
+        if early is not None:
+            self._pending.discard(rid)
+            message, values, arrived = early
+            return Reply(message, values, arrived - pending.sent_at, timed=False)
+        # Whatever is already queued on the socket arrived while the edge was busy.
+        timed = not self._socket.poll(0, zmq.POLLIN)
+        try:
+            while True:
+                left = deadline - time.perf_counter()
+                if left <= 0 or not self._socket.poll(max(1, int(left * 1000)), zmq.POLLIN):
+                    return None
+                message, values = wire.decode_message(
+                    self._socket.recv_multipart(copy=False), self.limits
+                )
+                arrived = time.perf_counter()
+                got = message.request_id
+                # An error with id 0 answers a request whose header the cloud could not read.
+                if got == rid or (message.kind == "error" and got == 0):
+                    return Reply(message, values, arrived - pending.sent_at, timed)
+                if got in self._pending:
+                    self._early[got] = (message, values, arrived)
+                else:
+                    self.stale_replies += 1
+                timed = True
+        finally:
+            self._pending.discard(rid)
+
+    def poll(self, pending: Pending) -> Reply | None:
+        """The reply to ``pending`` if it has arrived, without waiting or giving up on it.
+
+        Raises:
+            WireError: a reply was not valid wire format.
+        """
+        rid = pending.request_id
+        while rid not in self._early:
+            try:
+                parts = self._socket.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return None
+            message, values = wire.decode_message(parts, self.limits)
+            if message.request_id in self._pending:
+                self._early[message.request_id] = (message, values, time.perf_counter())
+            else:
+                self.stale_replies += 1
+        message, values, arrived = self._early.pop(rid)
+        self._pending.discard(rid)
+        return Reply(message, values, arrived - pending.sent_at, timed=False)
+
+    def abandon(self, pending: Pending) -> None:
+        """Give up on ``pending``: a reply arriving later is dropped as stale."""
+        self._pending.discard(pending.request_id)
+        self._early.pop(pending.request_id, None)
+
     def request(
         self,
         kind: str,
@@ -69,29 +196,13 @@ class CloudClient:
         meta: Mapping[str, MetaValue] | None = None,
         timeout_s: float,
     ) -> tuple[Reply | None, int]:
-        """Send one request; return (reply or ``None`` on timeout, bytes sent).
+        """Send one request and wait; return (reply or ``None`` on timeout, bytes sent).
 
         Raises:
             WireError: the reply was not valid wire format.
         """
-        request_id = self.new_id()
-        frames = wire.encode_message(kind, request_id, arrays, codec=codec, meta=meta)
-        sent = sum(memoryview(f).nbytes for f in frames)
-        started = time.perf_counter()
-        self._socket.send_multipart(frames, copy=False)
-        deadline = started + timeout_s
-        while True:
-            left = deadline - time.perf_counter()
-            if left <= 0 or not self._socket.poll(max(1, int(left * 1000)), zmq.POLLIN):
-                return None, sent
-            parts = self._socket.recv_multipart(copy=False)
-            message, values = wire.decode_message(parts, self.limits)
-            # An error with id 0 answers a request whose header the cloud could not read.
-            if message.request_id == request_id or (
-                message.kind == "error" and message.request_id == 0
-            ):
-                return Reply(message, values, time.perf_counter() - started), sent
-            self.stale_replies += 1
+        pending = self.send(kind, arrays, codec=codec, meta=meta)
+        return self.wait(pending, pending.sent_at + timeout_s), pending.bytes_sent
 
     def measure_rtt(self, timeout_s: float, pings: int = 5) -> tuple[float, Reply]:
         """The fastest round trip of ``pings`` pings, and the last ``pong``.
@@ -104,15 +215,28 @@ class CloudClient:
         for _ in range(max(1, pings)):
             reply = self.ping(timeout_s)
             if reply is None:
+                hint = (
+                    " (with CURVE on, check that this edge's public key is in the cloud's "
+                    "allowed clients and that the cloud's public key is the right one)"
+                    if self.curve
+                    else ""
+                )
                 raise TransportError(
-                    f"cloud at {self.endpoint} did not answer a ping in {timeout_s:g} s"
+                    f"cloud at {self.endpoint} did not answer a ping in {timeout_s:g} s{hint}"
                 )
             round_trips.append(reply.round_trip_s)
         assert reply is not None  # the loop ran at least once
         return min(round_trips), reply
 
     def ping(self, timeout_s: float) -> Reply | None:
-        """A ``ping``; the ``pong`` names the cloud's bundle and backend."""
+        """A ``ping``; the ``pong`` names the cloud's bundle and backend.
+
+        Waits up to ``timeout_s`` for the connection itself, then for the pong.
+        """
+        started = time.perf_counter()
+        if not self._socket.poll(max(1, int(timeout_s * 1000)), zmq.POLLOUT):
+            return None
+        timeout_s = max(0.001, timeout_s - (time.perf_counter() - started))
         try:
             reply, _ = self.request("ping", None, timeout_s=timeout_s)
         except WireError as exc:

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from edgesplit.bundle import Manifest, Timing
-from edgesplit.errors import ConfigError
+from edgesplit.errors import ConfigError, PolicyError
 from experiments.traces import Trace
 from offload_policy.adaptive import AdaptivePolicy, PolicyConfig
 from offload_policy.baselines import Edgent, cloud_only, edge_only, neurosurgeon
@@ -33,12 +33,10 @@ from offload_policy.battery import Battery
 from offload_policy.cost import branches
 from offload_policy.energy import radio
 from offload_policy.estimators import (
-    Ewma,
-    HarmonicMean,
-    LastSample,
-    RobustLowerBound,
+    ESTIMATORS,
     ThroughputEstimator,
     ThroughputSample,
+    make_estimator,
 )
 from offload_policy.types import Decision, Observation
 
@@ -171,18 +169,11 @@ def make_policy(name: str, manifest: Manifest, trace: Trace, config: SimConfig) 
     raise ConfigError(f"--policy {name}: unknown; choose from {', '.join(POLICIES)}")
 
 
-ESTIMATORS: dict[str, Callable[[], ThroughputEstimator]] = {
-    "harmonic": lambda: HarmonicMean(5),
-    "robust": lambda: RobustLowerBound(HarmonicMean(5), window=5),
-    "ewma": lambda: Ewma(0.5),
-    "last": lambda: LastSample(),
-}
-
-
 def _estimator(name: str, first_bps: float) -> ThroughputEstimator:
-    if name not in ESTIMATORS:
-        raise ConfigError(f"estimator {name!r}: unknown; choose from {', '.join(ESTIMATORS)}")
-    return ESTIMATORS[name]().update(ThroughputSample(0.0, first_bps))
+    try:
+        return make_estimator(name).update(ThroughputSample(0.0, first_bps))
+    except PolicyError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def simulate(

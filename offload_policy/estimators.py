@@ -23,6 +23,7 @@ Nothing here reads a clock: each sample carries its time.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -400,7 +401,28 @@ class RttEstimator:
         return self.srtt_s + max(granularity_s, k * self.rttvar_s)
 
 
+#: The estimators by name (the edge's ``estimator`` setting), each freshly made.
+ESTIMATORS: dict[str, Callable[[], ThroughputEstimator]] = {
+    "harmonic": lambda: HarmonicMean(5),
+    "robust": lambda: RobustLowerBound(HarmonicMean(5), window=5),
+    "ewma": lambda: Ewma(0.5),
+    "last": lambda: LastSample(),
+}
+
+
+def make_estimator(name: str) -> ThroughputEstimator:
+    """A fresh estimator by name (see :data:`ESTIMATORS`).
+
+    Raises:
+        PolicyError: an unknown name.
+    """
+    if name not in ESTIMATORS:
+        raise PolicyError(f"estimator {name!r}: unknown; choose from {', '.join(ESTIMATORS)}")
+    return ESTIMATORS[name]()
+
+
 __all__ = [
+    "ESTIMATORS",
     "MIN_TRANSFER_S",
     "Ewma",
     "HarmonicMean",
@@ -410,5 +432,6 @@ __all__ = [
     "ThroughputEstimator",
     "ThroughputSample",
     "relative_error",
+    "make_estimator",
     "sample_from_transfer",
 ]

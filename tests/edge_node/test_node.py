@@ -7,6 +7,9 @@ import time
 
 import numpy as np
 import pytest
+import zmq
+
+import wire
 
 from edge_node.node import CloudHealth, EdgeConfig, EdgeNode
 from edge_node.transport import CloudClient
@@ -76,34 +79,73 @@ def test_exits_off_reaches_the_final_output(untrained_bundle: Bundle) -> None:
     assert node.infer(_inputs(untrained_bundle, 1)[0]).finished == "edge"
 
 
-def test_silent_cloud_times_out_falls_back_backs_off_and_recovers(untrained_bundle: Bundle) -> None:
+def test_absent_cloud_falls_back_at_once_backs_off_probes_and_recovers(
+    untrained_bundle: Bundle,
+) -> None:
     endpoint = f"tcp://127.0.0.1:{_free_port()}"
-    xs = _inputs(untrained_bundle, 4)
+    xs = _inputs(untrained_bundle, 5)
     expected = _local_predictions(untrained_bundle, xs)
     with CloudClient(endpoint) as client:
         node = _node(untrained_bundle, "c03", None, client, timeout_s=0.3, backoff_s=1.0)
         first = node.infer(xs[0])
-        # Nobody listens: the deadline passes, the edge finishes from its head and answers right.
-        assert (first.finished, first.reason) == ("fallback", "timeout")
-        assert 0.3 <= first.latency_s < 0.3 + 0.5
+        # Nobody listens: no connection, so the edge answers from its head without waiting.
+        assert (first.finished, first.reason) == ("fallback", "unreachable")
+        assert first.latency_s < 0.2
         assert int(first.prediction[0]) == expected[0]
         # The cloud is marked down: the next request goes edge-only at once.
         second = node.infer(xs[1])
         assert second.finished == "edge" and second.latency_s < 0.1
         assert int(second.prediction[0]) == expected[1]
-        # The cloud comes up; after the backoff the next request probes it and is served there.
         running = RunningCloud(untrained_bundle, bind=endpoint)
         try:
+            # After the backoff a request sends a probe ping and is itself answered locally...
             time.sleep(1.05)
             third = node.infer(xs[2])
-            assert third.finished == "cloud"
-            assert node.health.failures == 0
-            # The late reply to the first request was recognised and discarded.
-            fourth = node.infer(xs[3])
-            assert fourth.finished == "cloud"
+            assert third.finished == "edge" and node.counts["cloud_probes"] == 1
+            # ...and once the pong is in, requests go to the cloud again.
+            calls = 3
+            deadline = time.monotonic() + 5
+            while node.counts["cloud_recovered"] == 0 and time.monotonic() < deadline:
+                time.sleep(0.02)
+                node.infer(xs[3])
+                calls += 1
+            assert node.counts["cloud_recovered"] == 1 and node.health.failures == 0
+            fifth = node.infer(xs[4])
+            calls += 1
+            assert fifth.finished == "cloud"
         finally:
             running.stop()
-    assert node.counts["fallback_timeout"] == 1
+    assert node.counts["fallback_unreachable"] == 1
+    # Every request was answered exactly once, and counted once.
+    assert sum(node.counts[k] for k in ("fallback", "edge", "cloud")) == calls
+
+
+def test_silent_cloud_times_out_and_a_late_reply_is_discarded(untrained_bundle: Bundle) -> None:
+    """A peer that accepts the connection but answers late: timeout, then the stale reply."""
+    context = zmq.Context()
+    silent = context.socket(zmq.ROUTER)
+    silent.setsockopt(zmq.LINGER, 0)
+    port = silent.bind_to_random_port("tcp://127.0.0.1")
+    xs = _inputs(untrained_bundle, 2)
+    try:
+        with CloudClient(f"tcp://127.0.0.1:{port}") as client:
+            node = _node(untrained_bundle, "c03", None, client, timeout_s=0.3, backoff_s=0.2)
+            client.ping(1.0)  # connected (the ping itself is never answered)
+            first = node.infer(xs[0])
+            assert (first.finished, first.reason) == ("fallback", "timeout")
+            assert 0.3 <= first.latency_s < 0.3 + 0.5
+            # The silent peer now answers the old request: the edge drops it as stale.
+            frames = silent.recv_multipart()
+            frames = silent.recv_multipart()  # the infer (after the ping)
+            request_id = wire.decode_message(frames[1:])[0].request_id
+            silent.send_multipart([frames[0], *wire.encode_message("pong", request_id)])
+            time.sleep(0.3)
+            second = node.infer(xs[1])
+            assert second.finished in ("edge", "fallback")
+            assert node.counts["fallback_timeout"] == 1
+    finally:
+        silent.close(linger=0)
+        context.term()
 
 
 def test_cloud_with_another_bundle_is_refused(

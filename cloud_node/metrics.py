@@ -1,0 +1,68 @@
+"""The cloud node's Prometheus metrics, on a registry of its own."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from edgesplit.metrics import LATENCY_BUCKETS
+
+
+class CloudMetrics:
+    """What the cloud node exports; names start with ``edgesplit_cloud_``."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "edgesplit_cloud_requests",
+            "Requests answered, by outcome (ok, busy, error) and cut.",
+            ["outcome", "cut"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "edgesplit_cloud_request_seconds",
+            "Time from receiving a request to sending its reply, by outcome and cut.",
+            ["outcome", "cut"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            "edgesplit_cloud_queue_seconds",
+            "Time a request waited in the queue before its batch ran.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.compute = Histogram(
+            "edgesplit_cloud_compute_seconds",
+            "Tail backend time per batch, by cut.",
+            ["cut"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "edgesplit_cloud_batch_requests",
+            "Requests merged into one backend call.",
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "edgesplit_cloud_queue_depth", "Requests waiting for a worker.", registry=r
+        )
+        self.queue_delay = Gauge(
+            "edgesplit_cloud_queue_delay_seconds",
+            "Estimated wait of a request admitted now.",
+            registry=r,
+        )
+        self.errors = Counter(
+            "edgesplit_cloud_errors",
+            "Rejected or failed requests by kind (header, payload, shape, bundle_mismatch, "
+            "unknown_cut, backend, auth...).",
+            ["kind"],
+            registry=r,
+        )
+        self.bytes_received = Counter(
+            "edgesplit_cloud_received_bytes", "Bytes of request frames received.", registry=r
+        )
+        self.bytes_sent = Counter(
+            "edgesplit_cloud_sent_bytes", "Bytes of reply frames sent.", registry=r
+        )

@@ -1,0 +1,95 @@
+"""The edge node's Prometheus metrics, on a registry of its own."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from edgesplit.metrics import LATENCY_BUCKETS
+
+
+class EdgeMetrics:
+    """What the edge node exports; names start with ``edgesplit_edge_``."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "edgesplit_edge_requests",
+            "Requests answered, by where they finished (exit_N, edge, cloud, fallback) and cut.",
+            ["outcome", "cut"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "edgesplit_edge_request_seconds",
+            "End-to-end latency of a request, by outcome and cut.",
+            ["outcome", "cut"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.exits = Counter(
+            "edgesplit_edge_exits", "Requests answered by an early exit.", ["exit"], registry=r
+        )
+        self.fallbacks = Counter(
+            "edgesplit_edge_fallbacks",
+            "Offloads finished on the edge instead, by reason (timeout, unreachable, busy, ...).",
+            ["reason"],
+            registry=r,
+        )
+        self.errors = Counter(
+            "edgesplit_edge_errors",
+            "Errors by kind (timeout, unreachable, bad_reply, cloud error codes).",
+            ["kind"],
+            registry=r,
+        )
+        self.bytes_sent = Counter(
+            "edgesplit_edge_sent_bytes", "Bytes put on the wire (headers and tensors).", registry=r
+        )
+        self.raw_bytes = Counter(
+            "edgesplit_edge_raw_bytes",
+            "Bytes the offloaded tensors would take uncompressed (float32 as produced).",
+            registry=r,
+        )
+        self.compression = Histogram(
+            "edgesplit_edge_compression_ratio",
+            "Raw tensor bytes / bytes sent, per offload.",
+            buckets=(1, 1.5, 2, 3, 4, 5, 6, 8, 12, 16, 32),
+            registry=r,
+        )
+        self.bandwidth = Gauge(
+            "edgesplit_edge_bandwidth_bps", "Uplink bandwidth estimate, bits/s.", registry=r
+        )
+        self.rtt = Gauge("edgesplit_edge_rtt_seconds", "Smoothed round-trip time.", registry=r)
+        self.battery = Gauge(
+            "edgesplit_edge_battery_level", "State of charge, 0..1 (NaN when unknown).", registry=r
+        )
+        self.power = Gauge(
+            "edgesplit_edge_power_watts", "Device power (NaN when unknown).", registry=r
+        )
+        self.energy = Counter(
+            "edgesplit_edge_energy_joules",
+            "Energy attributed to requests, by source (model or sensor).",
+            ["source"],
+            registry=r,
+        )
+        self.decision = Gauge(
+            "edgesplit_edge_decision",
+            "1 for the cut and codec of the latest decision, 0 for earlier ones.",
+            ["cut", "codec"],
+            registry=r,
+        )
+        self.threshold = Gauge(
+            "edgesplit_edge_exit_threshold",
+            "Exit threshold of the latest decision (NaN: exits off).",
+            registry=r,
+        )
+        self.cloud_up = Gauge(
+            "edgesplit_edge_cloud_up", "1 while the cloud is considered available.", registry=r
+        )
+        self.cloud_queue = Gauge(
+            "edgesplit_edge_cloud_queue_seconds",
+            "The cloud's last reported queueing delay.",
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "edgesplit_edge_in_flight", "Offloaded requests awaiting their reply.", registry=r
+        )
