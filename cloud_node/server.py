@@ -31,6 +31,7 @@ from cloud_node.metrics import CloudMetrics
 from edgesplit.bundle import Bundle, Cut
 from edgesplit.errors import BackendError, BundleError, ConfigError, TransportError, WireError
 from edgesplit.security import Authenticator, KeyPair, make_curve_server
+from wire.message import MetaValue
 
 log = logging.getLogger(__name__)
 
@@ -477,8 +478,8 @@ class CloudNode:
             job = batch[0]
             self._error("backend", job.received, cut.id)
             log.error("backend failed id=%d error=%s", job.request_id, exc)
-            meta = {"code": "backend", "message": str(exc)[:900]}
-            return [(job, wire.encode_message("error", job.request_id, meta=meta))]
+            failed = {"code": "backend", "message": str(exc)[:900]}
+            return [(job, wire.encode_message("error", job.request_id, meta=failed))]
         compute = finished - started
         self.metrics.compute.labels(cut.id).observe(compute)
         self.metrics.batch_size.observe(len(batch))
@@ -492,7 +493,12 @@ class CloudNode:
             self.metrics.queue_wait.observe(queue_s)
             self._count("ok")
             self._observe("ok", cut.id, job.received)
-            meta = {"queue_s": queue_s, "compute_s": compute, "cut": cut.id, "batch": len(batch)}
+            meta: dict[str, MetaValue] = {
+                "queue_s": queue_s,
+                "compute_s": compute,
+                "cut": cut.id,
+                "batch": len(batch),
+            }
             replies.append(
                 (job, wire.encode_message("result", job.request_id, values, codec="raw", meta=meta))
             )

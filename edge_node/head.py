@@ -60,6 +60,10 @@ class HeadRunner:
             self._sessions[segment.id] = found
         return found
 
+    def sessions(self) -> list[ort.InferenceSession]:
+        """The sessions loaded so far."""
+        return list(self._sessions.values())
+
     def warm(self, cuts: Sequence[Cut]) -> None:
         """Load every segment of ``cuts`` now rather than on the first request."""
         for cut in cuts:

@@ -230,6 +230,11 @@ class EdgeNode:
         self._last_decision: tuple[str, str] | None = None
         self.metrics.cloud_up.set(1.0 if client is not None else 0.0)
 
+    def set_policy(self, policy: Policy) -> None:
+        """Use ``policy`` from the next request on (its state starts afresh)."""
+        self.policy = policy
+        self._state = getattr(policy, "initial_state", lambda: None)()
+
     @property
     def measured_rtt_s(self) -> float:
         """The smoothed round-trip time measured so far, seconds."""

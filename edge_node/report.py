@@ -25,6 +25,7 @@ class RunSummary:
         offloaded: requests that went to the cloud (answered there or not).
         fallback_reasons: count of local fallbacks per reason.
         wall_s: wall time of the whole run.
+        decisions: count of requests per decision taken (``cut codec threshold``).
     """
 
     requests: int
@@ -39,6 +40,7 @@ class RunSummary:
     offloaded: int
     fallback_reasons: dict[str, int]
     wall_s: float
+    decisions: dict[str, int]
 
 
 def summarize(outcomes: Sequence[Outcome], labels: np.ndarray | None, wall_s: float) -> RunSummary:
@@ -72,4 +74,7 @@ def summarize(outcomes: Sequence[Outcome], labels: np.ndarray | None, wall_s: fl
         offloaded=sum(1 for o in outcomes if o.bytes_sent > 0),
         fallback_reasons=dict(reasons),
         wall_s=wall_s,
+        decisions=dict(
+            Counter(f"{o.cut} {o.codec} t={o.threshold}" for o in outcomes).most_common()
+        ),
     )

@@ -5,7 +5,6 @@ A domain error prints one line naming what and where, and exits non-zero.
 
 from __future__ import annotations
 
-import signal
 import sys
 import tempfile
 import time
@@ -400,95 +399,6 @@ def triton_repository(
 
 
 @app.command()
-def cloud(
-    bundle: Annotated[Path, typer.Option(help=BUNDLE_HELP)],
-    bind: Annotated[
-        str, typer.Option(help="ZeroMQ endpoint to bind; tcp://127.0.0.1:* picks a free port.")
-    ] = "tcp://127.0.0.1:5555",
-    backend: Annotated[
-        str, typer.Option(help="Tail backend: onnxruntime (embedded).")
-    ] = "onnxruntime",
-    threads: ThreadsOption = 0,
-    ready_file: Annotated[
-        Path | None, typer.Option(help="Write the bound endpoint to this file once listening.")
-    ] = None,
-) -> None:
-    """Serve a bundle's tails over ZeroMQ until SIGINT or SIGTERM."""
-    from cloud_node.backends import OnnxRuntimeBackend
-    from cloud_node.server import CloudConfig, CloudNode
-    from edgesplit.bundle import load_bundle
-
-    if backend != "onnxruntime":
-        raise ConfigError(f"--backend {backend}: unknown; available: onnxruntime")
-    b = load_bundle(bundle, verify="cloud")
-    node = CloudNode(b, OnnxRuntimeBackend(b, threads=threads), CloudConfig(bind=bind))
-    with node:
-        signal.signal(signal.SIGTERM, lambda *_: node.stop())
-        signal.signal(signal.SIGINT, lambda *_: node.stop())
-        console.print(
-            f"cloud node: bundle {b.id[:12]} ({b.manifest.model.name}), backend "
-            f"{node.backend.name}, listening on {node.endpoint}"
-        )
-        if ready_file is not None:
-            tmp = ready_file.with_suffix(".tmp")
-            tmp.write_text(node.endpoint or "")
-            tmp.replace(ready_file)
-        node.serve_forever()
-    console.print(f"cloud node stopped: {dict(node.counts)}")
-
-
-@app.command()
-def edge(
-    bundle: Annotated[Path, typer.Option(help=BUNDLE_HELP)],
-    connect: Annotated[
-        str | None,
-        typer.Option(
-            help="Cloud node endpoint, e.g. tcp://127.0.0.1:5555; omit to run on the edge alone."
-        ),
-    ] = None,
-    inputs: Annotated[
-        str, typer.Option(help="`bundle` (the bundle's test set) or a directory of .npy files.")
-    ] = "bundle",
-    samples: Annotated[int | None, typer.Option(help="Classify at most this many inputs.")] = None,
-    cut: Annotated[str, typer.Option(help=CUT_HELP)] = "auto",
-    threshold: Annotated[str, typer.Option(help=THRESHOLD_HELP)] = "0.9",
-    codec: Annotated[str, typer.Option(help=CODEC_HELP)] = "int8+lz4",
-    bandwidth_mbps: Annotated[float, typer.Option(help=BANDWIDTH_HELP)] = 10.0,
-    rtt_ms: Annotated[
-        float | None,
-        typer.Option(help="Round-trip time the policy assumes, ms (default: measured by ping)."),
-    ] = None,
-    timeout_ms: Annotated[
-        float,
-        typer.Option(help="Deadline for the cloud's reply, ms; then the edge finishes locally."),
-    ] = 1000.0,
-    results: Annotated[
-        Path | None, typer.Option(help="Write one JSON line per request to this file.")
-    ] = None,
-) -> None:
-    """Classify inputs on the edge, offloading the tail to a cloud node."""
-    from edge_node.inputs import load_inputs
-    from edgesplit.bundle import load_bundle
-    from edgesplit.runs import run_edge_session
-
-    b = load_bundle(bundle, verify="edge")
-    data = load_inputs(inputs, b, samples)
-    run_edge_session(
-        b,
-        data,
-        connect,
-        cut,
-        _threshold(threshold),
-        codec,
-        _positive("--bandwidth-mbps", bandwidth_mbps) * 1e6,
-        None if rtt_ms is None else rtt_ms / 1e3,
-        _positive("--timeout-ms", timeout_ms) / 1e3,
-        results,
-        console,
-    )
-
-
-@app.command()
 def demo(
     samples: Annotated[int, typer.Option(help="Test-set inputs to classify.")] = 2000,
     cut: Annotated[str, typer.Option(help=CUT_HELP)] = "after-exits",
@@ -514,8 +424,10 @@ def demo(
     """
     from edge_node.inputs import load_inputs
     from edgesplit.bundle import FORMAT_VERSION, load_bundle
+    from edgesplit.config import load_config
     from edgesplit.offline import build_bundle
-    from edgesplit.runs import run_edge_session, start_cloud_process, stop_process
+    from edgesplit.runs import EdgeRun, run_edge_session, start_cloud_process, stop_process
+    from edgesplit.security import generate_keys, load_keypair, load_public_key
     from partitioner.partition import PartitionConfig
     from partitioner.pruning import PruneConfig
     from partitioner.training import DEFAULT_EPOCHS, TrainConfig, default_cache_dir
@@ -543,24 +455,52 @@ def demo(
         loaded = build_bundle("branchynet", path, config=config, console=console)
     console.rule("2/3 cloud node")
     with tempfile.TemporaryDirectory(prefix="edgesplit-demo-") as tmp:
+        # The channel is encrypted and authenticated even here: fresh CURVE keys per run.
+        keydir = Path(tmp) / "keys"
+        generate_keys(keydir / "allowed", "edge")
+        generate_keys(keydir, "cloud")
         log_path = Path(tmp) / "cloud.log"
-        proc, endpoint = start_cloud_process(path, "tcp://127.0.0.1:*", log_path)
-        console.print(f"cloud node pid {proc.pid} listening on {endpoint} (embedded ONNX Runtime)")
+        proc, endpoint = start_cloud_process(
+            path,
+            "tcp://127.0.0.1:*",
+            log_path,
+            extra=[
+                "--secret-key",
+                str(keydir / "cloud.key_secret"),
+                "--allowed-clients",
+                str(keydir / "allowed"),
+            ],
+        )
+        console.print(
+            f"cloud node pid {proc.pid} listening on {endpoint} (embedded ONNX Runtime, CURVE on)"
+        )
         try:
             console.rule("3/3 edge node")
-            data = load_inputs("bundle", loaded, samples)
-            console.print(f"inputs: {data.source}")
-            run_edge_session(
-                loaded,
-                data,
-                endpoint,
-                cut,
-                _threshold(threshold),
-                codec,
-                _positive("--bandwidth-mbps", bandwidth_mbps) * 1e6,
+            cfg = load_config(
                 None,
-                1.0,
-                results,
+                overrides={
+                    "edge.connect": endpoint,
+                    "edge.providers": ("cpu",),
+                    "edge.pipeline_depth": 1,
+                    "edge.results": results,
+                    "policy.name": "fixed",
+                    "policy.cut": cut,
+                    "policy.threshold": threshold,
+                    "policy.codec": codec,
+                    "policy.bandwidth_mbps": _positive("--bandwidth-mbps", bandwidth_mbps),
+                    "logging.level": "warning",
+                },
+            )
+            run_edge_session(
+                EdgeRun(
+                    cfg,
+                    keys=load_keypair(keydir / "allowed" / "edge.key_secret"),
+                    server_key=load_public_key(keydir / "cloud.key"),
+                    security="CURVE on (keys made for this demo)",
+                    fixed_bandwidth=True,
+                    inputs=load_inputs("bundle", loaded, samples),
+                    bundle=loaded,
+                ),
                 console,
             )
         finally:
@@ -570,6 +510,7 @@ def demo(
 
 
 # Commands kept in their own modules register themselves on ``app``.
+from edgesplit import cli_runtime as _cli_runtime  # noqa: E402,F401
 from edgesplit import cli_simulate as _cli_simulate  # noqa: E402,F401
 
 

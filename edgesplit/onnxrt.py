@@ -8,7 +8,7 @@ share few cores, and spinning threads of one process starve the other.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import onnxruntime as ort
@@ -32,6 +32,7 @@ def create_session(
     threads: int = 0,
     *,
     profile_prefix: str | None = None,
+    provider_options: Mapping[str, Mapping[str, str]] | None = None,
 ) -> ort.InferenceSession:
     """An inference session on the first of ``providers`` that this build has.
 
@@ -41,6 +42,8 @@ def create_session(
         threads: intra-op threads (0: ONNX Runtime's default, one per core).
         profile_prefix: turn on ONNX Runtime's node profiling, writing the
             trace to a JSON file named with this prefix (``end_profiling``).
+        provider_options: options per provider's full name (e.g. the TensorRT
+            engine cache); providers not named get none.
 
     Raises:
         BackendError: the model does not load; the message names the file.
@@ -59,7 +62,12 @@ def create_session(
         wanted.append(CPU)
     source = model if isinstance(model, bytes) else str(model)
     try:
-        return ort.InferenceSession(source, sess_options=options, providers=wanted)
+        if provider_options is None:
+            return ort.InferenceSession(source, sess_options=options, providers=wanted)
+        per_provider = [dict(provider_options.get(p, {})) for p in wanted]
+        return ort.InferenceSession(
+            source, sess_options=options, providers=wanted, provider_options=per_provider
+        )
     except _ORT_ERRORS as exc:
         where = "in-memory model" if isinstance(model, bytes) else str(model)
         raise BackendError(

@@ -15,24 +15,31 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from edge_node.inputs import InputSet
+from edge_node.head import HeadRunner
+from edge_node.inputs import InputSource, open_inputs
 from edge_node.node import EdgeConfig, EdgeNode, Outcome
+from edge_node.power import detect_monitor
+from edge_node.providers import report_providers, resolve_providers
 from edge_node.report import RunSummary, summarize
 from edge_node.transport import CloudClient
 from edgesplit.bundle import Bundle, Manifest
 from edgesplit.errors import ConfigError, TransportError
 from offload_policy import (
+    AdaptivePolicy,
+    Battery,
     Decision,
     FixedPolicy,
     Observation,
+    PolicyConfig,
     best_static_decision,
     predict,
     rank_cuts,
@@ -41,13 +48,41 @@ from offload_policy import (
 log = logging.getLogger(__name__)
 
 
-def configure_logging(level: str = "WARNING") -> None:
-    """One event a line, ``key=value`` fields, to stderr."""
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.WARNING),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: time, level, logger, message, and ``key=value`` fields parsed."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as one line of JSON."""
+        message = record.getMessage()
+        event: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": message,
+        }
+        for token in message.split():
+            key, sep, value = token.partition("=")
+            if sep and key.isidentifier() and key not in event:
+                event[key] = value
+        if record.exc_info:
+            event["exception"] = self.formatException(record.exc_info)
+        return json.dumps(event)
+
+
+def configure_logging(level: str = "WARNING", fmt: str = "text") -> None:
+    """One event a line to stderr: ``key=value`` text, or JSON objects (``fmt="json"``)."""
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
+        )
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(getattr(logging, level.upper(), logging.WARNING))
 
 
 def progress_bar(console: Console) -> Progress:
@@ -160,55 +195,167 @@ def size_table(manifest: Manifest) -> Table:
     return table
 
 
-def run_edge_session(
-    bundle: Bundle,
-    inputs: InputSet,
-    connect: str | None,
-    cut: str,
-    threshold: float | None,
-    codec: str,
-    bandwidth_bps: float,
-    rtt_s: float | None,
-    timeout_s: float,
-    results: Path | None,
-    console: Console,
-) -> RunSummary:
-    """Pair with the cloud (if any), decide, classify every input, print and save the results.
+@dataclass
+class EdgeRun:
+    """What ``edgesplit edge`` (and the demo) runs: the config plus what the CLI resolved.
 
-    ``rtt_s=None`` uses the RTT measured by pinging the cloud. A cloud that does
-    not answer at start is marked down: the edge answers locally and probes it.
+    Attributes:
+        cfg: the loaded :class:`edgesplit.config.Config`.
+        keys: this edge's CURVE key pair (``None``: plaintext, loopback only).
+        server_key: the cloud's CURVE public key.
+        security: one line for the start-up report.
+        rtt_s: RTT the policy is told (``None``: measured).
+        fixed_bandwidth: tell the policy the configured bandwidth throughout.
+        inputs: inputs already loaded (``None``: from ``cfg.edge.inputs``).
+        bundle: the bundle already loaded (``None``: from ``cfg.edge.bundle``).
     """
+
+    cfg: Any
+    keys: Any = None
+    server_key: bytes | None = None
+    security: str = ""
+    rtt_s: float | None = None
+    fixed_bandwidth: bool = False
+    inputs: InputSource | None = None
+    bundle: Bundle | None = None
+
+
+def run_edge_session(run: EdgeRun, console: Console) -> RunSummary:
+    """Set up the edge node from ``run``, pair, classify every input, print and save results.
+
+    A cloud that does not answer at start is marked down: the edge answers
+    locally and probes it with backoff.
+    """
+    from edgesplit.bundle import load_bundle
+    from edgesplit.metrics import serve_metrics
+
+    cfg = run.cfg
+    e, p = cfg.edge, cfg.policy
+    bundle = run.bundle or load_bundle(e.bundle, verify="edge")
+    inputs = run.inputs or open_inputs(e.inputs, bundle, e.samples)
     m = bundle.manifest
-    client = CloudClient(connect) if connect else None
+    threshold = p.threshold
+    if p.codec not in m.codecs:
+        raise ConfigError(
+            f"--codec {p.codec}: not measured for this bundle; measured: {', '.join(m.codecs)}"
+        )
+    providers = resolve_providers(e.providers)
+    runner = HeadRunner(bundle, providers, e.threads)
+    power = detect_monitor(e.power, simulated=Battery(e.battery_capacity_wh, e.battery_level))
+    config = EdgeConfig(
+        timeout_s=e.timeout_ms / 1e3,
+        backoff_s=e.backoff_ms / 1e3,
+        max_backoff_s=e.max_backoff_ms / 1e3,
+        bandwidth_bps=p.bandwidth_mbps * 1e6,
+        fixed_bandwidth=run.fixed_bandwidth,
+        rtt_s=run.rtt_s,
+        estimator=p.estimator,
+        pipeline_depth=e.pipeline_depth,
+        slo_s=None if p.slo_ms is None else p.slo_ms / 1e3,
+        accuracy_floor=p.accuracy_floor,
+        radio=p.radio,
+        device=p.device,
+    )
+    client = CloudClient(e.connect, keys=run.keys, server_key=run.server_key) if e.connect else None
+    metrics_server = None
     try:
-        config = EdgeConfig(timeout_s=timeout_s, bandwidth_bps=bandwidth_bps, rtt_s=rtt_s)
-        fallback = FixedPolicy(Decision(m.edge_only.id, threshold, codec), m.edge_only.id)
-        node = EdgeNode(bundle, fallback, client, config)
-        if client is not None:
-            try:
-                backend = node.check_cloud()
-            except TransportError as exc:
-                node.health.failed(time.monotonic())
-                console.print(f"[yellow]warning:[/yellow] {exc}; answering on the edge and probing")
-            else:
-                console.print(
-                    f"paired with cloud {connect} (backend {backend}, bundle {bundle.id[:12]}, "
-                    f"ping {node.measured_rtt_s * 1e3:.3f} ms)"
-                )
-        assumed_rtt_s = node.observe(0.0).rtt_s
-        decision = choose_decision(m, cut, codec, threshold, bandwidth_bps, assumed_rtt_s)
-        node.policy = FixedPolicy(decision, m.edge_only.id)
-        console.print(cut_table(m, codec, threshold, bandwidth_bps, assumed_rtt_s, decision.cut))
-        node.runner.warm([m.cut(decision.cut), m.edge_only])
+        placeholder = FixedPolicy(Decision(m.edge_only.id, threshold, p.codec), m.edge_only.id)
+        node = EdgeNode(bundle, placeholder, client, config, runner, power=power)
+        backend = _pair(node, console)
+        decision = None
+        if p.name == "fixed":
+            rtt = node.observe(0.0).rtt_s
+            decision = choose_decision(m, p.cut, p.codec, threshold, config.bandwidth_bps, rtt)
+            node.set_policy(FixedPolicy(decision, m.edge_only.id))
+            console.print(cut_table(m, p.codec, threshold, config.bandwidth_bps, rtt, decision.cut))
+            node.runner.warm([m.cut(decision.cut), m.edge_only])
+        else:
+            policy_config = PolicyConfig(
+                radio=p.radio, device=p.device, capacity_wh=e.battery_capacity_wh
+            )
+            node.set_policy(AdaptivePolicy(m, policy_config))
+            node.runner.warm(m.cuts)
+        if cfg.metrics.port:
+            metrics_server = serve_metrics(
+                node.metrics.registry, cfg.metrics.port, cfg.metrics.address
+            )
+        report = report_providers(providers, next(iter(node.runner.sessions()), None))
+        console.print(
+            startup_table(
+                node,
+                inputs,
+                report.describe(),
+                power.describe(),
+                run,
+                backend,
+                None if metrics_server is None else metrics_server.url,
+            )
+        )
         outcomes, summary = run_edge(node, inputs, console)
     finally:
         if client is not None:
             client.close()
-    console.print(summary_table(summary, decision, m, bandwidth_bps, assumed_rtt_s))
-    if results is not None:
-        write_outcomes(results, outcomes, inputs.labels)
-        console.print(f"per-request results: {results}")
+        if metrics_server is not None:
+            metrics_server.close()
+    rtt = node.measured_rtt_s if run.rtt_s is None else run.rtt_s
+    console.print(summary_table(summary, decision, m, config.bandwidth_bps, rtt, node))
+    if e.results is not None:
+        write_outcomes(e.results, outcomes, inputs.labels)
+        console.print(f"per-request results: {e.results}")
     return summary
+
+
+def _pair(node: EdgeNode, console: Console) -> str | None:
+    """Ping the cloud and check its bundle; a silent cloud is marked down, not fatal."""
+    if node.client is None:
+        return None
+    try:
+        backend = node.check_cloud()
+    except TransportError as exc:
+        node.health.failed(time.monotonic())
+        console.print(f"[yellow]warning:[/yellow] {exc}; answering on the edge and probing")
+        return None
+    console.print(
+        f"paired with cloud {node.client.endpoint} (backend {backend}, bundle "
+        f"{node.bundle.id[:12]}, ping {node.measured_rtt_s * 1e3:.3f} ms)"
+    )
+    return backend
+
+
+def startup_table(
+    node: EdgeNode,
+    inputs: InputSource,
+    providers: str,
+    power: str,
+    run: EdgeRun,
+    backend: str | None,
+    metrics_url: str | None,
+) -> Table:
+    """What the edge runs with and what each monitor reads."""
+    table = Table(title="edge node", show_header=False)
+    table.add_column("what")
+    table.add_column("value")
+    client = node.client
+    cloud = "none (edge only)"
+    if client is not None:
+        cloud = f"{client.endpoint}, " + (f"backend {backend}" if backend else "not answering yet")
+    rows = [
+        (
+            "bundle",
+            f"{node.bundle.root} ({node.bundle.id[:12]}, {node.bundle.manifest.model.name})",
+        ),
+        ("inputs", inputs.source),
+        ("cloud", cloud),
+        ("security", run.security),
+        ("policy", f"{node.policy.name}, pipeline depth {node.config.pipeline_depth}"),
+        ("onnx runtime", providers),
+        ("power", power),
+        ("link", node.link.describe()),
+        ("metrics", metrics_url or "off (--metrics-port)"),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    return table
 
 
 def write_outcomes(path: Path, outcomes: Sequence[Outcome], labels: np.ndarray | None) -> None:
@@ -222,46 +369,55 @@ def write_outcomes(path: Path, outcomes: Sequence[Outcome], labels: np.ndarray |
 
 
 def run_edge(
-    node: EdgeNode, inputs: InputSet, console: Console
+    node: EdgeNode, inputs: InputSource, console: Console
 ) -> tuple[list[Outcome], RunSummary]:
-    """Answer every input with a live progress bar; return outcomes and their summary."""
+    """Answer every input with a live progress bar; return outcomes and their summary.
+
+    A stream (a video, a camera) is consumed as it is read.
+    """
     outcomes: list[Outcome] = []
     started = time.perf_counter()
+    total = inputs.count
     with progress_bar(console) as bar:
-        task = bar.add_task("classify", total=len(inputs), status="")
-        for i, batch in enumerate(inputs.batches()):
-            outcomes.append(node.infer(batch))
-            if i % 25 == 0 or i == len(inputs) - 1:
+        task = bar.add_task("classify", total=total, status="")
+        for i, outcome in enumerate(node.stream(inputs.batches())):
+            outcomes.append(outcome)
+            if i % 25 == 0 or (total is not None and i == total - 1):
                 counts = " ".join(f"{k}={v}" for k, v in sorted(node.counts.items()))
                 bar.update(task, completed=i + 1, status=counts)
     return outcomes, summarize(outcomes, inputs.labels, time.perf_counter() - started)
 
 
 def summary_table(
-    summary: RunSummary, decision: Decision, manifest: Manifest, bandwidth_bps: float, rtt_s: float
+    summary: RunSummary,
+    decision: Decision | None,
+    manifest: Manifest,
+    bandwidth_bps: float,
+    rtt_s: float,
+    node: EdgeNode | None = None,
 ) -> Table:
-    """The run's figures next to what the profile predicted (``rtt_s``: the measured RTT)."""
-    predicted = predict(manifest, decision, Observation(bandwidth_bps, rtt_s))
-    loopback = predict(manifest, decision, Observation(1e12, rtt_s))
+    """The run's figures, next to what the profile predicted for a fixed ``decision``.
+
+    ``decision=None`` (an adaptive policy): the decisions taken are listed instead.
+    """
     table = Table(title="summary")
     table.add_column("figure")
     table.add_column("value", justify="right")
-    rows = [
-        ("requests", f"{summary.requests}"),
-        (
-            "accuracy",
-            f"{summary.accuracy:.4f}"
-            + (
-                f" (predicted {predicted.accuracy:.4f})"
-                if predicted.accuracy == predicted.accuracy
-                else ""
-            ),
-        ),
-        (
-            "decision",
-            f"cut={decision.cut} threshold={decision.exit_threshold} codec={decision.codec}",
-        ),
-    ]
+    rows = [("requests", f"{summary.requests}"), ("accuracy", f"{summary.accuracy:.4f}")]
+    predicted = loopback = None
+    if decision is not None:
+        predicted = predict(manifest, decision, Observation(bandwidth_bps, rtt_s))
+        loopback = predict(manifest, decision, Observation(1e12, rtt_s))
+        if predicted.accuracy == predicted.accuracy:
+            rows[1] = ("accuracy", f"{summary.accuracy:.4f} (predicted {predicted.accuracy:.4f})")
+        rows.append(
+            (
+                "decision",
+                f"cut={decision.cut} threshold={decision.exit_threshold} codec={decision.codec}",
+            )
+        )
+    for choice, count in summary.decisions.items():
+        rows.append((f"decided {choice}", f"{count} ({count / summary.requests:.1%})"))
     for place, count in summary.finished.items():
         acc = summary.accuracy_by_place.get(place)
         rows.append(
@@ -279,15 +435,36 @@ def summary_table(
             f"{summary.latency_p50_s * 1e3:.2f} / {summary.latency_p95_s * 1e3:.2f}"
             f" / {summary.latency_p99_s * 1e3:.2f} ms",
         ),
-        ("latency mean (measured on loopback)", f"{summary.latency_mean_s * 1e3:.2f} ms"),
-        (
-            f"latency mean (predicted, loopback, rtt {rtt_s * 1e3:.2f} ms)",
-            f"{loopback.latency_s * 1e3:.2f} ms",
-        ),
-        (
-            f"latency mean (predicted at {bandwidth_bps / 1e6:g} Mbit/s)",
-            f"{predicted.latency_s * 1e3:.2f} ms",
-        ),
+        ("latency mean (measured)", f"{summary.latency_mean_s * 1e3:.2f} ms"),
+    ]
+    if predicted is not None and loopback is not None:
+        rows += [
+            (
+                f"latency mean (predicted, loopback, rtt {rtt_s * 1e3:.2f} ms)",
+                f"{loopback.latency_s * 1e3:.2f} ms",
+            ),
+            (
+                f"latency mean (predicted at {bandwidth_bps / 1e6:g} Mbit/s)",
+                f"{predicted.latency_s * 1e3:.2f} ms",
+            ),
+        ]
+    if node is not None:
+        link = node.link.reading()
+        rows.append(
+            (
+                "link at the end",
+                f"{link.bandwidth_bps / 1e6:.2f} Mbit/s ({link.source}, {link.samples} samples), "
+                f"rtt {link.rtt_s * 1e3:.2f} ms",
+            )
+        )
+        if node.recoveries or node.counts["cloud_probes"]:
+            rows.append(
+                (
+                    "cloud probes / recoveries",
+                    f"{node.counts['cloud_probes']} / {node.recoveries}",
+                )
+            )
+    rows += [
         (
             "bytes sent",
             f"{summary.bytes_sent:,} in {summary.offloaded} offloads "

@@ -32,6 +32,8 @@ ALLOWED = {
         "edgesplit.errors",
         "edgesplit.bundle",
         "edgesplit.onnxrt",
+        "edgesplit.security",
+        "edgesplit.metrics",
     },
     "cloud_node": {
         "cloud_node",
@@ -39,6 +41,10 @@ ALLOWED = {
         "edgesplit.errors",
         "edgesplit.bundle",
         "edgesplit.onnxrt",
+        "edgesplit.security",
+        "edgesplit.metrics",
+        # The Ray tier's replicas pick the execution providers the edge does.
+        "edge_node.providers",
     },
 }
 ROOT_MODULES = {
@@ -47,6 +53,9 @@ ROOT_MODULES = {
     "edgesplit/schemas/__init__.py": {"edgesplit.errors"},
     "edgesplit/manifest_json.py": {"edgesplit.errors", "edgesplit.bundle"},
     "edgesplit/onnxrt.py": {"edgesplit.errors"},
+    "edgesplit/security.py": {"edgesplit.errors"},
+    "edgesplit/metrics.py": {"edgesplit.errors"},
+    "edgesplit/config.py": {"edgesplit.errors"},
 }
 
 

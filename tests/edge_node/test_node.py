@@ -10,7 +10,6 @@ import pytest
 import zmq
 
 import wire
-
 from edge_node.node import CloudHealth, EdgeConfig, EdgeNode
 from edge_node.transport import CloudClient
 from edgesplit.bundle import Bundle

@@ -1,0 +1,443 @@
+"""The runtime commands: ``edgesplit cloud``, ``edgesplit edge``, ``edgesplit keys``, ``config``.
+
+Every setting comes from one place (:mod:`edgesplit.config`): defaults, then
+a TOML file (``--config``), then ``EDGESPLIT_<SECTION>_<KEY>`` environment
+variables, then the flags given here. Flags left out do not override.
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from edgesplit.cli import BUNDLE_HELP, CODEC_HELP, app, console
+from edgesplit.errors import ConfigError
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="TOML config file (see `edgesplit config --default`); flags override it.",
+    ),
+]
+MetricsPortOption = Annotated[
+    int | None, typer.Option(help="Serve Prometheus metrics on this port (0: off).")
+]
+LogLevelOption = Annotated[
+    str | None, typer.Option(help="Log level: debug, info, warning or error.")
+]
+LogFormatOption = Annotated[
+    str | None, typer.Option(help="Log lines as `text` or `json` (structured).")
+]
+SecretKeyOption = Annotated[
+    Path | None,
+    typer.Option(help="This node's CURVE key pair file (NAME.key_secret from `edgesplit keys`)."),
+]
+InsecureOption = Annotated[
+    bool,
+    typer.Option(
+        "--insecure",
+        help="Turn CURVE encryption off; refused unless the endpoint is loopback.",
+    ),
+]
+ProvidersOption = Annotated[
+    str | None,
+    typer.Option(
+        help="ONNX Runtime execution providers in order of preference, comma-separated "
+        "(tensorrt, cuda, openvino, cpu); unavailable ones are skipped."
+    ),
+]
+
+
+def _load(path: Path | None, overrides: dict[str, Any], insecure: bool) -> Any:
+    """The config from file, environment and flags (``None`` flags do not override)."""
+    from edgesplit.config import load_config
+
+    if insecure:
+        overrides["security.curve"] = False
+        overrides["security.insecure"] = True
+    return load_config(path, overrides={k: v for k, v in overrides.items() if v is not None})
+
+
+def _providers(text: str | None) -> tuple[str, ...] | None:
+    if text is None:
+        return None
+    names = tuple(p.strip() for p in text.split(",") if p.strip())
+    if not names:
+        raise ConfigError("--providers: give at least one provider, e.g. cpu")
+    return names
+
+
+def _logging(cfg: Any) -> None:
+    from edgesplit.runs import configure_logging
+
+    configure_logging(cfg.logging.level, cfg.logging.format)
+
+
+def _cloud_security(cfg: Any, bind: str) -> tuple[Any, dict[bytes, str] | None, str]:
+    """(key pair, allowed keys, description) for the cloud; CURVE unless explicitly off."""
+    from edgesplit.config import check_security
+    from edgesplit.security import load_allowed, load_keypair
+
+    sec = cfg.security
+    check_security(bind, sec)
+    if not sec.curve:
+        return None, None, "CURVE off (--insecure, loopback only)"
+    if sec.secret_key is None or sec.allowed_clients is None:
+        raise ConfigError(
+            "CURVE is on: give --secret-key (the cloud's NAME.key_secret) and --allowed-clients "
+            "(a directory of the edges' NAME.key files), create them with `edgesplit keys`, "
+            "or pass --insecure on a loopback endpoint"
+        )
+    keys = load_keypair(sec.secret_key)
+    allowed = load_allowed(sec.allowed_clients)
+    return keys, allowed, f"CURVE on, {len(allowed)} allowed client key(s)"
+
+
+def _edge_security(cfg: Any, connect: str) -> tuple[Any, bytes | None, str]:
+    """(key pair, server public key, description) for the edge."""
+    from edgesplit.config import check_security
+    from edgesplit.security import load_keypair, load_public_key
+
+    sec = cfg.security
+    check_security(connect, sec)
+    if not sec.curve:
+        return None, None, "CURVE off (--insecure, loopback only)"
+    if sec.secret_key is None or sec.server_key is None:
+        raise ConfigError(
+            "CURVE is on: give --secret-key (this edge's NAME.key_secret) and --server-key "
+            "(the cloud's NAME.key), create them with `edgesplit keys`, or pass --insecure "
+            "on a loopback endpoint"
+        )
+    return load_keypair(sec.secret_key), load_public_key(sec.server_key), "CURVE on"
+
+
+@app.command()
+def cloud(
+    config: ConfigOption = None,
+    bundle: Annotated[Path | None, typer.Option(help=BUNDLE_HELP)] = None,
+    bind: Annotated[
+        str | None,
+        typer.Option(help="ZeroMQ endpoint to bind; tcp://127.0.0.1:* picks a free port."),
+    ] = None,
+    backend: Annotated[
+        str | None,
+        typer.Option(
+            help="Tail backend: onnxruntime (embedded, default) or triton (a Triton server "
+            "serving the bundle's model repository, see --triton-url)."
+        ),
+    ] = None,
+    triton_url: Annotated[
+        str | None, typer.Option(help="Triton gRPC address host:port (with --backend triton).")
+    ] = None,
+    providers: ProvidersOption = None,
+    threads: Annotated[
+        int | None, typer.Option(help="ONNX Runtime intra-op threads (0: its default).")
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="Threads running backend calls.")] = None,
+    queue_size: Annotated[
+        int | None, typer.Option(help="Requests admitted and waiting; beyond it: busy.")
+    ] = None,
+    max_batch: Annotated[
+        int | None, typer.Option(help="Most rows merged into one backend call.")
+    ] = None,
+    batch_window_ms: Annotated[
+        float | None,
+        typer.Option(help="Wait this long for more same-cut requests to batch (0: no wait)."),
+    ] = None,
+    secret_key: SecretKeyOption = None,
+    allowed_clients: Annotated[
+        Path | None,
+        typer.Option(help="Directory of the allowed edges' public key files (NAME.key)."),
+    ] = None,
+    insecure: InsecureOption = False,
+    metrics_port: MetricsPortOption = None,
+    log_level: LogLevelOption = None,
+    log_format: LogFormatOption = None,
+    ready_file: Annotated[
+        Path | None, typer.Option(help="Write the bound endpoint to this file once listening.")
+    ] = None,
+) -> None:
+    """Serve a bundle's tails over ZeroMQ until SIGINT or SIGTERM.
+
+    Requests queue up to --queue-size; beyond that the node answers `busy` at
+    once with its expected delay, and the edge runs the request itself.
+    Concurrent requests for the same cut are batched into one backend call.
+    """
+    import wire
+    from cloud_node.server import CloudConfig, CloudNode
+    from edgesplit.bundle import load_bundle
+    from edgesplit.metrics import serve_metrics
+
+    cfg = _load(
+        config,
+        {
+            "cloud.bundle": bundle,
+            "cloud.bind": bind,
+            "cloud.backend": backend,
+            "cloud.triton_url": triton_url,
+            "cloud.providers": _providers(providers),
+            "cloud.threads": threads,
+            "cloud.workers": workers,
+            "cloud.queue_size": queue_size,
+            "cloud.max_batch": max_batch,
+            "cloud.batch_window_ms": batch_window_ms,
+            "security.secret_key": secret_key,
+            "security.allowed_clients": allowed_clients,
+            "metrics.port": metrics_port,
+            "logging.level": log_level,
+            "logging.format": log_format,
+        },
+        insecure,
+    )
+    _logging(cfg)
+    c = cfg.cloud
+    if c.bundle is None:
+        raise ConfigError("no bundle: give --bundle DIR (or [cloud] bundle in the config)")
+    keys, allowed, security = _cloud_security(cfg, c.bind)
+    b = load_bundle(c.bundle, verify="cloud")
+    tail_backend = _backend(b, cfg)
+    max_bytes = int(c.max_message_mb * 1e6)
+    limits = wire.Limits(max_tensor_bytes=max_bytes, max_total_bytes=max_bytes)
+    node = CloudNode(
+        b,
+        tail_backend,
+        CloudConfig(
+            bind=c.bind,
+            limits=limits,
+            max_batch=c.max_batch,
+            queue_size=c.queue_size,
+            batch_window_s=c.batch_window_ms / 1e3,
+            workers=c.workers,
+            keys=keys,
+            allowed=allowed,
+        ),
+    )
+    metrics = None
+    with node:
+        signal.signal(signal.SIGTERM, lambda *_: node.stop())
+        signal.signal(signal.SIGINT, lambda *_: node.stop())
+        if cfg.metrics.port:
+            metrics = serve_metrics(node.metrics.registry, cfg.metrics.port, cfg.metrics.address)
+        console.print(
+            f"cloud node: bundle {b.id[:12]} ({b.manifest.model.name}), backend "
+            f"{_describe_backend(tail_backend)}, listening on {node.endpoint}, {security}, "
+            f"queue {c.queue_size}, batch <= {c.max_batch} rows, {c.workers} worker(s)"
+            + (f", metrics {metrics.url}" if metrics else "")
+        )
+        if ready_file is not None:
+            tmp = ready_file.with_suffix(".tmp")
+            tmp.write_text(node.endpoint or "")
+            tmp.replace(ready_file)
+        try:
+            node.serve_forever()
+        finally:
+            if metrics is not None:
+                metrics.close()
+    console.print(f"cloud node stopped: {dict(sorted(node.counts.items()))}")
+
+
+def _backend(bundle: Any, cfg: Any) -> Any:
+    c = cfg.cloud
+    if c.backend == "triton":
+        from cloud_node.triton_backend import TritonBackend
+
+        return TritonBackend(bundle, c.triton_url, timeout_s=c.triton_timeout_ms / 1e3)
+    from cloud_node.backends import OnnxRuntimeBackend
+    from edge_node.providers import resolve_providers
+
+    return OnnxRuntimeBackend(bundle, resolve_providers(c.providers), threads=c.threads)
+
+
+def _describe_backend(backend: Any) -> str:
+    extra = getattr(backend, "provider", None) or getattr(backend, "url", None)
+    return f"{backend.name} ({extra})" if extra else backend.name
+
+
+@app.command()
+def edge(
+    config: ConfigOption = None,
+    bundle: Annotated[Path | None, typer.Option(help=BUNDLE_HELP)] = None,
+    connect: Annotated[
+        str | None,
+        typer.Option(
+            help="Cloud node endpoint, e.g. tcp://127.0.0.1:5555; omit to run on the edge alone."
+        ),
+    ] = None,
+    inputs: Annotated[
+        str | None,
+        typer.Option(
+            help="`bundle` (the bundle's test set), a directory of .npy or image files, a video "
+            "file, or camera:N (video and camera need edgesplit[video])."
+        ),
+    ] = None,
+    samples: Annotated[int | None, typer.Option(help="Classify at most this many inputs.")] = None,
+    policy: Annotated[
+        str | None,
+        typer.Option(
+            help="adaptive (re-decides cut, threshold and codec from the live link and battery) "
+            "or fixed (--cut, --threshold and --codec throughout)."
+        ),
+    ] = None,
+    cut: Annotated[
+        str | None,
+        typer.Option(
+            help="With --policy fixed: a cut id (see `edgesplit show`), auto (the fastest at "
+            "--bandwidth-mbps by the profile) or after-exits."
+        ),
+    ] = None,
+    threshold: Annotated[
+        str | None,
+        typer.Option(help="With --policy fixed: early-exit confidence, or `off`."),
+    ] = None,
+    codec: Annotated[str | None, typer.Option(help=CODEC_HELP)] = None,
+    bandwidth_mbps: Annotated[
+        float | None,
+        typer.Option(help="Uplink bandwidth assumed until one is measured, Mbit/s."),
+    ] = None,
+    fixed_bandwidth: Annotated[
+        bool,
+        typer.Option(
+            "--fixed-bandwidth",
+            help="Tell the policy --bandwidth-mbps throughout instead of the live estimate.",
+        ),
+    ] = False,
+    estimator: Annotated[
+        str | None, typer.Option(help="Bandwidth estimator: harmonic, ewma, last or robust.")
+    ] = None,
+    rtt_ms: Annotated[
+        float | None,
+        typer.Option(help="Round-trip time the policy assumes, ms (default: measured)."),
+    ] = None,
+    slo_ms: Annotated[float | None, typer.Option(help="Latency objective, ms.")] = None,
+    timeout_ms: Annotated[
+        float | None,
+        typer.Option(help="Deadline for the cloud's reply, ms; then the edge finishes locally."),
+    ] = None,
+    pipeline_depth: Annotated[
+        int | None,
+        typer.Option(help="Offloads in flight at once (the next head runs meanwhile)."),
+    ] = None,
+    providers: ProvidersOption = None,
+    threads: Annotated[
+        int | None, typer.Option(help="ONNX Runtime intra-op threads (0: its default).")
+    ] = None,
+    power: Annotated[
+        str | None,
+        typer.Option(
+            help="Battery and power source: auto, jetson (INA3221 rails), power_supply, rapl "
+            "or simulated."
+        ),
+    ] = None,
+    battery_level: Annotated[
+        float | None, typer.Option(help="Starting charge of a simulated battery, 0..1.")
+    ] = None,
+    secret_key: SecretKeyOption = None,
+    server_key: Annotated[
+        Path | None, typer.Option(help="The cloud's public key file (NAME.key).")
+    ] = None,
+    insecure: InsecureOption = False,
+    metrics_port: MetricsPortOption = None,
+    log_level: LogLevelOption = None,
+    log_format: LogFormatOption = None,
+    results: Annotated[
+        Path | None, typer.Option(help="Write one JSON line per request to this file.")
+    ] = None,
+) -> None:
+    """Classify inputs on the edge, offloading tails to a cloud node when it pays.
+
+    Every request gets an answer: when the cloud is slow, busy, unreachable or
+    refuses, the edge finishes the request locally and probes the cloud with
+    exponential backoff. Prints what each monitor reads at start and a
+    summary at the end.
+    """
+    from edgesplit.runs import EdgeRun, run_edge_session
+
+    overrides = {
+        "edge.bundle": bundle,
+        "edge.connect": connect,
+        "edge.inputs": inputs,
+        "edge.samples": samples,
+        "edge.timeout_ms": timeout_ms,
+        "edge.pipeline_depth": pipeline_depth,
+        "edge.providers": _providers(providers),
+        "edge.threads": threads,
+        "edge.power": power,
+        "edge.battery_level": battery_level,
+        "edge.results": results,
+        "policy.name": policy,
+        "policy.cut": cut,
+        "policy.threshold": threshold,
+        "policy.codec": codec,
+        "policy.bandwidth_mbps": bandwidth_mbps,
+        "policy.estimator": estimator,
+        "policy.slo_ms": slo_ms,
+        "security.secret_key": secret_key,
+        "security.server_key": server_key,
+        "metrics.port": metrics_port,
+        "logging.level": log_level,
+        "logging.format": log_format,
+    }
+    cfg = _load(config, overrides, insecure)
+    _logging(cfg)
+    if cfg.edge.bundle is None:
+        raise ConfigError("no bundle: give --bundle DIR (or [edge] bundle in the config)")
+    keys, server, security = (
+        _edge_security(cfg, cfg.edge.connect) if cfg.edge.connect else (None, None, "no cloud")
+    )
+    run_edge_session(
+        EdgeRun(
+            cfg,
+            keys=keys,
+            server_key=server,
+            security=security,
+            rtt_s=None if rtt_ms is None else rtt_ms / 1e3,
+            fixed_bandwidth=fixed_bandwidth,
+        ),
+        console,
+    )
+
+
+@app.command()
+def keys(
+    out: Annotated[Path, typer.Option(help="Directory to write the key files into.")],
+    name: Annotated[
+        str, typer.Option(help="Key name: writes NAME.key (public) and NAME.key_secret.")
+    ],
+) -> None:
+    """Create a CURVE key pair for a cloud or an edge node.
+
+    The cloud gets its NAME.key_secret and a directory holding each allowed
+    edge's public NAME.key; each edge gets its own NAME.key_secret and the
+    cloud's public NAME.key. Secret files are written 0600 and never
+    overwritten.
+    """
+    from edgesplit.security import generate_keys
+
+    public, secret = generate_keys(out, name)
+    console.print(f"public key {public} (share it)\nsecret key {secret} (keep it on this node)")
+
+
+@app.command("config")
+def config_command(
+    default: Annotated[
+        bool, typer.Option("--default", help="Print the fully commented default config file.")
+    ] = False,
+    check: Annotated[
+        Path | None, typer.Option(help="Validate this config file and print the result.")
+    ] = None,
+) -> None:
+    """Print the default config file, or check one (with the environment applied)."""
+    from edgesplit.config import load_config, render_default_config
+
+    if check is not None:
+        cfg = load_config(check)
+        console.print(cfg.to_toml(), highlight=False, markup=False)
+        console.print(f"{check}: valid", style="green")
+    elif default:
+        print(render_default_config(), end="")  # noqa: T201 - the file itself, for a redirect
+    else:
+        raise ConfigError("give --default (print the default file) or --check FILE")
