@@ -197,8 +197,8 @@ def cloud(
     c = cfg.cloud
     if c.bundle is None:
         raise ConfigError("no bundle: give --bundle DIR (or [cloud] bundle in the config)")
-    keys, allowed, security = _cloud_security(cfg, c.bind)
     b = load_bundle(c.bundle, verify="cloud")
+    keys, allowed, security = _cloud_security(cfg, c.bind)
     tail_backend = _backend(b, cfg)
     max_bytes = int(c.max_message_mb * 1e6)
     limits = wire.Limits(max_tensor_bytes=max_bytes, max_total_bytes=max_bytes)

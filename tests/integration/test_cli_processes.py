@@ -13,6 +13,7 @@ import zmq
 import wire
 from edgesplit.bundle import Bundle
 from edgesplit.runs import start_cloud_process, stop_process
+from edgesplit.security import load_keypair, load_public_key, make_curve_client
 
 pytestmark = pytest.mark.integration
 
@@ -52,16 +53,45 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert "cloud node stopped (exit code 0)" in out
 
 
+def _keys(tmp_path: Path) -> Path:
+    """A cloud key pair and one allowed edge's, made with `edgesplit keys`."""
+    keys = tmp_path / "keys"
+    for out, name in ((keys, "cloud"), (keys / "allowed", "edge")):
+        result = _cli("keys", "--out", str(out), "--name", name)
+        assert result.returncode == 0, result.stderr
+    secret = keys / "allowed" / "edge.key_secret"
+    assert secret.stat().st_mode & 0o777 == 0o600
+    return keys
+
+
 def test_cloud_and_edge_as_separate_processes(untrained_bundle: Bundle, tmp_path: Path) -> None:
+    keys = _keys(tmp_path)
     proc, endpoint = start_cloud_process(
-        untrained_bundle.root, "tcp://127.0.0.1:*", tmp_path / "cloud.log"
+        untrained_bundle.root,
+        "tcp://127.0.0.1:*",
+        tmp_path / "cloud.log",
+        extra=[
+            "--secret-key",
+            str(keys / "cloud.key_secret"),
+            "--allowed-clients",
+            str(keys / "allowed"),
+        ],
     )
     try:
-        # Garbage first: the cloud process answers with an error and stays up.
+        # A plaintext client gets nothing: the CURVE handshake fails before any request.
         context = zmq.Context()
+        plain = context.socket(zmq.DEALER)
+        plain.setsockopt(zmq.LINGER, 0)
+        plain.connect(endpoint)
+        plain.send_multipart([b"\x00\x01garbage", b"x" * 100])
+        assert plain.poll(1000) == 0
+        plain.close()
+        # Garbage from an allowed client: the cloud answers with an error and stays up.
         sock = context.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.RCVTIMEO, 5000)
+        edge_keys = load_keypair(keys / "allowed" / "edge.key_secret")
+        make_curve_client(sock, edge_keys, load_public_key(keys / "cloud.key"))
         sock.connect(endpoint)
         sock.send_multipart([b"\x00\x01garbage", b"x" * 100])
         message, _ = wire.decode_message(sock.recv_multipart())
@@ -75,6 +105,12 @@ def test_cloud_and_edge_as_separate_processes(untrained_bundle: Bundle, tmp_path
             str(untrained_bundle.root),
             "--connect",
             endpoint,
+            "--secret-key",
+            str(keys / "allowed" / "edge.key_secret"),
+            "--server-key",
+            str(keys / "cloud.key"),
+            "--policy",
+            "fixed",
             "--cut",
             "c06",
             "--threshold",
@@ -90,7 +126,9 @@ def test_cloud_and_edge_as_separate_processes(untrained_bundle: Bundle, tmp_path
         assert proc.poll() is None
     finally:
         assert stop_process(proc) == 0
-    assert "rejected frame code=header" in (tmp_path / "cloud.log").read_text()
+    log = (tmp_path / "cloud.log").read_text()
+    assert "rejected frame code=header" in log
+    assert "auth_allowed" in log  # the allowed edge (and the garbage sender) passed the ZAP check
 
 
 def test_edge_without_a_cloud_answers_everything_locally(
@@ -102,6 +140,9 @@ def test_edge_without_a_cloud_answers_everything_locally(
         str(untrained_bundle.root),
         "--connect",
         "tcp://127.0.0.1:1",
+        "--insecure",
+        "--policy",
+        "fixed",
         "--samples",
         "30",
         "--cut",
@@ -117,9 +158,9 @@ def test_edge_without_a_cloud_answers_everything_locally(
     assert "did not answer a ping" in result.stdout
     rows = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
     assert len(rows) == 30
-    # Marked down at start, then probed after each backoff: probes time out and fall back.
-    assert {r["finished"] for r in rows} <= {"edge", "fallback"}
-    assert all(r["reason"] in (None, "timeout") for r in rows)
+    # Marked down at start and probed after each backoff; meanwhile every request is local.
+    assert {r["finished"] for r in rows} == {"edge"}
+    assert all(r["reason"] is None for r in rows)
 
 
 @pytest.mark.parametrize(
@@ -148,15 +189,30 @@ def test_bad_input_gets_one_line_and_a_nonzero_exit(args: list[str], message: st
     assert "Traceback" not in result.stderr
 
 
-def test_bad_flags_name_the_flag(untrained_bundle: Bundle) -> None:
+def test_bad_flags_name_the_flag(untrained_bundle: Bundle, tmp_path: Path) -> None:
+    bad_config = tmp_path / "bad.toml"
+    bad_config.write_text("[edge]\ntimeout_ms = -3\n")
     for args, message in [
         (["--cut", "c99"], "--cut c99: not a cut of this bundle"),
         (["--codec", "jpeg"], "--codec jpeg: not measured"),
-        (["--threshold", "high"], "--threshold high: expected a number"),
+        (["--threshold", "high"], "threshold"),
         (["--threshold", "0.42"], "threshold=0.42 is not on the calibrated grid"),
         (["--inputs", "/nonexistent"], "--inputs /nonexistent: not 'bundle' and not a directory"),
+        (["--policy", "greedy"], "greedy"),
+        (["--config", str(bad_config)], "timeout_ms = -3"),
+        (["--connect", "tcp://10.1.2.3:5555", "--insecure"], "loopback"),
+        (["--connect", "tcp://127.0.0.1:5555"], "CURVE is on"),
     ]:
-        result = _cli("edge", "--bundle", str(untrained_bundle.root), "--samples", "2", *args)
+        result = _cli(
+            "edge",
+            "--bundle",
+            str(untrained_bundle.root),
+            "--samples",
+            "2",
+            "--policy",
+            "fixed",
+            *args,
+        )
         assert result.returncode == 1 and message in result.stderr, (args, result.stderr)
 
 
@@ -172,10 +228,12 @@ def test_export_writes_exits_as_outputs(tmp_path: Path) -> None:
 
 def test_port_in_use(untrained_bundle: Bundle, tmp_path: Path) -> None:
     proc, endpoint = start_cloud_process(
-        untrained_bundle.root, "tcp://127.0.0.1:*", tmp_path / "a.log"
+        untrained_bundle.root, "tcp://127.0.0.1:*", tmp_path / "a.log", extra=["--insecure"]
     )
     try:
-        result = _cli("cloud", "--bundle", str(untrained_bundle.root), "--bind", endpoint)
+        result = _cli(
+            "cloud", "--bundle", str(untrained_bundle.root), "--bind", endpoint, "--insecure"
+        )
         assert result.returncode == 1
         assert f"cannot bind {endpoint}" in result.stderr and "in use" in result.stderr
     finally:
@@ -192,6 +250,8 @@ def test_every_subcommand_has_help() -> None:
         "simulate",
         "cloud",
         "edge",
+        "keys",
+        "config",
         "train",
         "export",
         "version",
