@@ -1,0 +1,112 @@
+"""A cloud process killed mid-stream: every request is answered, fallback and recovery observed.
+
+Real processes and sockets: ``edgesplit cloud`` in a subprocess on a fixed
+loopback port, SIGKILLed while the edge streams paced requests, then started
+again on the same port. The edge runs in this process so the test can watch
+each request.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_node.node import EdgeConfig, EdgeNode, Outcome
+from edge_node.transport import CloudClient
+from edgesplit.bundle import Bundle
+from edgesplit.runs import start_cloud_process, stop_process
+from offload_policy import Decision, FixedPolicy
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+TIMEOUT_S = 0.3
+REQUESTS = 240
+PACE_S = 0.01
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_cloud_killed_and_restarted_mid_stream(untrained_bundle: Bundle, tmp_path: Path) -> None:
+    endpoint = f"tcp://127.0.0.1:{_free_port()}"
+    shape = untrained_bundle.manifest.model.input.shape
+    xs = np.random.default_rng(5).standard_normal((REQUESTS, 1, *shape), dtype=np.float32)
+    policy = FixedPolicy(Decision("c03", None, "int8+lz4"), untrained_bundle.manifest.edge_only.id)
+    proc, _ = start_cloud_process(
+        untrained_bundle.root, endpoint, tmp_path / "a.log", extra=["--insecure"]
+    )
+    events: dict[str, float] = {}
+    restarted: list = []
+
+    def chaos() -> None:
+        time.sleep(0.8)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        events["killed"] = time.monotonic()
+        time.sleep(1.0)
+        again, _ = start_cloud_process(
+            untrained_bundle.root, endpoint, tmp_path / "b.log", extra=["--insecure"]
+        )
+        restarted.append(again)
+        events["restarted"] = time.monotonic()
+
+    outcomes: list[tuple[float, Outcome]] = []
+    with CloudClient(endpoint) as client:
+        node = EdgeNode(
+            untrained_bundle,
+            policy,
+            client,
+            EdgeConfig(timeout_s=TIMEOUT_S, backoff_s=0.2, max_backoff_s=0.8, rtt_s=0.0),
+        )
+        node.check_cloud()
+        killer = threading.Thread(target=chaos)
+        killer.start()
+        try:
+            for x in xs:
+                outcomes.append((time.monotonic(), node.infer(x)))
+                time.sleep(PACE_S)
+            # Keep going (paced) until the restarted cloud is back, at most 20 s more.
+            deadline = time.monotonic() + 20
+            while node.recoveries == 0 and time.monotonic() < deadline:
+                outcomes.append((time.monotonic(), node.infer(xs[0])))
+                time.sleep(PACE_S)
+            tail = [node.infer(x) for x in xs[:20]]
+        finally:
+            killer.join()
+            for p in restarted:
+                stop_process(p)
+    answered = [o for _, o in outcomes]
+    # Every request got exactly one answer, and the counters agree.
+    assert len(answered) >= REQUESTS
+    assert sum(node.counts[k] for k in ("cloud", "edge", "fallback")) == len(answered) + len(tail)
+    before = [o for t, o in outcomes if t < events["killed"] - 0.05]
+    during = [o for t, o in outcomes if events["killed"] <= t < events["restarted"]]
+    assert before and all(o.finished == "cloud" for o in before)
+    # Fallback observed: the requests in flight or sent at the kill finished locally, and within
+    # the deadline plus one local run; afterwards the edge stayed local without waiting.
+    fallbacks = [o for o in answered if o.finished == "fallback"]
+    assert fallbacks and {o.reason for o in fallbacks} <= {"timeout", "unreachable"}
+    assert max(o.latency_s for o in fallbacks) < TIMEOUT_S + 0.2
+    assert during and all(o.finished in ("edge", "fallback") for o in during)
+    assert max(o.latency_s for o in during) < TIMEOUT_S + 0.2
+    # Recovery observed: the probe found the restarted cloud and offloading resumed.
+    assert node.recoveries >= 1
+    assert [o.finished for o in tail] == ["cloud"] * 20
+    back = next(t for t, o in outcomes if t > events["restarted"] and o.finished == "cloud")
+    recovery_s = back - events["restarted"]
+    # Backoff caps at 0.8 s; the probe is answered within a round trip of the restart.
+    assert recovery_s < 0.8 + TIMEOUT_S + 0.5
+    print(
+        f"failover: {len(fallbacks)} fallbacks (max {max(o.latency_s for o in fallbacks):.3f} s),"
+        f" {len(during)} local while down, recovered {recovery_s:.3f} s after the restart"
+    )
+    assert proc.returncode == -signal.SIGKILL
