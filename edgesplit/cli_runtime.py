@@ -313,6 +313,13 @@ def edge(
         typer.Option(help="Round-trip time the policy assumes, ms (default: measured)."),
     ] = None,
     slo_ms: Annotated[float | None, typer.Option(help="Latency objective, ms.")] = None,
+    accuracy_floor: Annotated[
+        float | None,
+        typer.Option(
+            help="Lowest predicted accuracy the adaptive policy may choose, 0..1 (default: "
+            "what --threshold gives on the edge)."
+        ),
+    ] = None,
     timeout_ms: Annotated[
         float | None,
         typer.Option(help="Deadline for the cloud's reply, ms; then the edge finishes locally."),
@@ -375,6 +382,7 @@ def edge(
         "policy.bandwidth_mbps": bandwidth_mbps,
         "policy.estimator": estimator,
         "policy.slo_ms": slo_ms,
+        "policy.accuracy_floor": accuracy_floor,
         "security.secret_key": secret_key,
         "security.server_key": server_key,
         "metrics.port": metrics_port,

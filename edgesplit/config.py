@@ -232,7 +232,11 @@ class PolicySection:
         None, "Latency objective, ms; off: none.", minimum=0, above=True, off=True, example="50.0"
     )
     accuracy_floor: float = setting(
-        0.0, "Lowest predicted accuracy a decision may have, 0..1.", minimum=0, maximum=1
+        0.0,
+        "Lowest predicted accuracy the adaptive policy may choose, 0..1; 0: the accuracy the "
+        "threshold gives on the edge-only path (so adapting never costs accuracy).",
+        minimum=0,
+        maximum=1,
     )
     bandwidth_mbps: float = setting(
         10.0,

@@ -252,7 +252,7 @@ def run_edge_session(run: EdgeRun, console: Console) -> RunSummary:
         estimator=p.estimator,
         pipeline_depth=e.pipeline_depth,
         slo_s=None if p.slo_ms is None else p.slo_ms / 1e3,
-        accuracy_floor=p.accuracy_floor,
+        accuracy_floor=_accuracy_floor(m, p),
         radio=p.radio,
         device=p.device,
     )
@@ -305,6 +305,23 @@ def run_edge_session(run: EdgeRun, console: Console) -> RunSummary:
     return summary
 
 
+def _accuracy_floor(manifest: Manifest, p: Any) -> float:
+    """The adaptive policy's accuracy floor: as given, else the configured threshold's accuracy.
+
+    With no floor the policy would lower the exit threshold for speed; by
+    default it stays at least as accurate as ``threshold`` on the edge-only
+    path predicts (the calibration's held-out accuracy).
+    """
+    if p.accuracy_floor > 0 or p.name != "adaptive" or p.threshold is None:
+        return float(p.accuracy_floor)
+    if manifest.calibration is None:
+        return 0.0
+    expected = predict(
+        manifest, Decision(manifest.edge_only.id, p.threshold, p.codec), Observation(1e9)
+    ).accuracy
+    return 0.0 if expected != expected else max(0.0, expected - 1e-9)
+
+
 def _pair(node: EdgeNode, console: Console) -> str | None:
     """Ping the cloud and check its bundle; a silent cloud is marked down, not fatal."""
     if node.client is None:
@@ -347,7 +364,11 @@ def startup_table(
         ("inputs", inputs.source),
         ("cloud", cloud),
         ("security", run.security),
-        ("policy", f"{node.policy.name}, pipeline depth {node.config.pipeline_depth}"),
+        (
+            "policy",
+            f"{node.policy.name}, pipeline depth {node.config.pipeline_depth}, accuracy floor "
+            f"{node.config.accuracy_floor:.3f}",
+        ),
         ("onnx runtime", providers),
         ("power", power),
         ("link", node.link.describe()),
