@@ -7,17 +7,18 @@ directly with tritonclient over gRPC, against the same server.
 
 One real Triton server (the nvidia-pytriton binary in ``.venv-triton``, as
 the tests start it) serves the bundle's python-backend repository. The cloud
-node runs in a thread of this process (``edgesplit cloud --backend triton``
-in a process of its own is the deployment shape; a thread shares this
-process's GIL with the client, which if anything inflates edgesplit's side).
-The two paths are measured interleaved, alternating which goes first, after
-a warm-up, one request in flight at a time, with a payload-free ZeroMQ ping
-to the node beside them (the transport's floor). Prints medians, p95 and ratios;
+node runs as deployed, ``edgesplit cloud --backend triton`` in a process of
+its own; ``--in-process`` serves it from a thread of this process instead
+(which shares this process's GIL with the client). The two paths are
+measured interleaved, alternating which goes first, after a warm-up, one
+request in flight at a time, with a payload-free ZeroMQ ping to the node
+beside them (the transport's floor). Prints medians, p95 and ratios, per
+model (``--model all``: the untrained built-in model and resnet18);
 ``--csv`` also writes every latency.
 
 Run from the repository root::
 
-    .venv/bin/python -m benchmarks.triton_direct [--model resnet18] [--requests 300]
+    .venv/bin/python -m benchmarks.triton_direct [--model resnet18|all] [--requests 300]
     .venv/bin/python -m benchmarks.triton_direct --bundle path/to/bundle
 """
 
@@ -25,23 +26,27 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import statistics
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-import tritonclient.grpc as grpcclient
 
 from cloud_node.server import CloudConfig, CloudNode
 from cloud_node.triton_backend import TritonBackend
 from edge_node.transport import CloudClient
 from edgesplit.bundle import Bundle, Cut, load_bundle
+from edgesplit.runs import start_cloud_process, stop_process
 from partitioner.triton import python_backend_repository
 from tests.tritonserver import triton_server
 
+#: What ``--model all`` runs.
+ALL_MODELS = ("branchynet-untrained", "resnet18")
 # The fixtures' sizes for the untrained model (tests/conftest.py): quick to build.
 _SOURCE_SAMPLES = {"branchynet-untrained": {"calibration_samples": 400, "test_samples": 100}}
 
@@ -76,6 +81,8 @@ def direct_call(
     url: str, cut: Cut, output: str
 ) -> tuple[Callable[[np.ndarray], np.ndarray], Callable[[], None]]:
     """One tritonclient gRPC infer per call, as a user of Triton writes it; and a closer."""
+    import tritonclient.grpc as grpcclient  # here: the other benchmarks reuse build() without it
+
     client = grpcclient.InferenceServerClient(url)
     model = cut.tail or ""
 
@@ -144,8 +151,10 @@ def p95(values: Sequence[float]) -> float:
     return statistics.quantiles(values, n=20, method="inclusive")[-1]
 
 
-def report(seconds: dict[str, list[float]], compute_s: list[float], tolerance: float) -> None:
-    """Print the table and the ratios."""
+def report(
+    seconds: dict[str, list[float]], compute_s: list[float], tolerance: float
+) -> dict[str, float]:
+    """Print the table and the ratios; return the headline figures."""
     print(f"{'path':>10} {'median ms':>10} {'p95 ms':>8} {'mean ms':>8} {'min ms':>8}")
     for name, values in seconds.items():
         print(
@@ -166,15 +175,52 @@ def report(seconds: dict[str, list[float]], compute_s: list[float], tolerance: f
     )
     verdict = "within" if median_ratio <= 1 + tolerance else "NOT within"
     print(f"target: median {verdict} {tolerance:.0%} of direct")
+    return {
+        "median_ratio": median_ratio,
+        "p95_ratio": p95_ratio,
+        "overhead_ms": overhead_ms,
+        "direct_median_ms": statistics.median(direct) * 1e3,
+        "edgesplit_median_ms": statistics.median(ours) * 1e3,
+    }
 
 
-def run(args: argparse.Namespace, work: Path) -> None:
+@contextmanager
+def cloud_node(
+    bundle: Bundle, grpc_url: str, work: Path, in_process: bool
+) -> Iterator[tuple[str, str]]:
+    """A cloud node with the Triton backend: (its endpoint, where it runs); stopped after.
+
+    By default ``edgesplit cloud --backend triton`` in a process of its own, as
+    deployed; ``in_process`` serves it from a thread of this process instead.
+    """
+    if not in_process:
+        proc, endpoint = start_cloud_process(
+            bundle.root,
+            "tcp://127.0.0.1:*",
+            work / "cloud.log",
+            extra=["--insecure", "--backend", "triton", "--triton-url", grpc_url],
+        )
+        try:
+            yield endpoint, f"process {proc.pid}"
+        finally:
+            stop_process(proc)
+        return
+    node = CloudNode(bundle, TritonBackend(bundle, grpc_url), CloudConfig(bind="tcp://127.0.0.1:*"))
+    with node:
+        thread = threading.Thread(target=node.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield node.endpoint or "", "thread of this process"
+        finally:
+            node.stop()
+            thread.join(timeout=10)
+
+
+def run(args: argparse.Namespace, model: str, work: Path) -> dict[str, float]:
     """Build or load the bundle, start Triton and the node, measure both paths."""
     began = time.perf_counter()
     bundle = (
-        load_bundle(args.bundle, verify="cloud")
-        if args.bundle
-        else build(args.model, work / "bundle")
+        load_bundle(args.bundle, verify="cloud") if args.bundle else build(model, work / "bundle")
     )
     cut = bundle.manifest.cloud_only
     if cut.kind != "input" or cut.tail is None:
@@ -184,7 +230,7 @@ def run(args: argparse.Namespace, work: Path) -> None:
     output = bundle.manifest.model.output
     python_backend_repository(bundle, work / "repository", threads=args.threads)
     print(
-        f"bundle {bundle.id[:12]} ({bundle.manifest.model.name}) ready in "
+        f"\n== {bundle.manifest.model.name}: bundle {bundle.id[:12]} ready in "
         f"{time.perf_counter() - began:.1f} s; cut {cut.id} -> model {cut.tail}, "
         f"batch {args.batch}, input {cut.shape}, {args.requests} requests a path "
         f"after {args.warmup} warm-up, Triton model threads {args.threads or 'default'}"
@@ -192,42 +238,46 @@ def run(args: argparse.Namespace, work: Path) -> None:
     value = sample(bundle, args.batch)
     with triton_server(work / "repository", work / "server") as server:
         print(f"Triton ready in {server.ready_s:.1f} s, gRPC {server.grpc_url}")
-        node = CloudNode(
-            bundle, TritonBackend(bundle, server.grpc_url), CloudConfig(bind="tcp://127.0.0.1:*")
-        )
-        with node:
-            thread = threading.Thread(target=node.serve_forever, daemon=True)
-            thread.start()
+        with cloud_node(bundle, server.grpc_url, work, args.in_process) as (endpoint, where):
+            print(f"cloud node ({where}) at {endpoint}")
             direct, close_direct = direct_call(server.grpc_url, cut, output)
             compute_s: list[float] = []
             try:
-                with CloudClient(node.endpoint or "") as client:
+                with CloudClient(endpoint) as client:
+                    client.measure_rtt(timeout_s=30)
                     ours = edgesplit_call(client, bundle, cut, output, compute_s)
                     same = np.allclose(direct(value), ours(value), rtol=1e-5, atol=1e-5)
                     print(f"outputs of the two paths equal (1e-5): {same}")
                     paths = {"direct": direct, "edgesplit": ours, "ping": ping_call(client)}
+                    load_before = os.getloadavg()[0]
                     seconds = measure(paths, value, args.requests, args.warmup)
+                    print(
+                        f"1-min load average {load_before:.2f} -> {os.getloadavg()[0]:.2f} "
+                        "(other work on this machine shows here)"
+                    )
             finally:
                 close_direct()
-                node.stop()
-                thread.join(timeout=10)
-    report(seconds, compute_s[-args.requests :], args.tolerance)
+    figures = report(seconds, compute_s[-args.requests :], args.tolerance)
     if args.csv:
-        with args.csv.open("w", newline="") as fh:
+        new = not args.csv.exists() or args.csv.stat().st_size == 0
+        with args.csv.open("a", newline="") as fh:
             writer = csv.writer(fh)
-            writer.writerow(["request", "path", "seconds"])
+            if new:
+                writer.writerow(["model", "request", "path", "seconds"])
             for name, values in seconds.items():
-                writer.writerows((i, name, s) for i, s in enumerate(values))
-        print(f"latencies written to {args.csv}")
+                writer.writerows((model, i, name, s) for i, s in enumerate(values))
+        print(f"latencies appended to {args.csv}")
+    return figures
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse the flags and run the benchmark."""
+    """Parse the flags and run the benchmark for each model."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--model",
         default="branchynet-untrained",
-        help="model to partition (default: the untrained built-in one); resnet18 too",
+        help=f"model to partition (default: the untrained built-in one); resnet18 too; "
+        f"all: {', '.join(ALL_MODELS)}",
     )
     parser.add_argument("--bundle", type=Path, help="an existing bundle instead of --model")
     parser.add_argument("--requests", type=int, default=300, help="timed requests a path")
@@ -237,10 +287,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--threads", type=int, default=1, help="ONNX Runtime threads in Triton (0: default)"
     )
     parser.add_argument("--tolerance", type=float, default=0.10, help="target ratio - 1")
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="serve the cloud node from a thread of this process, not `edgesplit cloud`",
+    )
     parser.add_argument("--csv", type=Path, help="write every latency to this CSV file")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="edgesplit-triton-direct-") as work:
-        run(args, Path(work))
+    if args.bundle is not None:
+        models = [str(args.bundle)]
+    else:
+        models = list(ALL_MODELS) if args.model == "all" else [args.model]
+    if args.csv:
+        args.csv.write_text("")
+    results = {}
+    for model in models:
+        with tempfile.TemporaryDirectory(prefix="edgesplit-triton-direct-") as work:
+            results[model] = run(args, model, Path(work))
+    if len(results) > 1:
+        print(f"\n{'model':<22} {'direct ms':>9} {'edgesplit ms':>12} {'ratio':>6} {'target':>7}")
+        for model, f in results.items():
+            ok = "ok" if f["median_ratio"] <= 1 + args.tolerance else "MISSED"
+            print(
+                f"{model:<22} {f['direct_median_ms']:9.3f} {f['edgesplit_median_ms']:12.3f} "
+                f"{f['median_ratio']:6.3f} {ok:>7}"
+            )
     return 0
 
 

@@ -55,6 +55,9 @@ class CloudConfig:
         keys: this node's CURVE key pair; ``None`` serves plaintext (loopback
             only, checked by the caller).
         allowed: allowed client public keys (Z85) -> name; required with ``keys``.
+        inline_when_idle: with nothing queued or running, the ingress thread runs the
+            request itself instead of handing it to a worker (saves ~0.2 ms a request
+            at low load; under load every request goes through the queue).
     """
 
     bind: str = "tcp://127.0.0.1:5555"
@@ -66,6 +69,7 @@ class CloudConfig:
     poll_interval_s: float = 0.1
     keys: KeyPair | None = None
     allowed: dict[bytes, str] | None = None
+    inline_when_idle: bool = True
 
     def __post_init__(self) -> None:
         for name in ("max_batch", "queue_size", "workers"):
@@ -157,6 +161,14 @@ class AdmissionQueue:
                 self._cond.wait(left)
             self._running += len(batch)
             return batch
+
+    def claim_if_idle(self) -> bool:
+        """Count one job as running if nothing is queued or running (the inline fast path)."""
+        with self._cond:
+            if self._jobs or self._running or self._closed:
+                return False
+            self._running = 1
+            return True
 
     def done(self, jobs: int, seconds: float) -> None:
         """A batch of ``jobs`` finished in ``seconds``: update the service-time average."""
@@ -384,6 +396,16 @@ class CloudNode:
                 "error", message.request_id, meta={"code": exc.code, "message": str(exc)[:900]}
             )
         job = Job(identity, message.request_id, cut, arrays[cut.name], received)
+        if self.config.inline_when_idle and self.queue.claim_if_idle():
+            # Nothing queued or running: a hand-off to a worker would only add two thread
+            # wake-ups. Run it here; requests arriving meanwhile wait on the socket, as
+            # they would wait in the queue behind it.
+            began = time.perf_counter()
+            try:
+                ((_, reply),) = self._run([job], began)
+            finally:
+                self.queue.done(1, time.perf_counter() - began)
+            return reply
         if self.queue.offer(job):
             self.metrics.queue_depth.set(len(self.queue))
             return None

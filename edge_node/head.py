@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,11 +43,16 @@ class HeadRunner:
     """ONNX Runtime sessions for a bundle's head segments, loaded on first use."""
 
     def __init__(
-        self, bundle: Bundle, providers: Sequence[str] = ("CPUExecutionProvider",), threads: int = 0
+        self,
+        bundle: Bundle,
+        providers: Sequence[str] = ("CPUExecutionProvider",),
+        threads: int = 0,
+        provider_options: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         self.bundle = bundle
         self._providers = tuple(providers)
         self._threads = threads
+        self._options = provider_options
         self._sessions: dict[str, ort.InferenceSession] = {}
         self.provider = self._providers[0]
 
@@ -55,7 +60,12 @@ class HeadRunner:
         """The session of ``segment`` (loaded once)."""
         found = self._sessions.get(segment.id)
         if found is None:
-            found = create_session(self.bundle.root / segment.file, self._providers, self._threads)
+            found = create_session(
+                self.bundle.root / segment.file,
+                self._providers,
+                self._threads,
+                provider_options=self._options,
+            )
             self.provider = found.get_providers()[0]
             self._sessions[segment.id] = found
         return found

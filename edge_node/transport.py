@@ -21,6 +21,11 @@ from edgesplit.security import KeyPair, make_curve_client
 from wire.message import MetaValue
 
 
+#: Longest pause between ZeroMQ's reconnection attempts to a cloud that went away: a
+#: restarted cloud is found again within this (plus the edge's own probe backoff).
+RECONNECT_MAX_MS = 500
+
+
 @dataclass(frozen=True)
 class Reply:
     """A decoded reply and how long the round trip took.
@@ -70,7 +75,7 @@ class CloudClient:
         self._socket.setsockopt(zmq.IMMEDIATE, 1)
         # Reconnect quickly when a cloud comes back after a restart.
         self._socket.setsockopt(zmq.RECONNECT_IVL, 100)
-        self._socket.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+        self._socket.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_MAX_MS)
         if keys is not None:
             if server_key is None:
                 self.close()

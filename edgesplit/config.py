@@ -205,6 +205,13 @@ class EdgeSection:
     results: Path | None = setting(
         None, "Write one JSON line per request to this file.", example='"results.jsonl"'
     )
+    engine_cache: Path | None = setting(
+        None,
+        "TensorRT/OpenVINO engine cache directory (created if missing): a Jetson builds each "
+        "head's engine once instead of at every start.",
+        example='"/var/cache/edgesplit/trt"',
+    )
+    fp16: bool = setting(False, "Let TensorRT run the heads in FP16.")
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from edge_node.head import HeadRunner
 from edge_node.inputs import InputSource, open_inputs
 from edge_node.node import EdgeConfig, EdgeNode, Outcome
 from edge_node.power import detect_monitor
-from edge_node.providers import report_providers, resolve_providers
+from edge_node.providers import options_by_provider, report_providers, resolve_providers
 from edge_node.report import RunSummary, summarize
 from edge_node.transport import CloudClient
 from edgesplit.bundle import Bundle, Manifest
@@ -240,7 +240,11 @@ def run_edge_session(run: EdgeRun, console: Console) -> RunSummary:
             f"--codec {p.codec}: not measured for this bundle; measured: {', '.join(m.codecs)}"
         )
     providers = resolve_providers(e.providers)
-    runner = HeadRunner(bundle, providers, e.threads)
+    if e.engine_cache is not None:
+        e.engine_cache.mkdir(parents=True, exist_ok=True)
+    runner = HeadRunner(
+        bundle, providers, e.threads, options_by_provider(providers, e.engine_cache, e.fp16)
+    )
     power = detect_monitor(e.power, simulated=Battery(e.battery_capacity_wh, e.battery_level))
     config = EdgeConfig(
         timeout_s=e.timeout_ms / 1e3,

@@ -1,7 +1,8 @@
 """The cloud node's queue, batching, draining, CURVE and metrics, over real ZeroMQ sockets.
 
 A gated backend (the real ONNX Runtime backend behind an event the test
-opens) holds the worker so that the queue fills deterministically.
+opens) holds the worker so that the queue fills deterministically; those
+tests turn the idle fast path off, so every request goes through the queue.
 """
 
 from __future__ import annotations
@@ -69,7 +70,11 @@ class Served:
 @pytest.fixture
 def gated(untrained_bundle: Bundle) -> Iterator[tuple[Served, GatedBackend]]:
     backend = GatedBackend(untrained_bundle)
-    served = Served(untrained_bundle, backend, CloudConfig(bind="tcp://127.0.0.1:*", queue_size=4))
+    served = Served(
+        untrained_bundle,
+        backend,
+        CloudConfig(bind="tcp://127.0.0.1:*", queue_size=4, inline_when_idle=False),
+    )
     yield served, backend
     backend.gate.set()
     served.stop()
@@ -154,7 +159,7 @@ def test_batch_window_merges_requests_arriving_within_it(untrained_bundle: Bundl
     served = Served(
         untrained_bundle,
         backend,
-        CloudConfig(bind="tcp://127.0.0.1:*", batch_window_s=0.2),
+        CloudConfig(bind="tcp://127.0.0.1:*", batch_window_s=0.2, inline_when_idle=False),
     )
     cut = untrained_bundle.manifest.cut("c03")
     act = _activation(untrained_bundle, cut.id, n=1)
@@ -174,7 +179,9 @@ def test_batch_window_merges_requests_arriving_within_it(untrained_bundle: Bundl
 
 def test_stop_answers_everything_already_admitted(untrained_bundle: Bundle) -> None:
     backend = GatedBackend(untrained_bundle)
-    served = Served(untrained_bundle, backend, CloudConfig(bind="tcp://127.0.0.1:*"))
+    served = Served(
+        untrained_bundle, backend, CloudConfig(bind="tcp://127.0.0.1:*", inline_when_idle=False)
+    )
     cut = untrained_bundle.manifest.cut("c03")
     act = _activation(untrained_bundle, cut.id, n=1)
     context = zmq.Context()
@@ -267,3 +274,27 @@ def test_metrics_are_served_over_http(cloud, untrained_bundle: Bundle) -> None:
     assert 'edgesplit_cloud_errors_total{kind="header"} 1.0' in text
     assert 'edgesplit_cloud_request_seconds_count{cut="c03",outcome="ok"} 3.0' in text
     assert "edgesplit_cloud_queue_depth 0.0" in text
+
+
+def test_an_idle_node_answers_on_the_ingress_thread(untrained_bundle: Bundle) -> None:
+    backend = GatedBackend(untrained_bundle)
+    backend.gate.set()
+    served = Served(untrained_bundle, backend, CloudConfig(bind="tcp://127.0.0.1:*"))
+    cut = untrained_bundle.manifest.cut("c03")
+    act = _activation(untrained_bundle, cut.id, n=2)
+    context = zmq.Context()
+    sock = _dealer(served.endpoint, context)
+    try:
+        for rid in (1, 2, 3):
+            sock.send_multipart(_infer(untrained_bundle, cut.id, act, request_id=rid))
+            replies = _replies(sock, 1)
+            assert replies[rid][0].kind == "result" and replies[rid][0].meta["batch"] == 1
+    finally:
+        sock.close()
+        context.term()
+        served.stop()
+    direct = create_session(untrained_bundle.tail_path(cut)).run(None, {cut.name: act})[0]
+    np.testing.assert_allclose(
+        replies[3][1][untrained_bundle.manifest.model.output], direct, rtol=1e-5, atol=1e-6
+    )
+    assert served.node.queue.expected_wait_s() == 0.0 and backend.calls == [2, 2, 2]

@@ -8,8 +8,11 @@ start once per bundle for the module and stop, stubs and all, at its end.
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -27,6 +30,7 @@ from edge_node.head import HeadRunner
 from edge_node.transport import CloudClient
 from edgesplit.bundle import Bundle, Cut, segment_chain
 from edgesplit.errors import BackendError
+from edgesplit.runs import start_cloud_process, stop_process
 from partitioner.triton import python_backend_repository
 from tests.tritonserver import (
     RunningTriton,
@@ -303,3 +307,56 @@ def test_the_cloud_node_over_zeromq_answers_like_the_embedded_backend(
             thread.join(timeout=10)
     assert not thread.is_alive(), "cloud node thread did not stop"
     embedded.close()
+
+
+def test_edge_and_cloud_processes_with_the_triton_backend_answer_like_the_embedded_one(
+    untrained: Served, tmp_path: Path
+) -> None:
+    """`edgesplit cloud --backend triton` and `edgesplit edge` as processes: same answers."""
+    bundle = untrained.bundle
+    predictions = {}
+    for backend in ("triton", "onnxruntime"):
+        extra = ["--insecure", "--backend", backend, "--triton-url", untrained.server.grpc_url]
+        proc, endpoint = start_cloud_process(
+            bundle.root, "tcp://127.0.0.1:*", tmp_path / f"{backend}.log", extra=extra
+        )
+        try:
+            out = tmp_path / f"{backend}.jsonl"
+            result = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "edgesplit",
+                    "edge",
+                    "--bundle",
+                    str(bundle.root),
+                    "--connect",
+                    endpoint,
+                    "--insecure",
+                    "--policy",
+                    "fixed",
+                    "--cut",
+                    "c03",
+                    "--threshold",
+                    "off",
+                    "--codec",
+                    "raw",
+                    "--samples",
+                    "40",
+                    "--results",
+                    str(out),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=300,
+                check=False,
+            )
+            assert result.returncode == 0, result.stderr[-2000:]
+            rows = [json.loads(line) for line in out.read_text().splitlines()]
+        finally:
+            assert stop_process(proc) == 0
+        assert [r["finished"] for r in rows] == ["cloud"] * 40
+        predictions[backend] = [r["prediction"] for r in rows]
+        log = (tmp_path / f"{backend}.log").read_text()
+        assert f"backend {backend}" in log
+    assert predictions["triton"] == predictions["onnxruntime"]
