@@ -11,7 +11,7 @@ TRITON_VENV ?= .venv-triton
 TRITON_REQS := nvidia-pytriton==0.7.0 numpy<2 onnxruntime
 TRITON_STAMP := $(TRITON_VENV)/.installed-$(shell echo '$(TRITON_REQS)' | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint install triton-venv clean help
+.PHONY: demo test lint install triton-venv system-deps clean help
 
 help:
 	@echo "make demo   set up and run the end-to-end demo (embedded ONNX Runtime, one machine)"
@@ -43,7 +43,14 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-test: $(STAMP) $(TRITON_STAMP)
+# The shaped-link tests drive `ip` and `tc` (iproute2) as root: install it where it is missing.
+system-deps:
+	@command -v ip >/dev/null && command -v tc >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && apt-get install -y -qq iproute2 >/dev/null; \
+	  else echo "note: iproute2 (ip, tc) is missing; the shaped-link tests will say so"; fi; }
+
+test: $(STAMP) $(TRITON_STAMP) system-deps
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest

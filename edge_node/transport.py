@@ -144,15 +144,23 @@ class CloudClient:
             message, values, arrived = early
             return Reply(message, values, arrived - pending.sent_at, timed=False)
         # Whatever is already queued on the socket arrived while the edge was busy.
-        timed = not self._socket.poll(0, zmq.POLLIN)
+        # (Blocking receives with a timeout, not poll(): pyzmq builds a Poller per poll.)
+        timed = False
         try:
             while True:
-                left = deadline - time.perf_counter()
-                if left <= 0 or not self._socket.poll(max(1, int(left * 1000)), zmq.POLLIN):
-                    return None
-                message, values = wire.decode_message(
-                    self._socket.recv_multipart(copy=False), self.limits
-                )
+                try:
+                    parts = self._socket.recv_multipart(zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    left = deadline - time.perf_counter()
+                    if left <= 0:
+                        return None
+                    timed = True
+                    self._socket.rcvtimeo = max(1, int(left * 1000))
+                    try:
+                        parts = self._socket.recv_multipart(copy=False)
+                    except zmq.Again:
+                        return None
+                message, values = wire.decode_message(parts, self.limits)
                 arrived = time.perf_counter()
                 got = message.request_id
                 # An error with id 0 answers a request whose header the cloud could not read.
@@ -162,7 +170,6 @@ class CloudClient:
                     self._early[got] = (message, values, arrived)
                 else:
                     self.stale_replies += 1
-                timed = True
         finally:
             self._pending.discard(rid)
 
