@@ -18,7 +18,7 @@ import itertools
 import logging
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -26,10 +26,12 @@ import numpy as np
 import zmq
 
 import wire
+from cloud_node.admission import AdmissionQueue, Job
 from cloud_node.backends import TailBackend
 from cloud_node.metrics import CloudMetrics
-from edgesplit.bundle import Bundle, Cut
-from edgesplit.errors import BackendError, BundleError, ConfigError, TransportError, WireError
+from cloud_node.validate import RequestRejected, check_request
+from edgesplit.bundle import Bundle
+from edgesplit.errors import BackendError, ConfigError, TransportError, WireError
 from edgesplit.security import Authenticator, KeyPair, make_curve_server
 from wire.message import MetaValue
 
@@ -79,111 +81,6 @@ class CloudConfig:
             raise ConfigError(f"cloud batch_window_s={self.batch_window_s}: expected >= 0")
         if self.keys is not None and not self.allowed:
             raise ConfigError("CURVE is on but no client key is allowed: give allowed clients")
-
-
-class RequestRejected(Exception):
-    """A request that is well-formed on the wire but cannot be served."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-@dataclass
-class Job:
-    """An admitted request waiting for a worker."""
-
-    identity: bytes
-    request_id: int
-    cut: Cut
-    value: np.ndarray
-    received: float
-
-    @property
-    def rows(self) -> int:
-        """Rows (batch size) of the request."""
-        return int(self.value.shape[0])
-
-
-class AdmissionQueue:
-    """A bounded FIFO that hands workers batches of same-cut jobs.
-
-    Also keeps a moving average of the per-request service time, from which
-    it estimates the wait of a request admitted now.
-    """
-
-    def __init__(self, capacity: int, workers: int) -> None:
-        self.capacity = capacity
-        self.workers = workers
-        self._jobs: deque[Job] = deque()
-        self._cond = threading.Condition()
-        self._closed = False
-        self._running = 0
-        self._service_s = 0.0
-
-    def __len__(self) -> int:
-        return len(self._jobs)
-
-    def offer(self, job: Job) -> bool:
-        """Admit ``job``; ``False`` when the queue is full (or closed)."""
-        with self._cond:
-            if self._closed or len(self._jobs) >= self.capacity:
-                return False
-            self._jobs.append(job)
-            self._cond.notify()
-            return True
-
-    def expected_wait_s(self) -> float:
-        """Expected queueing delay of a request admitted now, seconds."""
-        with self._cond:
-            ahead = len(self._jobs) + self._running
-        return ahead * self._service_s / self.workers
-
-    def take(self, max_rows: int, window_s: float) -> list[Job] | None:
-        """The next batch (oldest job first), or ``None`` once closed and drained."""
-        with self._cond:
-            while not self._jobs and not self._closed:
-                self._cond.wait()
-            if not self._jobs:
-                return None
-            first = self._jobs.popleft()
-            batch, rows = [first], first.rows
-            deadline = time.perf_counter() + window_s
-            while rows < max_rows:
-                for job in [j for j in self._jobs if j.cut.id == first.cut.id]:
-                    if rows + job.rows <= max_rows:
-                        self._jobs.remove(job)
-                        batch.append(job)
-                        rows += job.rows
-                left = deadline - time.perf_counter()
-                if left <= 0 or self._closed or rows >= max_rows:
-                    break
-                self._cond.wait(left)
-            self._running += len(batch)
-            return batch
-
-    def claim_if_idle(self) -> bool:
-        """Count one job as running if nothing is queued or running (the inline fast path)."""
-        with self._cond:
-            if self._jobs or self._running or self._closed:
-                return False
-            self._running = 1
-            return True
-
-    def done(self, jobs: int, seconds: float) -> None:
-        """A batch of ``jobs`` finished in ``seconds``: update the service-time average."""
-        with self._cond:
-            self._running -= jobs
-            per_job = seconds / max(1, jobs)
-            self._service_s = (
-                per_job if self._service_s == 0 else 0.8 * self._service_s + 0.2 * per_job
-            )
-
-    def close(self) -> None:
-        """Admit nothing more; workers drain what is queued and then stop."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
 
 
 class CloudNode:
@@ -386,7 +283,7 @@ class CloudNode:
                 raise RequestRejected(
                     "kind", f"kind={message.kind!r}: the cloud node serves infer and ping"
                 )
-            cut = self._check(message, arrays)
+            cut = check_request(self.bundle, message, arrays, self.config.max_batch)
         except RequestRejected as exc:
             self._error(exc.code, received, self._cut_label(message.meta.get("cut")))
             log.warning(
@@ -424,44 +321,6 @@ class CloudNode:
                 "run it on the edge",
             },
         )
-
-    def _check(self, message: wire.Message, arrays: dict[str, np.ndarray]) -> Cut:
-        """The cut a request asks for, after checking it against the bundle."""
-        bundle_id = message.meta.get("bundle")
-        if bundle_id != self.bundle.id:
-            raise RequestRejected(
-                "bundle_mismatch",
-                f"request for bundle={str(bundle_id)[:12]} but this node serves "
-                f"bundle={self.bundle.id[:12]}; deploy the same bundle on both sides",
-            )
-        cut_id = message.meta.get("cut")
-        try:
-            cut = self.bundle.manifest.cut(str(cut_id))
-        except BundleError as exc:
-            raise RequestRejected("unknown_cut", str(exc)) from exc
-        if cut.tail is None:
-            raise RequestRejected(
-                "unknown_cut", f"cut {cut.id} is edge-only: the cloud has no tail for it"
-            )
-        if set(arrays) != {cut.name}:
-            raise RequestRejected(
-                "shape", f"cut {cut.id} takes one tensor named {cut.name!r}, got {sorted(arrays)}"
-            )
-        value = arrays[cut.name]
-        if value.ndim != len(cut.shape) + 1 or tuple(value.shape[1:]) != cut.shape:
-            raise RequestRejected(
-                "shape",
-                f"cut {cut.id}: tensor shape {value.shape} does not match (batch, *{cut.shape})",
-            )
-        if not 1 <= value.shape[0] <= self.config.max_batch:
-            raise RequestRejected(
-                "shape", f"batch={value.shape[0]} outside 1..{self.config.max_batch}"
-            )
-        if value.dtype != np.dtype(cut.dtype):
-            raise RequestRejected(
-                "shape", f"cut {cut.id}: dtype {value.dtype}, expected {cut.dtype}"
-            )
-        return cut
 
     # -- workers -----------------------------------------------------------------------------
 

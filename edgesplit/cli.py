@@ -281,7 +281,7 @@ def partition(
     as fast as the cloud, so pruning keeps few cuts; --no-prune keeps all.
     """
     from edgesplit.offline import build_bundle, pruning_table
-    from edgesplit.runs import cut_table
+    from edgesplit.tables import cut_table
     from partitioner.partition import PartitionConfig
     from partitioner.pruning import PruneConfig
 
@@ -349,7 +349,7 @@ def show(
     """Show a bundle's cuts with sizes and predicted latency at a given link."""
     from edgesplit.bundle import load_bundle
     from edgesplit.offline import pruning_table
-    from edgesplit.runs import cut_table, size_table
+    from edgesplit.tables import cut_table, size_table
 
     b = load_bundle(bundle)
     m = b.manifest

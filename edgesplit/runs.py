@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from edge_node.head import HeadRunner
 from edge_node.inputs import InputSource, open_inputs
@@ -33,6 +32,7 @@ from edge_node.report import RunSummary, summarize
 from edge_node.transport import CloudClient
 from edgesplit.bundle import Bundle, Manifest
 from edgesplit.errors import ConfigError, TransportError
+from edgesplit.tables import cut_table, startup_table, summary_table
 from offload_policy import (
     AdaptivePolicy,
     Battery,
@@ -42,7 +42,6 @@ from offload_policy import (
     PolicyConfig,
     best_static_decision,
     predict,
-    rank_cuts,
 )
 
 log = logging.getLogger(__name__)
@@ -133,66 +132,6 @@ def cut_after_exits(manifest: Manifest) -> str:
     if not manifest.model.exits or not cuts:
         raise ConfigError("--cut after-exits: this model has no early exits")
     return cuts[0].id
-
-
-def cut_table(
-    manifest: Manifest,
-    codec: str,
-    threshold: float | None,
-    bandwidth_bps: float,
-    rtt_s: float,
-    chosen: str | None = None,
-) -> Table:
-    """Every cut with its size and predicted latency at the assumed link, fastest marked."""
-    table = Table(
-        title=f"cuts at {bandwidth_bps / 1e6:g} Mbit/s, codec {codec}, threshold {threshold}"
-    )
-    columns = (
-        "cut",
-        "kind",
-        "shape",
-        "bytes/offload",
-        "P(offload)",
-        "edge ms",
-        "cloud ms",
-        "predicted ms",
-        "accuracy",
-    )
-    for column in columns:
-        table.add_column(column, justify="right" if column not in ("cut", "kind") else "left")
-    observation = Observation(bandwidth_bps, rtt_s)
-    ranked = dict(rank_cuts(manifest, observation, codec, threshold))
-    for cut in manifest.cuts:
-        p = ranked[cut.id]
-        mark = " <" if cut.id == chosen else ""
-        offload = 0.0 if cut.tail is None else 1.0 - sum(p.exit_rates)
-        table.add_row(
-            cut.id + mark,
-            cut.kind,
-            "x".join(map(str, cut.shape)),
-            f"{cut.bytes_for(codec):,.0f}",
-            f"{offload:.2f}",
-            f"{p.edge_compute_s * 1e3:.3f}",
-            f"{p.cloud_s * 1e3:.3f}",
-            f"{p.latency_s * 1e3:.3f}",
-            "-" if p.accuracy != p.accuracy else f"{p.accuracy:.3f}",
-        )
-    return table
-
-
-def size_table(manifest: Manifest) -> Table:
-    """Bytes per sample of every cut under every measured codec (payload, no header)."""
-    table = Table(title=f"bytes per sample at each cut ({manifest.sample_source})")
-    table.add_column("cut")
-    table.add_column("shape", justify="right")
-    for codec in manifest.codecs:
-        table.add_column(codec, justify="right")
-    for cut in manifest.cuts:
-        if cut.kind == "output":
-            continue
-        sizes = [f"{cut.encoded_bytes.get(c, float('nan')):,.0f}" for c in manifest.codecs]
-        table.add_row(cut.id, "x".join(map(str, cut.shape)), *sizes)
-    return table
 
 
 @dataclass
@@ -343,46 +282,6 @@ def _pair(node: EdgeNode, console: Console) -> str | None:
     return backend
 
 
-def startup_table(
-    node: EdgeNode,
-    inputs: InputSource,
-    providers: str,
-    power: str,
-    run: EdgeRun,
-    backend: str | None,
-    metrics_url: str | None,
-) -> Table:
-    """What the edge runs with and what each monitor reads."""
-    table = Table(title="edge node", show_header=False)
-    table.add_column("what")
-    table.add_column("value")
-    client = node.client
-    cloud = "none (edge only)"
-    if client is not None:
-        cloud = f"{client.endpoint}, " + (f"backend {backend}" if backend else "not answering yet")
-    rows = [
-        (
-            "bundle",
-            f"{node.bundle.root} ({node.bundle.id[:12]}, {node.bundle.manifest.model.name})",
-        ),
-        ("inputs", inputs.source),
-        ("cloud", cloud),
-        ("security", run.security),
-        (
-            "policy",
-            f"{node.policy.name}, pipeline depth {node.config.pipeline_depth}, accuracy floor "
-            f"{node.config.accuracy_floor:.3f}",
-        ),
-        ("onnx runtime", providers),
-        ("power", power),
-        ("link", node.link.describe()),
-        ("metrics", metrics_url or "off (--metrics-port)"),
-    ]
-    for name, value in rows:
-        table.add_row(name, value)
-    return table
-
-
 def write_outcomes(path: Path, outcomes: Sequence[Outcome], labels: np.ndarray | None) -> None:
     """One JSON object per request: the outcome's fields plus the label when known."""
     with path.open("w", encoding="utf-8") as fh:
@@ -411,98 +310,6 @@ def run_edge(
                 counts = " ".join(f"{k}={v}" for k, v in sorted(node.counts.items()))
                 bar.update(task, completed=i + 1, status=counts)
     return outcomes, summarize(outcomes, inputs.labels, time.perf_counter() - started)
-
-
-def summary_table(
-    summary: RunSummary,
-    decision: Decision | None,
-    manifest: Manifest,
-    bandwidth_bps: float,
-    rtt_s: float,
-    node: EdgeNode | None = None,
-) -> Table:
-    """The run's figures, next to what the profile predicted for a fixed ``decision``.
-
-    ``decision=None`` (an adaptive policy): the decisions taken are listed instead.
-    """
-    table = Table(title="summary")
-    table.add_column("figure")
-    table.add_column("value", justify="right")
-    rows = [("requests", f"{summary.requests}"), ("accuracy", f"{summary.accuracy:.4f}")]
-    predicted = loopback = None
-    if decision is not None:
-        predicted = predict(manifest, decision, Observation(bandwidth_bps, rtt_s))
-        loopback = predict(manifest, decision, Observation(1e12, rtt_s))
-        if predicted.accuracy == predicted.accuracy:
-            rows[1] = ("accuracy", f"{summary.accuracy:.4f} (predicted {predicted.accuracy:.4f})")
-        rows.append(
-            (
-                "decision",
-                f"cut={decision.cut} threshold={decision.exit_threshold} codec={decision.codec}",
-            )
-        )
-    for choice, count in summary.decisions.items():
-        rows.append((f"decided {choice}", f"{count} ({count / summary.requests:.1%})"))
-    for place, count in summary.finished.items():
-        acc = summary.accuracy_by_place.get(place)
-        rows.append(
-            (
-                f"finished at {place}",
-                f"{count} ({count / summary.requests:.1%})"
-                + (f", accuracy {acc:.4f}" if acc is not None else ""),
-            )
-        )
-    for reason, count in summary.fallback_reasons.items():
-        rows.append((f"fallback: {reason}", str(count)))
-    rows += [
-        (
-            "latency p50 / p95 / p99",
-            f"{summary.latency_p50_s * 1e3:.2f} / {summary.latency_p95_s * 1e3:.2f}"
-            f" / {summary.latency_p99_s * 1e3:.2f} ms",
-        ),
-        ("latency mean (measured)", f"{summary.latency_mean_s * 1e3:.2f} ms"),
-    ]
-    if predicted is not None and loopback is not None:
-        rows += [
-            (
-                f"latency mean (predicted, loopback, rtt {rtt_s * 1e3:.2f} ms)",
-                f"{loopback.latency_s * 1e3:.2f} ms",
-            ),
-            (
-                f"latency mean (predicted at {bandwidth_bps / 1e6:g} Mbit/s)",
-                f"{predicted.latency_s * 1e3:.2f} ms",
-            ),
-        ]
-    if node is not None:
-        link = node.link.reading()
-        rows.append(
-            (
-                "link at the end",
-                f"{link.bandwidth_bps / 1e6:.2f} Mbit/s ({link.source}, {link.samples} samples), "
-                f"rtt {link.rtt_s * 1e3:.2f} ms",
-            )
-        )
-        if node.recoveries or node.counts["cloud_probes"]:
-            rows.append(
-                (
-                    "cloud probes / recoveries",
-                    f"{node.counts['cloud_probes']} / {node.recoveries}",
-                )
-            )
-    rows += [
-        (
-            "bytes sent",
-            f"{summary.bytes_sent:,} in {summary.offloaded} offloads "
-            f"({summary.bytes_sent / max(1, summary.offloaded):,.0f} per offload)",
-        ),
-        (
-            "wall time",
-            f"{summary.wall_s:.2f} s ({summary.requests / summary.wall_s:.0f} requests/s)",
-        ),
-    ]
-    for name, value in rows:
-        table.add_row(name, value)
-    return table
 
 
 def start_cloud_process(

@@ -1,0 +1,109 @@
+"""The cloud node's admission queue: bounded, FIFO, handing workers same-cut batches."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgesplit.bundle import Cut
+
+
+@dataclass
+class Job:
+    """An admitted request waiting for a worker."""
+
+    identity: bytes
+    request_id: int
+    cut: Cut
+    value: np.ndarray
+    received: float
+
+    @property
+    def rows(self) -> int:
+        """Rows (batch size) of the request."""
+        return int(self.value.shape[0])
+
+
+class AdmissionQueue:
+    """A bounded FIFO that hands workers batches of same-cut jobs.
+
+    Also keeps a moving average of the per-request service time, from which
+    it estimates the wait of a request admitted now.
+    """
+
+    def __init__(self, capacity: int, workers: int) -> None:
+        self.capacity = capacity
+        self.workers = workers
+        self._jobs: deque[Job] = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._running = 0
+        self._service_s = 0.0
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    def offer(self, job: Job) -> bool:
+        """Admit ``job``; ``False`` when the queue is full (or closed)."""
+        with self._cond:
+            if self._closed or len(self._jobs) >= self.capacity:
+                return False
+            self._jobs.append(job)
+            self._cond.notify()
+            return True
+
+    def expected_wait_s(self) -> float:
+        """Expected queueing delay of a request admitted now, seconds."""
+        with self._cond:
+            ahead = len(self._jobs) + self._running
+        return ahead * self._service_s / self.workers
+
+    def take(self, max_rows: int, window_s: float) -> list[Job] | None:
+        """The next batch (oldest job first), or ``None`` once closed and drained."""
+        with self._cond:
+            while not self._jobs and not self._closed:
+                self._cond.wait()
+            if not self._jobs:
+                return None
+            first = self._jobs.popleft()
+            batch, rows = [first], first.rows
+            deadline = time.perf_counter() + window_s
+            while rows < max_rows:
+                for job in [j for j in self._jobs if j.cut.id == first.cut.id]:
+                    if rows + job.rows <= max_rows:
+                        self._jobs.remove(job)
+                        batch.append(job)
+                        rows += job.rows
+                left = deadline - time.perf_counter()
+                if left <= 0 or self._closed or rows >= max_rows:
+                    break
+                self._cond.wait(left)
+            self._running += len(batch)
+            return batch
+
+    def claim_if_idle(self) -> bool:
+        """Count one job as running if nothing is queued or running (the inline fast path)."""
+        with self._cond:
+            if self._jobs or self._running or self._closed:
+                return False
+            self._running = 1
+            return True
+
+    def done(self, jobs: int, seconds: float) -> None:
+        """A batch of ``jobs`` finished in ``seconds``: update the service-time average."""
+        with self._cond:
+            self._running -= jobs
+            per_job = seconds / max(1, jobs)
+            self._service_s = (
+                per_job if self._service_s == 0 else 0.8 * self._service_s + 0.2 * per_job
+            )
+
+    def close(self) -> None:
+        """Admit nothing more; workers drain what is queued and then stop."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
