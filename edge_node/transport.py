@@ -20,7 +20,6 @@ from edgesplit.errors import TransportError, WireError
 from edgesplit.security import KeyPair, make_curve_client
 from wire.message import MetaValue
 
-
 #: Longest pause between ZeroMQ's reconnection attempts to a cloud that went away: a
 #: restarted cloud is found again within this (plus the edge's own probe backoff).
 RECONNECT_MAX_MS = 500

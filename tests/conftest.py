@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cloud_node.backends import OnnxRuntimeBackend
+from cloud_node.backends import OnnxRuntimeBackend, TailBackend
 from cloud_node.server import CloudConfig, CloudNode
 from edgesplit.bundle import Bundle
 
@@ -55,8 +55,16 @@ def resnet18_bundle(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
 class RunningCloud:
     """A cloud node serving in a background thread of the test process."""
 
-    def __init__(self, bundle: Bundle, bind: str = "tcp://127.0.0.1:*") -> None:
-        self.node = CloudNode(bundle, OnnxRuntimeBackend(bundle, threads=1), CloudConfig(bind=bind))
+    def __init__(
+        self,
+        bundle: Bundle,
+        bind: str = "tcp://127.0.0.1:*",
+        *,
+        backend: TailBackend | None = None,
+        config: CloudConfig | None = None,
+    ) -> None:
+        backend = backend or OnnxRuntimeBackend(bundle, threads=1)
+        self.node = CloudNode(bundle, backend, config or CloudConfig(bind=bind))
         self.node.__enter__()
         self.endpoint = self.node.endpoint or ""
         self._thread = threading.Thread(target=self.node.serve_forever, daemon=True)

@@ -19,7 +19,7 @@ import zmq
 
 import wire
 from cloud_node.backends import OnnxRuntimeBackend
-from cloud_node.server import CloudConfig, CloudNode
+from cloud_node.server import CloudConfig
 from edgesplit.bundle import Bundle, Cut
 from edgesplit.errors import ConfigError
 from edgesplit.metrics import serve_metrics
@@ -32,6 +32,7 @@ from edgesplit.security import (
     make_curve_client,
 )
 from tests.cloud_node.test_server import _activation, _infer
+from tests.conftest import RunningCloud
 
 
 class GatedBackend:
@@ -53,27 +54,13 @@ class GatedBackend:
         self.inner.close()
 
 
-class Served:
-    def __init__(self, bundle: Bundle, backend, config: CloudConfig) -> None:
-        self.node = CloudNode(bundle, backend, config)
-        self.node.__enter__()
-        self.endpoint = self.node.endpoint or ""
-        self.thread = threading.Thread(target=self.node.serve_forever, daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.node.stop()
-        self.thread.join(10)
-        self.node.__exit__(None, None, None)
-
-
 @pytest.fixture
-def gated(untrained_bundle: Bundle) -> Iterator[tuple[Served, GatedBackend]]:
+def gated(untrained_bundle: Bundle) -> Iterator[tuple[RunningCloud, GatedBackend]]:
     backend = GatedBackend(untrained_bundle)
-    served = Served(
+    served = RunningCloud(
         untrained_bundle,
-        backend,
-        CloudConfig(bind="tcp://127.0.0.1:*", queue_size=4, inline_when_idle=False),
+        backend=backend,
+        config=CloudConfig(bind="tcp://127.0.0.1:*", queue_size=4, inline_when_idle=False),
     )
     yield served, backend
     backend.gate.set()
@@ -156,10 +143,10 @@ def test_queued_requests_for_one_cut_run_as_one_batch(gated, untrained_bundle: B
 
 def test_batch_window_merges_requests_arriving_within_it(untrained_bundle: Bundle) -> None:
     backend = OnnxRuntimeBackend(untrained_bundle, threads=1)
-    served = Served(
+    served = RunningCloud(
         untrained_bundle,
-        backend,
-        CloudConfig(bind="tcp://127.0.0.1:*", batch_window_s=0.2, inline_when_idle=False),
+        backend=backend,
+        config=CloudConfig(bind="tcp://127.0.0.1:*", batch_window_s=0.2, inline_when_idle=False),
     )
     cut = untrained_bundle.manifest.cut("c03")
     act = _activation(untrained_bundle, cut.id, n=1)
@@ -179,8 +166,10 @@ def test_batch_window_merges_requests_arriving_within_it(untrained_bundle: Bundl
 
 def test_stop_answers_everything_already_admitted(untrained_bundle: Bundle) -> None:
     backend = GatedBackend(untrained_bundle)
-    served = Served(
-        untrained_bundle, backend, CloudConfig(bind="tcp://127.0.0.1:*", inline_when_idle=False)
+    served = RunningCloud(
+        untrained_bundle,
+        backend=backend,
+        config=CloudConfig(bind="tcp://127.0.0.1:*", inline_when_idle=False),
     )
     cut = untrained_bundle.manifest.cut("c03")
     act = _activation(untrained_bundle, cut.id, n=1)
@@ -196,7 +185,7 @@ def test_stop_answers_everything_already_admitted(untrained_bundle: Bundle) -> N
     finally:
         sock.close()
         context.term()
-        served.thread.join(10)
+        served._thread.join(10)
         served.node.__exit__(None, None, None)
     assert sorted(replies) == [1, 2, 3, 4, 5]
     assert {m.kind for m, _ in replies.values()} == {"result"}
@@ -216,7 +205,9 @@ def test_curve_serves_allowed_keys_only(curve_keys: Path, untrained_bundle: Bund
         keys=load_keypair(curve_keys / "cloud.key_secret"),
         allowed=load_allowed(curve_keys / "allowed"),
     )
-    served = Served(untrained_bundle, OnnxRuntimeBackend(untrained_bundle, threads=1), config)
+    served = RunningCloud(
+        untrained_bundle, backend=OnnxRuntimeBackend(untrained_bundle, threads=1), config=config
+    )
     server_key = load_public_key(curve_keys / "cloud.key")
     context = zmq.Context()
     try:
@@ -279,7 +270,9 @@ def test_metrics_are_served_over_http(cloud, untrained_bundle: Bundle) -> None:
 def test_an_idle_node_answers_on_the_ingress_thread(untrained_bundle: Bundle) -> None:
     backend = GatedBackend(untrained_bundle)
     backend.gate.set()
-    served = Served(untrained_bundle, backend, CloudConfig(bind="tcp://127.0.0.1:*"))
+    served = RunningCloud(
+        untrained_bundle, backend=backend, config=CloudConfig(bind="tcp://127.0.0.1:*")
+    )
     cut = untrained_bundle.manifest.cut("c03")
     act = _activation(untrained_bundle, cut.id, n=2)
     context = zmq.Context()
