@@ -1,37 +1,28 @@
 """The runtime configuration of the edge and cloud nodes: one TOML file, env, flags.
 
 Every key is declared once, below, as a field of a frozen dataclass with its
-help text and constraints in the field's metadata (:func:`setting`). Parsing,
-validation, the commented default file (:meth:`Config.to_toml`) and the
-reference page ``docs/config.md`` (:func:`config_reference_markdown`) all read
+help text and constraints in the field's metadata (:func:`setting`). Parsing and
+validation (:mod:`edgesplit.config_load`), the commented default file
+(:meth:`Config.to_toml`) and the reference page ``docs/config.md``
+(:func:`config_reference_markdown`, both :mod:`edgesplit.config_render`) all read
 that one declaration, so they cannot drift apart.
 
 Precedence, highest first: CLI flags, ``EDGESPLIT_<SECTION>_<KEY>`` environment
 variables, the TOML file, the defaults. This module imports only the standard
-library and :mod:`edgesplit.errors`, so every package may read a config.
+library and :mod:`edgesplit.errors` (and, inside functions, the two modules above,
+which import this one), so every package may read a config.
 """
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
-import math
 import os
-import sys
-import textwrap
-import typing
 from collections.abc import Mapping
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 from edgesplit.errors import ConfigError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
 
 ENV_PREFIX = "EDGESPLIT_"
 OFF_WORDS = ("off", "none")
@@ -285,7 +276,9 @@ class Config:
 
     def source_of(self, section: str, key: str) -> str:
         """Where ``section.key`` came from: ``default``, ``file PATH``, ``env NAME`` or ``flag``."""
-        _key(section, key, f"{section}.{key}")
+        from edgesplit.config_load import declared_key
+
+        declared_key(section, key, f"{section}.{key}")
         return self.sources.get(f"{section}.{key}", "default")
 
     def to_toml(self) -> str:
@@ -294,30 +287,9 @@ class Config:
         ``Config().to_toml()`` is the fully commented default file, and
         ``load_config`` of any config's ``to_toml()`` gives that config back.
         """
-        lines = [
-            "# edgesplit configuration. Precedence: flags > EDGESPLIT_<SECTION>_<KEY> env > this",
-            "# file > defaults. Relative paths are resolved against this file's directory.",
-            "# Keys left commented out keep their default (shown), or stay unset (an example).",
-        ]
-        for name, cls in SECTIONS.items():
-            lines += ["", f"[{name}]", f"# {_summary(cls)}"]
-            section = getattr(self, name)
-            for key in _keys(cls):
-                unset = "; unset by default" if key.default is None else ""
-                lines += [
-                    "#",
-                    *textwrap.wrap(
-                        f"{key.spec.help} ({key.expectation}{unset})",
-                        width=88,
-                        initial_indent="# ",
-                        subsequent_indent="# ",
-                    ),
-                ]
-                value = getattr(section, key.name)
-                rendered = _toml_value(key, value)
-                default = value == key.default
-                lines.append(f"{'# ' if default else ''}{key.name} = {rendered}")
-        return "\n".join(lines) + "\n"
+        from edgesplit.config_render import config_to_toml
+
+        return config_to_toml(self)
 
 
 def render_default_config() -> str:
@@ -325,249 +297,7 @@ def render_default_config() -> str:
     return Config().to_toml()
 
 
-# --- the keys, read from the dataclasses -------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Key:
-    """One key as parsing needs it: name, base type, whether it may be unset, constraints."""
-
-    name: str
-    kind: type
-    optional: bool
-    default: Any
-    spec: Setting
-
-    @property
-    def expectation(self) -> str:
-        """What a valid value looks like, for error messages and docs."""
-        s = self.spec
-        if s.choices:
-            text = "one of " + ", ".join(s.choices)
-        elif self.kind is bool:
-            text = "true or false"
-        elif self.kind is Path:
-            text = "a path"
-        elif self.kind is tuple:
-            text = "a non-empty list of strings"
-        elif self.kind is str:
-            text = "a non-empty string"
-        else:
-            text = ("an integer" if self.kind is int else "a number") + _range(s)
-        if s.at_least:
-            text += f" and >= {s.at_least}"
-        return text + (', or "off"' if s.off else "")
-
-
-def _summary(cls: type) -> str:
-    """A section's docstring after its ``[name]:`` prefix."""
-    text = (cls.__doc__ or "").split(": ", 1)[-1].strip()
-    return text[:1].upper() + text[1:]
-
-
-def _range(s: Setting) -> str:
-    if s.minimum is None and s.maximum is None:
-        return ""
-    lo, hi = _num(s.minimum), _num(s.maximum)
-    if s.maximum is None:
-        return f" {'>' if s.above else '>='} {lo}"
-    if s.minimum is None:
-        return f" <= {hi}"
-    return f" in {'(' if s.above else '['}{lo}, {hi}]"
-
-
-def _num(x: float | None) -> str:
-    return f"{x:g}" if x is not None else ""
-
-
-def _keys(cls: type) -> list[_Key]:
-    hints = typing.get_type_hints(cls)
-    keys = []
-    for f in fields(cls):
-        kind, args = hints[f.name], typing.get_args(hints[f.name])
-        optional = type(None) in args
-        if optional:
-            kind = next(a for a in args if a is not type(None))
-        base = typing.get_origin(kind) or kind
-        default = f.default if f.default is not MISSING else None
-        keys.append(_Key(f.name, base, optional, default, f.metadata["setting"]))
-    return keys
-
-
-def _key(section: str, key: str, where: str) -> _Key:
-    """The declared key ``section.key``; ConfigError with a suggestion for an unknown one."""
-    if section not in SECTIONS:
-        raise ConfigError(f"{where}: unknown section [{section}]{_suggest(section, SECTIONS)}")
-    keys = {k.name: k for k in _keys(SECTIONS[section])}
-    if key not in keys:
-        raise ConfigError(f"{where}: [{section}] has no key {key}{_suggest(key, keys)}")
-    return keys[key]
-
-
-def _suggest(word: str, known: Any) -> str:
-    close = difflib.get_close_matches(word, list(known), n=1)
-    return f"; did you mean {close[0]}?" if close else f"; known: {', '.join(known)}"
-
-
-# --- values: parsed from text (env, flags) or coerced from TOML/Python values -------------
-
-
-def _from_text(key: _Key, text: str) -> Any:
-    """A string from the environment or a flag, as ``key``'s type (else the text itself)."""
-    raw = text.strip()
-    if key.optional and (raw == "" or (key.spec.off and raw.lower() in OFF_WORDS)):
-        return None
-    if key.kind is bool:
-        words = {
-            "true": True,
-            "1": True,
-            "yes": True,
-            "on": True,
-            "false": False,
-            "0": False,
-            "no": False,
-            "off": False,
-        }
-        return words.get(raw.lower(), text)
-    if key.kind is int:
-        try:
-            return int(raw)
-        except ValueError:
-            return text
-    if key.kind is float:
-        try:
-            return float(raw)
-        except ValueError:
-            return text
-    if key.kind is tuple:
-        return tuple(p.strip() for p in raw.split(",") if p.strip())
-    return raw
-
-
-def _coerce(key: _Key, value: Any, base: Path | None) -> Any:
-    """``value`` as ``key``'s type, checked; raises ValueError with the expectation.
-
-    ``base`` is the directory relative paths are resolved against (the file's).
-    """
-    if key.optional and (
-        value is None
-        or (key.spec.off and isinstance(value, str) and value.strip().lower() in OFF_WORDS)
-    ):
-        return None
-    s = key.spec
-    converted = _CONVERTERS[key.kind](key, value)
-    if converted is None:
-        raise ValueError(f"expected {key.expectation}")
-    if key.kind in (int, float) and not (
-        (s.minimum is None or (converted > s.minimum if s.above else converted >= s.minimum))
-        and (s.maximum is None or converted <= s.maximum)
-    ):
-        raise ValueError(f"expected {key.expectation}")
-    if key.kind is Path and base is not None and not converted.is_absolute():
-        converted = base / converted
-    return converted
-
-
-def _to_bool(key: _Key, value: Any) -> bool | None:
-    return value if isinstance(value, bool) else None
-
-
-def _to_int(key: _Key, value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _to_float(key: _Key, value: Any) -> float | None:
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
-    return None
-
-
-def _to_tuple(key: _Key, value: Any) -> tuple[str, ...] | None:
-    if isinstance(value, str):
-        value = _from_text(key, value)
-    if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) and v for v in value):
-        return tuple(value)
-    return None
-
-
-def _to_path(key: _Key, value: Any) -> Path | None:
-    if isinstance(value, (str, Path)) and str(value).strip():
-        return Path(value).expanduser()
-    return None
-
-
-def _to_str(key: _Key, value: Any) -> str | None:
-    if not isinstance(value, str) or not value.strip():
-        return None
-    if key.spec.choices:
-        value = value.strip().lower()
-        return value if value in key.spec.choices else None
-    return value
-
-
-_CONVERTERS: dict[type, Any] = {
-    bool: _to_bool,
-    int: _to_int,
-    float: _to_float,
-    tuple: _to_tuple,
-    Path: _to_path,
-    str: _to_str,
-}
-"""Base type -> ``(key, value) -> converted value, or None when it does not fit``."""
-
-
-def _toml_value(key: _Key, value: Any) -> str:
-    """``value`` as TOML; an unset key as its example (or ``"off"``), to be commented out."""
-    if value is None:
-        return '"off"' if key.spec.off and key.default is not None else key.spec.example or '""'
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, tuple):
-        return "[" + ", ".join(_toml_str(v) for v in value) + "]"
-    return _toml_str(str(value))
-
-
-def _toml_str(text: str) -> str:
-    """A TOML basic string (JSON's escapes, which TOML shares, for the characters needing one)."""
-    out = []
-    for ch in text:
-        if ch in '"\\':
-            out.append("\\" + ch)
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\u{ord(ch):04x}")
-        else:
-            out.append(ch)
-    return '"' + "".join(out) + '"'
-
-
-def _shown(value: Any) -> str:
-    """A value as it appears in an error message: TOML-like, strings quoted."""
-    if isinstance(value, str):
-        return _toml_str(value)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_shown(v) for v in value) + "]"
-    return str(value)
-
-
-# --- loading -----------------------------------------------------------------------------
-
-
-@dataclass
-class _Layer:
-    """Values gathered so far: ``section -> key -> value``, with their source and label."""
-
-    values: dict[str, dict[str, Any]] = field(default_factory=lambda: {s: {} for s in SECTIONS})
-    sources: dict[str, str] = field(default_factory=dict)
-    labels: dict[str, str] = field(default_factory=dict)
-
-    def set(self, section: str, key: str, value: Any, source: str, label: str) -> None:
-        self.values[section][key] = value
-        self.sources[f"{section}.{key}"] = source
-        self.labels[f"{section}.{key}"] = label
+# --- loading and the docs: defined where they are implemented, re-exported here ------------
 
 
 def load_config(
@@ -578,102 +308,18 @@ def load_config(
 ) -> Config:
     """Read ``path`` (if any), then ``EDGESPLIT_<SECTION>_<KEY>`` from ``env``, then ``overrides``.
 
-    Args:
-        path: the TOML file; ``None`` for defaults, env and flags only.
-        env: the environment (read at call time); variables named
-            ``EDGESPLIT_<SECTION>_<KEY>`` of a known section are settings, and
-            lists are comma-separated. Other variables are ignored.
-        overrides: CLI flag values keyed ``"section.key"``; ``None`` values
-            mean "not given" and are skipped.
-
-    Raises:
-        ConfigError: one line naming the source (file, variable or flag) and the
-            key: a missing or malformed file, an unknown section or key (with a
-            suggestion), or a value of the wrong type or out of range.
+    See :func:`edgesplit.config_load.load_config` for the arguments and errors.
     """
-    layer = _Layer()
-    if path is not None:
-        _read_file(path, layer)
-    _read_env(env, layer)
-    for dotted, value in (overrides or {}).items():
-        if value is None:
-            continue
-        section, _, name = dotted.partition(".")
-        key = _key(section, name, f"flag {dotted}")
-        label = f"flag {dotted}={_shown(value)}"
-        parsed = _from_text(key, value) if isinstance(value, str) else value
-        layer.set(section, name, _checked(key, parsed, None, label), "flag", label)
-    sections = {name: cls(**layer.values[name]) for name, cls in SECTIONS.items()}
-    config = Config(**sections, sources=MappingProxyType(dict(layer.sources)))
-    _check_relations(config, layer)
-    return config
+    from edgesplit.config_load import load_config as load
+
+    return load(path, env=env, overrides=overrides)
 
 
-def _checked(key: _Key, value: Any, base: Path | None, label: str) -> Any:
-    try:
-        return _coerce(key, value, base)
-    except ValueError as exc:
-        raise ConfigError(f"{label}: {exc}") from None
+def config_reference_markdown() -> str:
+    """``docs/config.md``: every section and key with its type, default, variable and help."""
+    from edgesplit.config_render import config_reference_markdown as render
 
-
-def _read_file(path: Path, layer: _Layer) -> None:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read the config file: {exc}") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
-    base = path.resolve().parent
-    for section, table in data.items():
-        if not isinstance(table, dict):
-            owners = [s for s, cls in SECTIONS.items() if section in {f.name for f in fields(cls)}]
-            hint = f"; put it under [{owners[0]}]" if owners else _suggest(section, SECTIONS)
-            raise ConfigError(f"{path}: {section} is outside any section{hint}")
-        for name, value in table.items():
-            key = _key(section, name, str(path))
-            label = f"{path}: [{section}] {name} = {_shown(value)}"
-            layer.set(section, name, _checked(key, value, base, label), f"file {path}", label)
-
-
-def _read_env(env: Mapping[str, str], layer: _Layer) -> None:
-    for var, text in sorted(env.items()):
-        if not var.startswith(ENV_PREFIX):
-            continue
-        rest = var[len(ENV_PREFIX) :]
-        section = next((s for s in SECTIONS if rest.startswith(s.upper() + "_")), None)
-        if section is None:
-            continue  # not a setting (EDGESPLIT_CACHE and the like)
-        name = rest[len(section) + 1 :].lower()
-        known = [f.name for f in fields(SECTIONS[section])]
-        if name not in known:
-            names = [f"{ENV_PREFIX}{section.upper()}_{k.upper()}" for k in known]
-            raise ConfigError(f"{var}: no such setting{_suggest(var, names)}")
-        key = _key(section, name, var)
-        label = f"{var}={_toml_str(text)}"
-        layer.set(
-            section, name, _checked(key, _from_text(key, text), None, label), f"env {var}", label
-        )
-
-
-def _check_relations(config: Config, layer: _Layer) -> None:
-    """Keys constrained by a sibling (``at_least``), named by the source of either."""
-    for name, cls in SECTIONS.items():
-        section = getattr(config, name)
-        for key in _keys(cls):
-            other = key.spec.at_least
-            value = getattr(section, key.name)
-            if other is None or value is None or value >= getattr(section, other):
-                continue
-            dotted = f"{name}.{key.name}"
-            label = layer.labels.get(dotted) or layer.labels.get(f"{name}.{other}") or dotted
-            raise ConfigError(
-                f"{label}: {name}.{key.name}={_shown(value)} must be >= "
-                f"{name}.{other}={_shown(getattr(section, other))}"
-            )
+    return render()
 
 
 # --- security ----------------------------------------------------------------------------
@@ -718,40 +364,6 @@ def check_security(endpoint: str, security: SecuritySection) -> None:
             "(tcp://127.0.0.1, tcp://[::1], tcp://localhost, ipc://, inproc://); "
             "turn CURVE on to use this endpoint"
         )
-
-
-# --- docs --------------------------------------------------------------------------------
-
-
-def config_reference_markdown() -> str:
-    """``docs/config.md``: every section and key with its type, default, variable and help."""
-    out = [
-        "# Configuration reference",
-        "",
-        "<!-- Generated by edgesplit.config.config_reference_markdown(); "
-        "tests/test_config.py checks that this file matches it. -->",
-        "",
-        "The edge and cloud nodes read one TOML file; `render_default_config()` in",
-        "`edgesplit/config.py` writes a fully commented one. Every key can also be set by an",
-        "environment variable `EDGESPLIT_<SECTION>_<KEY>` (lists comma-separated; an empty",
-        "value unsets an optional key; an unknown key of a known section is an error) and by",
-        "the command's flags. Precedence, highest first: flags, environment, file, defaults.",
-        "Relative paths in the file are resolved against the file's directory; relative",
-        "paths from the environment or flags against the working directory. Turning",
-        "`security.curve` off needs `security.insecure = true` and a loopback endpoint.",
-    ]
-    for name, cls in SECTIONS.items():
-        out += ["", f"## [{name}]", "", _summary(cls), ""]
-        out += [
-            "| key | values | default | environment variable | meaning |",
-            "|---|---|---|---|---|",
-        ]
-        for key in _keys(cls):
-            default = "unset" if key.default is None else f"`{_toml_value(key, key.default)}`"
-            env = f"`{ENV_PREFIX}{name.upper()}_{key.name.upper()}`"
-            cells = [f"`{key.name}`", key.expectation, default, env, key.spec.help]
-            out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-    return "\n".join(out) + "\n"
 
 
 __all__ = [

@@ -55,7 +55,10 @@ ROOT_MODULES = {
     "edgesplit/onnxrt.py": {"edgesplit.errors"},
     "edgesplit/security.py": {"edgesplit.errors"},
     "edgesplit/metrics.py": {"edgesplit.errors"},
-    "edgesplit/config.py": {"edgesplit.errors"},
+    # config.py reaches its loader and renderer inside functions only (they import it).
+    "edgesplit/config.py": {"edgesplit.errors", "edgesplit.config_load", "edgesplit.config_render"},
+    "edgesplit/config_load.py": {"edgesplit.errors", "edgesplit.config"},
+    "edgesplit/config_render.py": {"edgesplit.config", "edgesplit.config_load"},
 }
 
 
