@@ -7,17 +7,18 @@ the edge runs in the edge one: `edgesplit edge` for (a) and (b), a paced
 driver over the same EdgeNode and CloudClient for (c), which needs the run
 to outlast a link cut.
 
-The bundle is the trained built-in model with its edge profile slowed 60x
-(a Jetson-class edge beside a server; see ``_slow_edge_bundle``): profiled
-as is, the whole model takes 0.05 ms on this machine's edge and no policy
-would offload it at any bandwidth. The slowed profile only changes what the
-adaptive policy predicts; both processes load the same rewritten bundle.
+The bundle is the trained built-in model with its edge profile slowed 300x
+and the raw codec alone (see ``_slow_edge_bundle``): profiled as is, the
+whole model takes 0.05 ms on this machine's edge and the adaptive policy
+would never offload it at any bandwidth. The rewrite only changes what the
+policy predicts; both processes load the same rewritten bundle.
 
-Figures seen here (2 cores, python 3.11): (a) 4.3 KB raw offloads take a
-median ~18 ms against 16.9 ms of payload at 2 Mbit/s; (b) the estimate
-lands at ~2 Mbit/s after 5-10 offloads and the policy leaves the
-cloud-only cut for the edge; (c) the cloud answers again ~1-2 s after the
-link comes back (TCP's retransmission backoff).
+Figures seen here (2 cores): (a) 4.2 KB raw offloads take a median 18 ms
+against 16.9 ms of payload at 2 Mbit/s; (b) from a 100 Mbit/s prior the
+estimate lands at 1.9-3.5 Mbit/s after 2-7 offloads of the input, then the
+policy keeps the input on the edge (c13, or c11/c12: 649 bytes a request);
+(c) the cloud answers again ~0.65 s after the link comes back. The module
+takes ~12 s once the bundle is built.
 """
 
 from __future__ import annotations
@@ -137,9 +138,7 @@ def _start_cloud(link: ShapedLink, bundle: Bundle, keys: Path, work: Path) -> tu
 
 
 @pytest.fixture(scope="module")
-def served(
-    branchynet_bundle: Bundle, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Served]:
+def served(branchynet_bundle: Bundle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     cleanup_stale()
     work = tmp_path_factory.mktemp("shaped-link")
     bundle = _slow_edge_bundle(branchynet_bundle, work / "bundle")
@@ -227,8 +226,10 @@ def test_adaptive_edge_learns_the_link_and_stops_sending_the_input(served: Serve
     estimate_mbps, source = float(found[1]), found[2]
     assert source == "measured" and int(found[3]) >= 1, out[-3000:]
     assert 1.0 <= estimate_mbps <= 5.0, out[-3000:]  # from a 100 Mbit/s prior
-    print(f"adaptive: {len(raw)} raw offloads, then cuts {sorted({r['cut'] for r in later})}; "
-          f"estimate {estimate_mbps} Mbit/s")
+    print(
+        f"adaptive: {len(raw)} raw offloads, then cuts {sorted({r['cut'] for r in later})}; "
+        f"estimate {estimate_mbps} Mbit/s"
+    )
 
 
 # Runs in the edge namespace: an EdgeNode (fixed: cloud-only cut, raw) paced one request
@@ -291,8 +292,16 @@ def test_a_cut_link_falls_back_then_recovers(served: Served) -> None:
     timeout_s, down_s = 0.3, 1.5
     proc = link.run_in(
         link.edge_ns,
-        [sys.executable, str(script), str(served.bundle.root), served.endpoint,
-         str(served.keys), str(timeout_s), "0.02", str(stop)],  # fmt: skip
+        [
+            sys.executable,
+            str(script),
+            str(served.bundle.root),
+            served.endpoint,
+            str(served.keys),
+            str(timeout_s),
+            "0.02",
+            str(stop),
+        ],  # fmt: skip
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
@@ -333,7 +342,8 @@ def test_a_cut_link_falls_back_then_recovers(served: Served) -> None:
     assert reasons & {"timeout", "unreachable"}, reasons
     # A fallback waits for the deadline, then runs the rest of the model locally.
     assert max(r["latency_s"] for r in rows if r["finished"] == "fallback") < timeout_s + 0.2
-    during = [r for r in rows if down_at < r["t"] < up_at]
+    # A reply already in when the link went down may be printed a moment later.
+    during = [r for r in rows if down_at + 0.05 < r["t"] < up_at]
     assert during and all(r["finished"] in ("fallback", "edge") for r in during)
     back = [r for r in rows if r["t"] > up_at and r["finished"] == "cloud"]
     assert len(back) >= 20, f"the cloud did not answer again after up(): {summary}"
