@@ -25,10 +25,21 @@ Edge runs use pipeline depth 1 (one request at a time, as direct). Printed:
 median and p95 latency, where requests finished, bytes per request, the
 cuts chosen, and the ratio to direct. ``--json`` writes it all.
 
+On one machine the edge is as fast as the cloud, so the policy keeps every
+request on the edge. ``--edge-cpu-quota FRACTION`` makes the edge a slower
+device for real (benchmarks/edge_cpu.py): a CPU cgroup limited to FRACTION
+of one core holds every edge-side process (``edgesplit edge``, the direct
+client: both are the edge device) and the edge's profile, measured there
+with ``edgesplit profile --device edge`` (ONNX Runtime ``--edge-threads``,
+default 1); the cloud is profiled unthrottled with Triton's threads, and the
+bundle is partitioned from the two profiles (every cut kept) under the work
+directory, or ``--cache-dir`` to reuse it. Without cgroups it refuses.
+
 Needs root (network namespaces) and ``.venv-triton`` (``make triton-venv``).
 Run from the repository root::
 
-    .venv/bin/python -m benchmarks.shaped_link [--model resnet18] [--requests 50]
+    .venv/bin/python -m benchmarks.shaped_link [--model resnet18] [--requests 50] \
+        [--edge-cpu-quota 0.1]
 """
 
 from __future__ import annotations
@@ -49,8 +60,10 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.edge_cpu import CpuCgroup, cpu_limit_support, cpu_limited, quota_us
 from benchmarks.triton_direct import direct_call, p95, sample
 from edgesplit.bundle import Bundle, load_bundle
+from edgesplit.errors import ConfigError
 from edgesplit.security import generate_keys
 from experiments.netlink import ShapedLink, netns_support
 from partitioner.triton import python_backend_repository
@@ -79,6 +92,72 @@ def build(model: str, out: Path) -> Bundle:
         prune=PruneConfig(enabled=False),
     )
     return partition(source, out, config)
+
+
+def build_for_slow_edge(
+    model: str, out: Path, cgroup: CpuCgroup, args: argparse.Namespace
+) -> Bundle:
+    """``model``'s bundle from an edge profile measured inside ``cgroup`` and a free cloud's.
+
+    The profiles and the bundle stay in ``out`` (``profiles/``, ``bundle/``);
+    those already there are reused.
+    """
+    from partitioner.partition import PartitionConfig, partition
+    from partitioner.profile import ProfileConfig
+    from partitioner.profiling import Repetitions
+    from partitioner.pruning import PruneConfig
+    from partitioner.sources import load_source
+
+    if (out / "bundle" / "manifest.json").is_file():
+        print(f"reusing the slow-edge bundle {out / 'bundle'}", flush=True)
+        return load_bundle(out / "bundle", verify="none")
+    profiles = out / "profiles"
+    profiles.mkdir(parents=True, exist_ok=True)
+    sides = (("edge", args.edge_threads, cgroup), ("cloud", args.threads, None))
+    for role, threads, limit in sides:
+        if (profiles / f"{role}.json").is_file():
+            print(f"reusing the {role} profile {profiles / f'{role}.json'}", flush=True)
+            continue
+        argv = [sys.executable, "-m", "edgesplit", "profile", "--device", role, "--model", model,
+                "--quick", "--no-layers", "--threads", str(threads),
+                "--out", str(profiles / f"{role}.json")]  # fmt: skip
+        began = time.perf_counter()
+        done = subprocess.run(
+            limit.wrap(argv) if limit else argv,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "COLUMNS": "200"},
+        )
+        if done.returncode != 0:
+            raise RuntimeError(
+                f"`edgesplit profile --device {role}` failed:\n{done.stderr[-3000:]}"
+            )
+        where = f"under {limit.describe()}" if limit else "unthrottled"
+        print(
+            f"{role} profile ({threads or 'default'} threads, {where}) in "
+            f"{time.perf_counter() - began:.1f} s",
+            flush=True,
+        )
+    config = PartitionConfig(
+        profile=ProfileConfig(reps=Repetitions.quick(), size_samples=8),
+        edge_profile=profiles / "edge.json",
+        cloud_profile=profiles / "cloud.json",
+        prune=PruneConfig(enabled=False),
+    )
+    return partition(load_source(model, out), out / "bundle", config)
+
+
+def profile_summary(bundle: Bundle) -> str:
+    """Each side's whole-model median from the bundle's profiles, ms."""
+    from partitioner.profile import load_profile
+
+    parts = []
+    for role in ("edge", "cloud"):
+        p = load_profile(bundle.root / "profiles" / f"{role}.json")
+        whole = f"{p.whole_model.median_s * 1e3:.2f} ms" if p.whole_model else "-"
+        parts.append(f"{role} whole model {whole} ({p.threads or 'default'} threads)")
+    return "profiles: " + ", ".join(parts)
 
 
 def write_inputs(bundle: Bundle, out: Path, count: int) -> str:
@@ -151,30 +230,50 @@ def start_cloud(link: ShapedLink, bundle: Bundle, keys: Path, work: Path) -> str
     return ready.read_text().strip()
 
 
-def _run_in_edge(link: ShapedLink, argv: list[str], timeout_s: float) -> str:
-    """Run ``argv`` in the edge namespace to its end; its stdout (RuntimeError if it fails)."""
-    proc = link.run_in(
-        link.edge_ns,
-        argv,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, "COLUMNS": "200"},
-    )
-    out, err = proc.communicate(timeout=timeout_s)
+def _run_in_edge(
+    link: ShapedLink, argv: list[str], timeout_s: float, cgroup: CpuCgroup | None
+) -> str:
+    """Run ``argv`` in the edge namespace (and ``cgroup``) to its end; its stdout.
+
+    RuntimeError if it fails. The cgroup wrapper goes outside ``ip netns
+    exec``, which hides /sys/fs/cgroup.
+    """
+    kwargs: dict[str, Any] = {
+        "stdout": subprocess.PIPE,
+        "stderr": subprocess.PIPE,
+        "stdin": subprocess.DEVNULL,
+        "text": True,
+        "cwd": ROOT,
+        "env": {**os.environ, "COLUMNS": "200"},
+    }
+    if cgroup is None:
+        proc = link.run_in(link.edge_ns, argv, **kwargs)
+    else:
+        proc = subprocess.Popen(cgroup.wrap([*link.exec_args(link.edge_ns), *argv]), **kwargs)
+    try:
+        out, err = proc.communicate(timeout=timeout_s)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     if proc.returncode != 0:
         raise RuntimeError(f"`{' '.join(argv[:5])} ...` failed:\n{out[-2000:]}\n{err[-2000:]}")
     return out
 
 
-def direct(link: ShapedLink, bundle: Bundle, url: str, args: argparse.Namespace) -> list[float]:
+def direct(
+    link: ShapedLink,
+    bundle: Bundle,
+    url: str,
+    args: argparse.Namespace,
+    cgroup: CpuCgroup | None,
+) -> list[float]:
     """Latencies (seconds) of the raw input sent to Triton from the edge namespace."""
     argv = [sys.executable, "-m", "benchmarks.shaped_link", _DIRECT, "--bundle",
             str(bundle.root), "--url", url, "--requests", str(args.direct_requests),
             "--warmup", str(args.warmup)]  # fmt: skip
-    return [float(s) for s in json.loads(_run_in_edge(link, argv, 3600).splitlines()[-1])]
+    out = _run_in_edge(link, argv, 3600, cgroup)
+    return [float(s) for s in json.loads(out.splitlines()[-1])]
 
 
 def edge(
@@ -186,6 +285,7 @@ def edge(
     results: Path,
     policy: list[str],
     args: argparse.Namespace,
+    cgroup: CpuCgroup | None,
 ) -> list[dict[str, Any]]:
     """``edgesplit edge`` in the edge namespace with ``policy`` flags; its per-request rows."""
     argv = [sys.executable, "-m", "edgesplit", "edge", "--bundle", str(bundle.root),
@@ -193,7 +293,9 @@ def edge(
             "--server-key", str(keys / "cloud.key"), "--inputs", inputs,
             "--samples", str(args.requests), "--pipeline-depth", "1",
             "--timeout-ms", str(args.timeout_ms), "--results", str(results), *policy]  # fmt: skip
-    _run_in_edge(link, argv, 3600)
+    if cgroup is not None:
+        argv += ["--threads", str(args.edge_threads)]
+    _run_in_edge(link, argv, 3600, cgroup)
     return [json.loads(line) for line in results.read_text().splitlines()]
 
 
@@ -227,10 +329,12 @@ def measure_rate(
     inputs: str,
     work: Path,
     args: argparse.Namespace,
+    cgroup: CpuCgroup | None,
 ) -> dict[str, Any]:
     """Direct, adaptive and fixed at one uplink rate."""
     link.set_rate(rate_mbps * 1e6)
-    raw = direct(link, bundle, triton_url, args)
+    throttled = cgroup.throttled_s() if cgroup else 0.0
+    raw = direct(link, bundle, triton_url, args, cgroup)
     cut = bundle.manifest.cloud_only
     figures: dict[str, Any] = {
         "rate_mbps": rate_mbps,
@@ -240,6 +344,8 @@ def measure_rate(
             "bytes_per_request": cut.bytes_for("raw"),
         },
     }
+    if cgroup is not None:
+        figures["direct"]["edge_throttled_s"] = cgroup.throttled_s() - throttled
     policies = {
         "adaptive": ["--policy", "adaptive", "--bandwidth-mbps", str(args.prior_mbps)],
         "fixed": ["--policy", "fixed", "--cut", "auto", "--bandwidth-mbps", str(rate_mbps)],
@@ -248,11 +354,14 @@ def measure_rate(
     }  # fmt: skip
     for name, flags in policies.items():
         results = work / f"{name}-{rate_mbps:g}.jsonl"
-        rows = edge(link, bundle, endpoint, keys, inputs, results, flags, args)
+        throttled = cgroup.throttled_s() if cgroup else 0.0
+        rows = edge(link, bundle, endpoint, keys, inputs, results, flags, args, cgroup)
         figures[name] = edge_figures(rows)
-        figures[name]["ratio_to_direct"] = figures[name]["median_ms"] / figures["direct"][
-            "median_ms"
-        ]
+        if cgroup is not None:
+            figures[name]["edge_throttled_s"] = cgroup.throttled_s() - throttled
+        figures[name]["ratio_to_direct"] = (
+            figures[name]["median_ms"] / figures["direct"]["median_ms"]
+        )
     return figures
 
 
@@ -289,11 +398,37 @@ def report(model: str, rates: Sequence[dict[str, Any]]) -> None:
 
 
 def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """Limit the edge's CPU if asked, then measure (see :func:`measure`)."""
+    if args.edge_cpu_quota is None:
+        return measure(args, work, None)
+    name = f"edgesplit-edge-{os.getpid()}"
+    with cpu_limited(args.edge_cpu_quota, name, args.edge_cpu_period_us) as cgroup:
+        print(f"edge CPU limit: {cgroup.describe()}", flush=True)
+        figures = measure(args, work, cgroup)
+        figures["edge_cpu"] = {
+            "fraction": cgroup.fraction,
+            "quota_us": cgroup.quota_us,
+            "period_us": cgroup.period_us,
+            "cgroup_version": cgroup.version,
+            "edge_threads": args.edge_threads,
+            "throttled_s": cgroup.throttled_s(),
+        }
+    return figures
+
+
+def _bundle(args: argparse.Namespace, work: Path, cgroup: CpuCgroup | None) -> Bundle:
+    if args.bundle:
+        return load_bundle(args.bundle, verify="none")
+    if cgroup is None:
+        return build(args.model, work / "b")
+    name = f"{args.model}-cpu{cgroup.fraction:g}-t{args.edge_threads}"
+    return build_for_slow_edge(args.model, (args.cache_dir or work) / name, cgroup, args)
+
+
+def measure(args: argparse.Namespace, work: Path, cgroup: CpuCgroup | None) -> dict[str, Any]:
     """Build the bundle, open the link, start Triton and the cloud node, measure every rate."""
     began = time.perf_counter()
-    bundle = (
-        load_bundle(args.bundle, verify="none") if args.bundle else build(args.model, work / "b")
-    )
+    bundle = _bundle(args, work, cgroup)
     inputs = write_inputs(bundle, work / "inputs", args.requests)
     python_backend_repository(bundle, work / "repository", threads=args.threads)
     keys = work / "keys"
@@ -302,7 +437,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     print(
         f"bundle {bundle.id[:12]} ({bundle.manifest.model.name}, {len(bundle.manifest.cuts)} "
         f"cuts, input {bundle.manifest.cloud_only.shape}) ready in "
-        f"{time.perf_counter() - began:.1f} s; inputs {inputs}",
+        f"{time.perf_counter() - began:.1f} s; inputs {inputs}; {profile_summary(bundle)}",
         flush=True,
     )
     rates = []
@@ -313,7 +448,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             for rate in args.rates:
                 rates.append(
                     measure_rate(
-                        link, rate, bundle, triton_url, endpoint, keys, inputs, work, args
+                        link, rate, bundle, triton_url, endpoint, keys, inputs, work, args, cgroup
                     )
                 )
                 print(f"{rate:g} Mbit/s measured", flush=True)
@@ -380,10 +515,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--threads", type=int, default=1, help="ONNX Runtime threads in Triton (0: default)"
     )
+    parser.add_argument(
+        "--edge-cpu-quota",
+        type=float,
+        metavar="FRACTION",
+        help="run the edge side in a CPU cgroup limited to FRACTION of one core (e.g. 0.1); "
+        "default: no limit",
+    )
+    parser.add_argument(
+        "--edge-cpu-period-ms",
+        type=float,
+        default=100.0,
+        help="the cgroup's CPU period, ms (quota = FRACTION x period; default 100)",
+    )
+    parser.add_argument(
+        "--edge-threads",
+        type=int,
+        default=1,
+        help="ONNX Runtime threads of the CPU-limited edge, profile and runs (default 1)",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        help="keep and reuse the CPU-limited edge's profiles and bundle here "
+        "(default: the temporary work directory)",
+    )
     parser.add_argument("--json", type=Path, help="write the figures to this JSON file")
     args = parser.parse_args(argv)
     if args.direct_requests is None:
         args.direct_requests = args.requests
+    args.edge_cpu_period_us = round(args.edge_cpu_period_ms * 1e3)
+    if args.edge_cpu_quota is not None:
+        try:
+            quota_us(args.edge_cpu_quota, args.edge_cpu_period_us)
+        except ConfigError as exc:
+            parser.error(str(exc))
+        reason = cpu_limit_support()
+        if reason is not None:
+            parser.error(f"--edge-cpu-quota: cannot limit the edge's CPU here: {reason}")
     reason = netns_support()
     if reason is not None:
         parser.error(f"no shaped links here: {reason}")
