@@ -11,6 +11,7 @@ Until the first such sample the edge assumes a prior bandwidth.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from dataclasses import dataclass
 
 from edgesplit.errors import PolicyError
@@ -22,6 +23,11 @@ from offload_policy.estimators import (
 )
 
 log = logging.getLogger(__name__)
+
+#: A reply to a message no larger than this (one Ethernet frame) times the path, not the link.
+SMALL_TRANSFER_BYTES = 1500
+#: RTT measurements whose minimum is taken out of each transfer.
+RTT_WINDOW = 16
 
 
 @dataclass(frozen=True)
@@ -69,10 +75,12 @@ class LinkMonitor:
         self.fixed_rtt_s = fixed_rtt_s
         self.samples = 0
         self.rejected = 0
+        self._recent_rtts: deque[float] = deque(maxlen=RTT_WINDOW)
 
     def add_rtt(self, rtt_s: float) -> None:
         """One measured round trip (a ping, or a transfer too small to carry a bandwidth)."""
         self._rtt = self._rtt.update(rtt_s)
+        self._recent_rtts.append(rtt_s)
 
     def add_transfer(
         self,
@@ -82,8 +90,12 @@ class LinkMonitor:
         cloud_compute_s: float,
         cloud_queue_s: float,
     ) -> float | None:
-        """One offloaded request's figures; the throughput sample taken, bits/s, or ``None``."""
-        rtt = self._rtt.srtt_s or 0.0
+        """One offloaded request's figures; the throughput sample taken, bits/s, or ``None``.
+
+        The RTT taken out is the smallest recently seen (the path's propagation
+        delay), not the smoothed one, which queueing inflates.
+        """
+        rtt = min(self._recent_rtts, default=0.0)
         try:
             sample = sample_from_transfer(
                 now,
@@ -100,11 +112,23 @@ class LinkMonitor:
             log.warning("transfer not used for bandwidth error=%s", exc)
             return None
         if sample is None:
-            # Too short to measure a bandwidth: the whole round trip is latency.
-            self.add_rtt(max(0.0, round_trip_s - cloud_compute_s - cloud_queue_s))
+            log.debug("transfer too short to measure nbytes=%d wall_s=%.6f", nbytes, round_trip_s)
+            # Too short to measure a bandwidth. A message of one packet is all latency: it
+            # refines the RTT. A larger one is not (feeding it back as an RTT would inflate
+            # the RTT and make every later transfer look too short to measure).
+            if nbytes <= SMALL_TRANSFER_BYTES:
+                self.add_rtt(max(0.0, round_trip_s - cloud_compute_s - cloud_queue_s))
             return None
         self._bandwidth = self._bandwidth.update(sample)
         self.samples += 1
+        log.debug(
+            "bandwidth sample bps=%.0f nbytes=%d wall_s=%.6f rtt_s=%.6f estimate_bps=%.0f",
+            sample.bits_per_s,
+            nbytes,
+            round_trip_s,
+            rtt,
+            self._bandwidth.estimate(),
+        )
         return sample.bits_per_s
 
     @property

@@ -113,8 +113,18 @@ class CloudClient:
         *,
         codec: str = "raw",
         meta: Mapping[str, MetaValue] | None = None,
+        connect_wait_s: float = 0.0,
     ) -> Pending:
-        """Encode and send one request without waiting for its reply."""
+        """Encode and send one request without waiting for its reply.
+
+        With no completed connection the send fails at once, or after waiting up to
+        ``connect_wait_s`` for one (a fresh client's first request).
+
+        Raises:
+            TransportError: no connection to the cloud.
+        """
+        if connect_wait_s > 0:
+            self._socket.poll(max(1, int(connect_wait_s * 1000)), zmq.POLLOUT)
         request_id = self.new_id()
         frames = wire.encode_message(kind, request_id, arrays, codec=codec, meta=meta)
         sent = sum(memoryview(f).nbytes for f in frames)
@@ -210,10 +220,12 @@ class CloudClient:
         """Send one request and wait; return (reply or ``None`` on timeout, bytes sent).
 
         Raises:
+            TransportError: no connection within ``timeout_s``.
             WireError: the reply was not valid wire format.
         """
-        pending = self.send(kind, arrays, codec=codec, meta=meta)
-        return self.wait(pending, pending.sent_at + timeout_s), pending.bytes_sent
+        began = time.perf_counter()
+        pending = self.send(kind, arrays, codec=codec, meta=meta, connect_wait_s=timeout_s)
+        return self.wait(pending, began + timeout_s), pending.bytes_sent
 
     def measure_rtt(self, timeout_s: float, pings: int = 5) -> tuple[float, Reply]:
         """The fastest round trip of ``pings`` pings, and the last ``pong``.
@@ -242,14 +254,12 @@ class CloudClient:
     def ping(self, timeout_s: float) -> Reply | None:
         """A ``ping``; the ``pong`` names the cloud's bundle and backend.
 
-        Waits up to ``timeout_s`` for the connection itself, then for the pong.
+        Waits up to ``timeout_s`` in all, for the connection itself and then the pong.
         """
-        started = time.perf_counter()
-        if not self._socket.poll(max(1, int(timeout_s * 1000)), zmq.POLLOUT):
-            return None
-        timeout_s = max(0.001, timeout_s - (time.perf_counter() - started))
         try:
             reply, _ = self.request("ping", None, timeout_s=timeout_s)
+        except TransportError:
+            return None
         except WireError as exc:
             raise TransportError(f"{self.endpoint}: invalid reply to ping: {exc}") from exc
         return reply

@@ -271,8 +271,9 @@ class HarmonicMean:
         lo, hi = min(xs), max(xs)
         if lo == 0.0:
             return 0.0
-        mean = len(xs) / math.fsum(1.0 / x for x in xs)
-        # Rounding (or 1/x overflowing for subnormal x) must not leave [min, max].
+        # Scaled by the smallest sample, every term is in (0, 1]: no overflow for tiny x.
+        mean = lo * (len(xs) / math.fsum(lo / x for x in xs))
+        # Rounding must not leave [min, max].
         return min(max(mean, lo), hi)
 
 

@@ -107,6 +107,14 @@ def test_link_monitor_estimates_from_transfers() -> None:
     # A tiny transfer carries no bandwidth: it refines the RTT instead.
     assert link.add_transfer(6.0, 100, 0.012, 0.001, 0.0) is None
     assert link.reading().rtt_s == pytest.approx(0.010 * 7 / 8 + 0.011 / 8)
+    # A large transfer too short to measure is no RTT sample: the RTT is left alone.
+    before = link.reading().rtt_s
+    assert link.add_transfer(6.5, 125_000, 0.0105, 0.0, 0.0) is None
+    assert link.reading().rtt_s == before
+    # Queueing inflates the smoothed RTT; the bandwidth takes out the smallest recent one.
+    for _ in range(8):
+        link.add_rtt(0.050)
+    assert link.add_transfer(6.8, 125_000, 0.115, 0.004, 0.001) == pytest.approx(10e6, rel=1e-6)
     # A cloud claiming more time than the round trip took is not believed.
     assert link.add_transfer(7.0, 125_000, 0.05, 0.06, 0.0) is None and link.rejected == 1
 
