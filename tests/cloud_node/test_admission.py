@@ -43,9 +43,11 @@ class GatedBackend:
     def __init__(self, bundle: Bundle) -> None:
         self.inner = OnnxRuntimeBackend(bundle, threads=1)
         self.gate = threading.Event()
+        self.entered = threading.Event()
         self.calls: list[int] = []
 
     def infer(self, cut: Cut, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.entered.set()
         self.gate.wait(10)
         self.calls.append(int(next(iter(inputs.values())).shape[0]))
         return self.inner.infer(cut, inputs)
@@ -95,9 +97,10 @@ def test_full_queue_answers_busy_at_once_and_serves_every_admitted_request(
     try:
         # One request runs (held at the gate), four fill the queue, the rest are refused.
         sent = 10
-        for rid in range(1, sent + 1):
+        sock.send_multipart(_infer(untrained_bundle, cut.id, act, request_id=1))
+        assert backend.entered.wait(5)
+        for rid in range(2, sent + 1):
             sock.send_multipart(_infer(untrained_bundle, cut.id, act, request_id=rid))
-            time.sleep(0.01)
         busy_started = time.perf_counter()
         busy = _replies(sock, sent - 5)
         assert time.perf_counter() - busy_started < 1.0  # refused at once, not after the backlog
@@ -124,7 +127,9 @@ def test_queued_requests_for_one_cut_run_as_one_batch(gated, untrained_bundle: B
     try:
         for rid, act in enumerate(acts, start=1):
             sock.send_multipart(_infer(untrained_bundle, cut.id, act, request_id=rid))
-            time.sleep(0.02)
+            if rid == 1:
+                assert backend.entered.wait(5)
+        time.sleep(0.2)  # the other four are read and queued behind the held one
         backend.gate.set()
         replies = _replies(sock, 5)
     finally:
