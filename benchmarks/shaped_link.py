@@ -67,7 +67,14 @@ from edgesplit.errors import ConfigError
 from edgesplit.security import generate_keys
 from experiments.netlink import ShapedLink, netns_support
 from partitioner.triton import python_backend_repository
-from tests.tritonserver import _backend_directory, _environment, _stop, _tail, find_triton
+from tests.tritonserver import (
+    _backend_directory,
+    _stop,
+    _tail,
+    find_triton,
+    launch,
+    server_command,
+)
 
 CLOUD_PORT = 5555
 TRITON_GRPC_PORT = 8001
@@ -177,29 +184,19 @@ def triton_in(link: ShapedLink, repository: Path, work: Path) -> Iterator[str]:
     """Triton in the cloud namespace, gRPC on all its addresses; yields ``ip:port``.
 
     tests/tritonserver.py's ``triton_server()`` binds 127.0.0.1 and polls
-    readiness from this process's namespace, so the command is built here
-    from its parts; ready is the log's "Started GRPCInferenceService" (Triton
-    starts its services once every model loaded).
+    readiness from this process's namespace, so the same command runs here
+    under ``ip netns exec``; ready is the log's "Started GRPCInferenceService"
+    (Triton starts its services once every model loaded).
     """
     install = find_triton()
     backends = _backend_directory(install, work / "backends")
     log = work / "tritonserver.log"
     shm_prefix = f"edgesplit-shaped-{os.getpid()}-"
-    command = [*link.exec_args(link.cloud_ns), str(install.server),
-               f"--model-repository={repository}", f"--backend-directory={backends}",
-               f"--backend-config=python,shm-region-prefix-name={shm_prefix}",
-               "--http-address=127.0.0.1", f"--http-port={TRITON_HTTP_PORT}",
-               "--grpc-address=0.0.0.0", f"--grpc-port={TRITON_GRPC_PORT}",
-               "--allow-metrics=false", "--exit-timeout-secs=10"]  # fmt: skip
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=_environment(install),
-            start_new_session=True,
-        )
+    command = server_command(
+        install, repository, backends, shm_prefix,
+        http_port=TRITON_HTTP_PORT, grpc_port=TRITON_GRPC_PORT, grpc_address="0.0.0.0",
+    )  # fmt: skip
+    process = launch([*link.exec_args(link.cloud_ns), *command], install, log)
     try:
         deadline = time.monotonic() + 300
         while "Started GRPCInferenceService" not in log.read_text(errors="replace"):

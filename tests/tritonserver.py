@@ -111,6 +111,46 @@ class RunningTriton:
         return _tail(self.log, lines)
 
 
+def server_command(
+    install: TritonInstall,
+    repository: Path,
+    backends: Path,
+    shm_prefix: str,
+    *,
+    http_port: int,
+    grpc_port: int,
+    grpc_address: str = "127.0.0.1",
+    extra_args: Sequence[str] = (),
+) -> list[str]:
+    """The ``tritonserver`` command line serving ``repository`` (HTTP on 127.0.0.1)."""
+    return [
+        str(install.server),
+        f"--model-repository={repository}",
+        f"--backend-directory={backends}",
+        f"--backend-config=python,shm-region-prefix-name={shm_prefix}",
+        "--http-address=127.0.0.1",
+        f"--http-port={http_port}",
+        f"--grpc-address={grpc_address}",
+        f"--grpc-port={grpc_port}",
+        "--allow-metrics=false",
+        "--exit-timeout-secs=10",
+        *extra_args,
+    ]
+
+
+def launch(command: Sequence[str], install: TritonInstall, log: Path) -> subprocess.Popen:
+    """Start ``command`` (a server command, maybe prefixed) in its own process group."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            list(command),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=_environment(install),
+            start_new_session=True,
+        )
+
+
 @contextmanager
 def triton_server(
     repository: Path,
@@ -138,29 +178,17 @@ def triton_server(
         http, grpc = _free_ports(2)
         log = workdir / f"tritonserver-{attempt}.log"
         shm_prefix = f"edgesplit-test-{os.getpid()}-{attempt}-"
-        command = [
-            str(install.server),
-            f"--model-repository={repository}",
-            f"--backend-directory={backends}",
-            f"--backend-config=python,shm-region-prefix-name={shm_prefix}",
-            "--http-address=127.0.0.1",
-            f"--http-port={http}",
-            "--grpc-address=127.0.0.1",
-            f"--grpc-port={grpc}",
-            "--allow-metrics=false",
-            "--exit-timeout-secs=10",
-            *extra_args,
-        ]
+        command = server_command(
+            install,
+            repository,
+            backends,
+            shm_prefix,
+            http_port=http,
+            grpc_port=grpc,
+            extra_args=extra_args,
+        )
         started = time.perf_counter()
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=_environment(install),
-                start_new_session=True,
-            )
+        process = launch(command, install, log)
         try:
             _wait_ready(process, f"127.0.0.1:{http}", log, timeout_s)
         except TritonStartError:

@@ -75,8 +75,11 @@ def test_layers_come_from_node_profiling(edge: TargetProfile) -> None:
     assert all(layer.median_s >= 0 and layer.provider for layer in edge.layers)
     conv = next(layer for layer in edge.layers if "Conv" in layer.op)
     assert conv.output_bytes == 4 * int(np.prod(conv.output_shape))
-    # The kernels account for most of a run (the rest is ORT's per-run overhead).
-    assert sum(layer.median_s for layer in edge.layers) <= 3 * edge.whole_model.median_s
+    # The kernels account for most of a run (the rest is ORT's per-run overhead). On a
+    # model of ~40 µs the profiler's own cost per node (a few µs) is of the same order,
+    # so it is allowed for.
+    kernels = sum(layer.median_s for layer in edge.layers)
+    assert 0 < kernels <= 3 * edge.whole_model.median_s + 5e-6 * len(edge.layers)
 
 
 def test_sizes_and_memory_of_each_cut(edge: TargetProfile) -> None:
