@@ -70,6 +70,7 @@ class NullBackend:
     """A tail that computes nothing: a constant output of the model's output shape."""
 
     name = "null"
+    inline = True  # in-process like the embedded backend
 
     def __init__(self, output: str, shape: tuple[int, ...], max_rows: int) -> None:
         self._output = output

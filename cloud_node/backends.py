@@ -36,6 +36,8 @@ class OnnxRuntimeBackend:
     """Tails run in-process with ONNX Runtime, one session per cut, loaded up front."""
 
     name = "onnxruntime"
+    #: In-process calls: the cloud node may run them on its ingress thread when idle.
+    inline = True
 
     def __init__(
         self,

@@ -39,14 +39,17 @@ class GatedBackend:
     """The embedded backend, held until :attr:`gate` opens; records each call's batch size."""
 
     name = "gated-onnxruntime"
+    inline = True
 
     def __init__(self, bundle: Bundle) -> None:
         self.inner = OnnxRuntimeBackend(bundle, threads=1)
         self.gate = threading.Event()
         self.entered = threading.Event()
         self.calls: list[int] = []
+        self.threads: list[str] = []
 
     def infer(self, cut: Cut, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.threads.append(threading.current_thread().name)
         self.entered.set()
         self.gate.wait(10)
         self.calls.append(int(next(iter(inputs.values())).shape[0]))
@@ -296,3 +299,5 @@ def test_an_idle_node_answers_on_the_ingress_thread(untrained_bundle: Bundle) ->
         replies[3][1][untrained_bundle.manifest.model.output], direct, rtol=1e-5, atol=1e-6
     )
     assert served.node.queue.expected_wait_s() == 0.0 and backend.calls == [2, 2, 2]
+    # Ran on the ingress thread (the one serving), never on a worker.
+    assert backend.threads == [served._thread.name] * 3
