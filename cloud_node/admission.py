@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,9 +36,14 @@ class AdmissionQueue:
     it estimates the wait of a request admitted now.
     """
 
-    def __init__(self, capacity: int, workers: int) -> None:
+    def __init__(
+        self, capacity: int, workers: int, parallelism: Callable[[], int] | None = None
+    ) -> None:
         self.capacity = capacity
         self.workers = workers
+        # How many batches really compute at once: the workers, unless the backend says
+        # otherwise (a Ray tier: its running replicas, whatever the number of dispatchers).
+        self._parallelism = parallelism or (lambda: workers)
         self._jobs: deque[Job] = deque()
         self._cond = threading.Condition()
         self._closed = False
@@ -60,7 +66,8 @@ class AdmissionQueue:
         """Expected queueing delay of a request admitted now, seconds."""
         with self._cond:
             ahead = len(self._jobs) + self._running
-        return ahead * self._service_s / self.workers
+            service = self._service_s
+        return ahead * service / max(1, self._parallelism())
 
     def take(self, max_rows: int, window_s: float) -> list[Job] | None:
         """The next batch (oldest job first), or ``None`` once closed and drained."""
@@ -94,7 +101,7 @@ class AdmissionQueue:
             return True
 
     def done(self, jobs: int, seconds: float) -> None:
-        """A batch of ``jobs`` finished in ``seconds``: update the service-time average."""
+        """A batch of ``jobs`` was served in ``seconds`` of compute: update the average."""
         with self._cond:
             self._running -= jobs
             per_job = seconds / max(1, jobs)

@@ -31,7 +31,7 @@ from cloud_node.backends import TailBackend
 from cloud_node.metrics import CloudMetrics
 from cloud_node.validate import RequestRejected, check_request
 from edgesplit.bundle import Bundle
-from edgesplit.errors import BackendError, ConfigError, TransportError, WireError
+from edgesplit.errors import BackendBusy, BackendError, ConfigError, TransportError, WireError
 from edgesplit.security import Authenticator, KeyPair, make_curve_server
 from wire.message import MetaValue
 
@@ -61,6 +61,9 @@ class CloudConfig:
             request itself instead of handing it to a worker (saves ~0.1 ms a request
             at low load; under load every request goes through the queue). Only for
             backends whose ``inline`` attribute is true (the embedded one).
+        busy_retry_s: the least delay a ``busy`` reply announces when the backend
+            itself could not take an admitted request (a Ray replica lost): the
+            edge keeps its requests for that long.
     """
 
     bind: str = "tcp://127.0.0.1:5555"
@@ -73,6 +76,7 @@ class CloudConfig:
     keys: KeyPair | None = None
     allowed: dict[bytes, str] | None = None
     inline_when_idle: bool = True
+    busy_retry_s: float = 0.5
 
     def __post_init__(self) -> None:
         for name in ("max_batch", "queue_size", "workers"):
@@ -104,7 +108,8 @@ class CloudNode:
         self.config = config or CloudConfig()
         self.metrics = metrics or CloudMetrics()
         self.counts: Counter[str] = Counter()
-        self.queue = AdmissionQueue(self.config.queue_size, self.config.workers)
+        parallelism = getattr(backend, "parallelism", None)
+        self.queue = AdmissionQueue(self.config.queue_size, self.config.workers, parallelism)
         self.endpoint: str | None = None
         self._lock = threading.Lock()
         self._context: zmq.Context | None = None
@@ -301,11 +306,11 @@ class CloudNode:
             # Nothing queued or running: a hand-off to a worker would only add two thread
             # wake-ups. Run it here; requests arriving meanwhile wait on the socket, as
             # they would wait in the queue behind it.
-            began = time.perf_counter()
+            service = 0.0
             try:
-                ((_, reply),) = self._run([job], began)
+                ((_, reply),), service = self._run([job], time.perf_counter())
             finally:
-                self.queue.done(1, time.perf_counter() - began)
+                self.queue.done(1, service)
             return reply
         if self.queue.offer(job):
             self.metrics.queue_depth.set(len(self.queue))
@@ -339,33 +344,62 @@ class CloudNode:
                 if batch is None:
                     return
                 self.metrics.queue_depth.set(len(self.queue))
-                began = time.perf_counter()
+                service = 0.0
                 try:
-                    for job, reply in self._run(batch, began):
+                    replies, service = self._run(batch, time.perf_counter())
+                    for job, reply in replies:
                         push.send_multipart([job.identity, *reply], copy=False)
                 finally:
-                    self.queue.done(len(batch), time.perf_counter() - began)
+                    self.queue.done(len(batch), service)
         finally:
             push.close()
 
-    def _run(self, batch: list[Job], started: float) -> list[tuple[Job, list]]:
-        """Run ``batch`` as one backend call (each alone if that fails); the replies."""
+    def _run(self, batch: list[Job], started: float) -> tuple[list[tuple[Job, list]], float]:
+        """Run ``batch`` as one backend call (each alone if that fails).
+
+        Returns the replies and the compute seconds spent. A backend that
+        reports its own compute time (``infer_timed``: a Ray replica) makes the
+        difference to the wall time count as queueing, which it is (Serve's
+        queue, the hop to the replica).
+        """
         cut = batch[0].cut
-        output = self.bundle.manifest.model.output
         merged = batch[0].value if len(batch) == 1 else np.concatenate([j.value for j in batch])
+        timed = getattr(self.backend, "infer_timed", None)
         try:
-            outputs = self.backend.infer(cut, {cut.name: merged})
-            finished = time.perf_counter()
+            if timed is not None:
+                outputs, compute = timed(cut, {cut.name: merged})
+                finished = time.perf_counter()
+                started = finished - compute
+            else:
+                outputs = self.backend.infer(cut, {cut.name: merged})
+                finished = time.perf_counter()
+        except BackendBusy as exc:
+            log.warning("backend busy, %d request(s) answered busy error=%s", len(batch), exc)
+            return [(job, self._busy(job, str(exc))) for job in batch], 0.0
         except BackendError as exc:
             if len(batch) > 1:
                 log.warning("batch of %d failed, running each alone error=%s", len(batch), exc)
-                return [pair for job in batch for pair in self._run([job], time.perf_counter())]
+                pairs: list[tuple[Job, list]] = []
+                spent = 0.0
+                for job in batch:
+                    one, seconds = self._run([job], time.perf_counter())
+                    pairs += one
+                    spent += seconds
+                return pairs, spent
             job = batch[0]
             self._error("backend", job.received, cut.id)
             log.error("backend failed id=%d error=%s", job.request_id, exc)
             failed = {"code": "backend", "message": str(exc)[:900]}
-            return [(job, wire.encode_message("error", job.request_id, meta=failed))]
+            return [(job, wire.encode_message("error", job.request_id, meta=failed))], 0.0
         compute = finished - started
+        return self._results(batch, outputs, started, compute), compute
+
+    def _results(
+        self, batch: list[Job], outputs: dict[str, np.ndarray], started: float, compute: float
+    ) -> list[tuple[Job, list]]:
+        """One ``result`` reply per job of a batch, each with its rows of the outputs."""
+        cut = batch[0].cut
+        output = self.bundle.manifest.model.output
         self.metrics.compute.labels(cut.id).observe(compute)
         self.metrics.batch_size.observe(len(batch))
         replies = []
@@ -374,7 +408,7 @@ class CloudNode:
             rows = slice(offset, offset + job.rows)
             offset += job.rows
             values = {name: v[rows] for name, v in outputs.items() if name == output}
-            queue_s = started - job.received
+            queue_s = max(0.0, started - job.received)
             self.metrics.queue_wait.observe(queue_s)
             self._count("ok")
             self._observe("ok", cut.id, job.received)
@@ -388,6 +422,23 @@ class CloudNode:
                 (job, wire.encode_message("result", job.request_id, values, codec="raw", meta=meta))
             )
         return replies
+
+    def _busy(self, job: Job, reason: str) -> list:
+        """A ``busy`` reply for an admitted job the backend could not take."""
+        wait = max(self.queue.expected_wait_s(), self.config.busy_retry_s)
+        self._count("busy")
+        self._count("busy_backend")
+        self._observe("busy", job.cut.id, job.received)
+        return wire.encode_message(
+            "busy",
+            job.request_id,
+            meta={
+                "code": "busy",
+                "queue_s": wait,
+                "depth": len(self.queue),
+                "message": f"{reason[:600]}; run it on the edge",
+            },
+        )
 
     # -- bookkeeping -------------------------------------------------------------------------
 

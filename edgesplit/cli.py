@@ -514,10 +514,22 @@ from edgesplit import cli_runtime as _cli_runtime  # noqa: E402,F401
 from edgesplit import cli_simulate as _cli_simulate  # noqa: E402,F401
 
 
+def _bare_ray_flag(argv: list[str]) -> list[str]:
+    """``cloud --ray`` with no address means a local cluster: give the option its value."""
+    if "cloud" not in argv:
+        return argv
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg == "--ray" and (i + 1 == len(out) or out[i + 1].startswith("-")):
+            out.insert(i + 1, "local")
+            break
+    return out
+
+
 def main() -> None:
     """Entry point: run the app; a domain error prints one line and exits 1."""
     try:
-        app()
+        app(args=_bare_ray_flag(sys.argv[1:]))
     except EdgesplitError as exc:
         Console(stderr=True).print(
             f"[red]edgesplit: error:[/red] {exc}", highlight=False, soft_wrap=True

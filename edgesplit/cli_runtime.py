@@ -133,6 +133,29 @@ def cloud(
     triton_url: Annotated[
         str | None, typer.Option(help="Triton gRPC address host:port (with --backend triton).")
     ] = None,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            metavar="[ADDRESS]",
+            help="Run the tails as Ray Serve replicas: --ray alone starts a local Ray cluster; "
+            "--ray auto joins the one on this machine; --ray HOST:PORT joins a remote head. "
+            "--backend then says what each replica runs. More in [ray] of the config.",
+        ),
+    ] = None,
+    min_replicas: Annotated[
+        int | None, typer.Option(help="With --ray: replicas kept when idle.")
+    ] = None,
+    max_replicas: Annotated[
+        int | None,
+        typer.Option(help="With --ray: most replicas; above --min-replicas, Serve autoscales."),
+    ] = None,
+    replica_cpus: Annotated[
+        float | None, typer.Option(help="With --ray: CPUs reserved by each replica.")
+    ] = None,
+    replica_gpus: Annotated[
+        float | None, typer.Option(help="With --ray: GPUs reserved by each replica.")
+    ] = None,
     providers: ProvidersOption = None,
     threads: Annotated[
         int | None, typer.Option(help="ONNX Runtime intra-op threads (0: its default).")
@@ -185,6 +208,12 @@ def cloud(
             "cloud.queue_size": queue_size,
             "cloud.max_batch": max_batch,
             "cloud.batch_window_ms": batch_window_ms,
+            "ray.enabled": True if ray is not None else None,
+            "ray.address": ray,
+            "ray.min_replicas": min_replicas,
+            "ray.max_replicas": max_replicas,
+            "ray.replica_cpus": replica_cpus,
+            "ray.replica_gpus": replica_gpus,
             "security.secret_key": secret_key,
             "security.allowed_clients": allowed_clients,
             "metrics.port": metrics_port,
@@ -200,6 +229,10 @@ def cloud(
     b = load_bundle(c.bundle, verify="cloud")
     keys, allowed, security = _cloud_security(cfg, c.bind)
     tail_backend = _backend(b, cfg)
+    workers = c.workers
+    if cfg.ray.enabled and cfg.source_of("cloud", "workers") == "default":
+        # One dispatcher per request the replicas can hold, so Serve sees the real load.
+        workers = cfg.ray.max_replicas * cfg.ray.max_ongoing_requests
     max_bytes = int(c.max_message_mb * 1e6)
     limits = wire.Limits(max_tensor_bytes=max_bytes, max_total_bytes=max_bytes)
     node = CloudNode(
@@ -211,7 +244,7 @@ def cloud(
             max_batch=c.max_batch,
             queue_size=c.queue_size,
             batch_window_s=c.batch_window_ms / 1e3,
-            workers=c.workers,
+            workers=workers,
             keys=keys,
             allowed=allowed,
         ),
@@ -225,7 +258,7 @@ def cloud(
         console.print(
             f"cloud node: bundle {b.id[:12]} ({b.manifest.model.name}), backend "
             f"{_describe_backend(tail_backend)}, listening on {node.endpoint}, {security}, "
-            f"queue {c.queue_size}, batch <= {c.max_batch} rows, {c.workers} worker(s)"
+            f"queue {c.queue_size}, batch <= {c.max_batch} rows, {workers} worker(s)"
             + (f", metrics {metrics.url}" if metrics else "")
         )
         if ready_file is not None:
@@ -242,6 +275,8 @@ def cloud(
 
 def _backend(bundle: Any, cfg: Any) -> Any:
     c = cfg.cloud
+    if cfg.ray.enabled:
+        return _ray_backend(bundle, cfg)
     if c.backend == "triton":
         from cloud_node.triton_backend import TritonBackend
 
@@ -250,6 +285,36 @@ def _backend(bundle: Any, cfg: Any) -> Any:
     from edge_node.providers import resolve_providers
 
     return OnnxRuntimeBackend(bundle, resolve_providers(c.providers), threads=c.threads)
+
+
+def _ray_backend(bundle: Any, cfg: Any) -> Any:
+    from cloud_node.ray_tier import RayBackend, RayTierConfig
+
+    c, r = cfg.cloud, cfg.ray
+    tier = RayTierConfig(
+        address=None if r.address == "local" else r.address,
+        num_cpus=r.num_cpus,
+        app=r.app,
+        replica_cpus=r.replica_cpus,
+        replica_gpus=r.replica_gpus,
+        min_replicas=r.min_replicas,
+        max_replicas=r.max_replicas,
+        target_ongoing_requests=r.target_ongoing_requests,
+        max_ongoing_requests=r.max_ongoing_requests,
+        upscale_delay_s=r.upscale_delay_s,
+        downscale_delay_s=r.downscale_delay_s,
+        backend=c.backend,
+        providers=tuple(c.providers),
+        threads=c.threads,
+        triton_url=c.triton_url,
+        triton_timeout_s=c.triton_timeout_ms / 1e3,
+        bundle_path=r.bundle_path,
+        start_timeout_s=r.start_timeout_s,
+        request_timeout_s=r.request_timeout_s,
+    )
+    where = r.address if r.address != "local" else "a new local cluster"
+    with console.status(f"starting the tail deployment on Ray ({where})..."):
+        return RayBackend(bundle, tier)
 
 
 def _describe_backend(backend: Any) -> str:

@@ -141,6 +141,65 @@ class CloudSection:
 
 
 @dataclass(frozen=True)
+class RaySection:
+    """``[ray]``: the cloud tier on a Ray cluster (``edgesplit cloud --ray``).
+
+    The tails run in Ray Serve replicas with ``[cloud] backend``, providers and
+    Triton address; the ZeroMQ ingress, queue and batching stay ``[cloud]``'s.
+    """
+
+    enabled: bool = setting(False, "Run the tails on a Ray cluster instead of in-process.")
+    address: str = setting(
+        "local",
+        "local starts a Ray cluster in the cloud process; auto joins the one running on "
+        "this machine; HOST:PORT (or ray://HOST:PORT) joins a remote head.",
+    )
+    num_cpus: int | None = setting(
+        None, "CPUs of a local cluster; unset: all cores.", minimum=1, example="2"
+    )
+    app: str = setting(
+        "edgesplit", "Ray Serve application name; ingresses sharing it share the replicas."
+    )
+    replica_cpus: float = setting(1.0, "CPUs reserved by each replica.", minimum=0)
+    replica_gpus: float = setting(
+        0.0, "GPUs reserved by each replica (1: one replica per GPU).", minimum=0
+    )
+    min_replicas: int = setting(1, "Replicas kept when idle.", minimum=1)
+    max_replicas: int = setting(
+        1,
+        "Most replicas under load; above min_replicas turns Serve's autoscaling on.",
+        minimum=1,
+        at_least="min_replicas",
+    )
+    target_ongoing_requests: float = setting(
+        2.0, "Autoscaling target: ongoing requests per replica.", minimum=0, above=True
+    )
+    max_ongoing_requests: int = setting(
+        4, "Most requests one replica holds at once.", minimum=1, maximum=1024
+    )
+    upscale_delay_s: float = setting(
+        3.0, "Seconds the load must stay above target before a replica is added.", minimum=0
+    )
+    downscale_delay_s: float = setting(
+        60.0, "Seconds the load must stay below target before a replica is removed.", minimum=0
+    )
+    bundle_path: Path | None = setting(
+        None,
+        "The bundle's path on the Ray nodes; unset: the same path as [cloud] bundle.",
+        example='"/models/bundle"',
+    )
+    start_timeout_s: float = setting(
+        90.0, "Longest wait for the cluster and the replicas to be ready.", minimum=0, above=True
+    )
+    request_timeout_s: float = setting(
+        10.0,
+        "Longest wait for one replica call; then the request is answered busy.",
+        minimum=0,
+        above=True,
+    )
+
+
+@dataclass(frozen=True)
 class EdgeSection:
     """``[edge]``: the edge node, which runs the heads and the policy."""
 
@@ -256,6 +315,7 @@ SECTIONS: dict[str, type] = {
     "metrics": MetricsSection,
     "security": SecuritySection,
     "cloud": CloudSection,
+    "ray": RaySection,
     "edge": EdgeSection,
     "policy": PolicySection,
 }
@@ -270,6 +330,7 @@ class Config:
     metrics: MetricsSection = field(default_factory=MetricsSection)
     security: SecuritySection = field(default_factory=SecuritySection)
     cloud: CloudSection = field(default_factory=CloudSection)
+    ray: RaySection = field(default_factory=RaySection)
     edge: EdgeSection = field(default_factory=EdgeSection)
     policy: PolicySection = field(default_factory=PolicySection)
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)

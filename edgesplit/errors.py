@@ -46,6 +46,13 @@ class BackendError(EdgesplitError):
     """An inference backend failed to load a model or run a request."""
 
 
+class BackendBusy(BackendError):
+    """The backend cannot take a request now (a replica was lost, none answered in time).
+
+    The cloud node answers ``busy``, and the edge runs the request itself.
+    """
+
+
 class TransportError(EdgesplitError):
     """A socket could not bind, connect, or exchange messages."""
 

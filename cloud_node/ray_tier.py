@@ -1,0 +1,522 @@
+"""The cloud tier on a Ray cluster: tails in Ray Serve replicas behind the ZeroMQ ingress.
+
+The ingress stays the :class:`~cloud_node.server.CloudNode` (validation,
+admission, batching, CURVE, metrics); only its backend changes. Its workers
+hand each decoded batch to a Ray Serve deployment through a
+``DeploymentHandle``; each replica (:class:`TailReplica`) holds the tails
+either in-process with ONNX Runtime or as a Triton client, and answers with
+the outputs and its own compute time, so the reply's queue time is the real
+wait (ingress queue + Serve's queue), not a guess.
+
+Replicas come and go under Ray: Serve's autoscaler adds them on load and
+replaces dead ones. A request whose replica died is retried once on another
+(or the replacement); if that fails too, it is answered ``busy`` so the edge
+runs it itself. Every admitted request is answered exactly once by the
+ingress, whatever happened to the replica.
+
+Bounded waits everywhere: an unreachable cluster, a deployment that cannot be
+placed (not enough CPUs/GPUs) or whose replicas fail to start (a bundle
+missing on a worker) is reported with Ray's own message within
+``start_timeout_s``, never a hang.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgesplit.bundle import Bundle, Cut, load_bundle
+from edgesplit.errors import BackendBusy, BackendError, BundleError, ConfigError
+
+log = logging.getLogger(__name__)
+
+DEPLOYMENT = "EdgesplitTail"
+_STATUS_TTL_S = 1.0
+
+
+@dataclass(frozen=True)
+class RayTierConfig:
+    """Where the Ray cluster is and how the tail deployment is sized and scaled.
+
+    Attributes:
+        address: ``None`` starts a local cluster in this process; ``auto`` joins
+            the cluster running on this machine; ``HOST:PORT`` (the GCS address,
+            port 6379 by default) or ``ray://HOST:PORT`` joins a remote one.
+        num_cpus: CPUs of a local cluster (``None``: all cores). Ignored when joining.
+        app: the Serve application's name; ingresses sharing it share the replicas.
+        replica_cpus: CPUs reserved by each replica.
+        replica_gpus: GPUs reserved by each replica (1: one replica per GPU).
+        min_replicas: replicas kept when idle.
+        max_replicas: most replicas under load; equal to ``min_replicas`` turns
+            autoscaling off.
+        target_ongoing_requests: Serve's autoscaling target per replica.
+        max_ongoing_requests: most requests a replica holds at once.
+        upscale_delay_s: how long the load must stay high before Serve adds a replica.
+        downscale_delay_s: how long it must stay low before Serve removes one.
+        backend: what a replica runs the tails with: ``onnxruntime`` (in-process)
+            or ``triton`` (a Triton server reached at ``triton_url``).
+        providers: ONNX Runtime execution providers of the replicas, in order.
+        threads: ONNX Runtime intra-op threads per replica (0: its default).
+        triton_url: Triton gRPC address seen from the replicas.
+        triton_timeout_s: deadline of one Triton request.
+        bundle_path: the bundle's path on the Ray nodes (default: the ingress's).
+        start_timeout_s: longest wait for the cluster and the replicas to be ready.
+        request_timeout_s: longest wait for one replica call; beyond it the
+            request is answered ``busy``.
+        temp_dir: Ray's session directory for a local cluster (default Ray's own).
+    """
+
+    address: str | None = None
+    num_cpus: int | None = None
+    app: str = "edgesplit"
+    replica_cpus: float = 1.0
+    replica_gpus: float = 0.0
+    min_replicas: int = 1
+    max_replicas: int = 1
+    target_ongoing_requests: float = 2.0
+    max_ongoing_requests: int = 4
+    upscale_delay_s: float = 3.0
+    downscale_delay_s: float = 60.0
+    backend: str = "onnxruntime"
+    providers: tuple[str, ...] = ("cpu",)
+    threads: int = 0
+    triton_url: str = "127.0.0.1:8001"
+    triton_timeout_s: float = 10.0
+    bundle_path: Path | None = None
+    start_timeout_s: float = 90.0
+    request_timeout_s: float = 10.0
+    temp_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.min_replicas < 1:
+            raise ConfigError(f"ray min_replicas={self.min_replicas}: expected >= 1")
+        if self.max_replicas < self.min_replicas:
+            raise ConfigError(
+                f"ray max_replicas={self.max_replicas} is below min_replicas={self.min_replicas}"
+            )
+        if self.replica_cpus < 0 or self.replica_gpus < 0:
+            raise ConfigError("ray replica_cpus and replica_gpus must be >= 0")
+        if self.replica_cpus == 0 and self.replica_gpus == 0:
+            raise ConfigError("ray replica_cpus and replica_gpus are both 0: reserve something")
+        if self.max_ongoing_requests < 1:
+            raise ConfigError(
+                f"ray max_ongoing_requests={self.max_ongoing_requests}: expected >= 1"
+            )
+        if self.backend not in ("onnxruntime", "triton"):
+            raise ConfigError(f"ray backend={self.backend!r}: expected onnxruntime or triton")
+
+    @property
+    def autoscaling(self) -> bool:
+        """Whether Serve's autoscaler sizes the deployment."""
+        return self.max_replicas > self.min_replicas
+
+    @property
+    def dispatchers(self) -> int:
+        """Ingress threads needed to keep every replica at its most ongoing requests."""
+        return self.max_replicas * self.max_ongoing_requests
+
+
+class TailReplica:
+    """One Ray Serve replica: the bundle's tails on ONNX Runtime or behind Triton.
+
+    Built by Serve on a Ray node; the bundle must be readable there at
+    ``bundle_path`` with the same id as the ingress's (hashes checked).
+    """
+
+    def __init__(
+        self,
+        fingerprint: str,
+        bundle_path: str,
+        bundle_id: str,
+        backend: str,
+        providers: Sequence[str],
+        threads: int,
+        triton_url: str,
+        triton_timeout_s: float,
+    ) -> None:
+        host = socket.gethostname()
+        path = Path(bundle_path)
+        if not (path / "manifest.json").is_file():
+            raise BundleError(
+                f"bundle {path} is not on Ray node {host}: copy the bundle to that path on "
+                "every worker node (or mount it) or set [ray] bundle_path to where it is"
+            )
+        bundle = load_bundle(path, verify="cloud")
+        if bundle.id != bundle_id:
+            raise BundleError(
+                f"bundle {path} on Ray node {host} is version {bundle.id[:12]}, the ingress "
+                f"serves {bundle_id[:12]}: deploy the same bundle everywhere"
+            )
+        self._cuts = {c.id: c for c in bundle.manifest.cuts}
+        self.fingerprint = fingerprint
+        self.backend = _make_backend(
+            bundle, backend, providers, threads, triton_url, triton_timeout_s
+        )
+        self.replica = f"{host}:{os.getpid()}"
+
+    def infer(
+        self, cut_id: str, inputs: Mapping[str, np.ndarray]
+    ) -> tuple[dict[str, np.ndarray], float, str]:
+        """Run the tail of ``cut_id``: (outputs, compute seconds, this replica's name)."""
+        cut = self._cuts.get(cut_id)
+        if cut is None:
+            raise BackendError(f"cut {cut_id!r} is not in this replica's bundle")
+        began = time.perf_counter()
+        outputs = self.backend.infer(cut, inputs)
+        return outputs, time.perf_counter() - began, self.replica
+
+    def describe_deployment(self) -> str:
+        """The fingerprint of the bundle and settings this replica was deployed with."""
+        return self.fingerprint
+
+    def describe(self) -> dict[str, str]:
+        """Which replica, backend and provider this is."""
+        import ray
+
+        provider = getattr(self.backend, "provider", None) or getattr(self.backend, "url", "")
+        return {
+            "replica": self.replica,
+            "actor": ray.get_runtime_context().get_actor_name() or "",
+            "backend": self.backend.name,
+            "provider": str(provider),
+        }
+
+
+def _make_backend(
+    bundle: Bundle,
+    backend: str,
+    providers: Sequence[str],
+    threads: int,
+    triton_url: str,
+    triton_timeout_s: float,
+) -> Any:
+    if backend == "triton":
+        from cloud_node.triton_backend import TritonBackend
+
+        return TritonBackend(bundle, triton_url, timeout_s=triton_timeout_s)
+    from cloud_node.backends import OnnxRuntimeBackend
+    from edge_node.providers import resolve_providers
+
+    return OnnxRuntimeBackend(bundle, resolve_providers(tuple(providers)), threads=threads)
+
+
+def _import_ray() -> tuple[Any, Any]:
+    try:
+        import ray
+        from ray import serve
+    except ImportError as exc:
+        raise ConfigError(
+            f"the Ray tier needs Ray Serve ({exc}); install it with `pip install 'edgesplit[ray]'`"
+        ) from exc
+    return ray, serve
+
+
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast, with the address in the message, when a Ray head cannot be reached."""
+    if address == "auto":
+        return
+    target = address.removeprefix("ray://")
+    host, sep, port_text = target.rpartition(":")
+    if not sep or not host:
+        host, port_text = target, "10001" if address.startswith("ray://") else "6379"
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ConfigError(f"ray address {address!r}: expected HOST:PORT, auto, or none") from None
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}) within "
+            f"{timeout_s:.0f} s: is `ray start --head` running there, and is the port open?"
+        ) from exc
+
+
+class RayBackend:
+    """A tail backend whose calls go to Ray Serve replicas through a DeploymentHandle.
+
+    Construction connects to (or starts) the cluster, deploys or reuses the
+    tail application, and waits, bounded, until its replicas are running.
+    """
+
+    name = "ray"
+    inline = False
+
+    def __init__(self, bundle: Bundle, config: RayTierConfig) -> None:
+        self.bundle = bundle
+        self.config = config
+        self.retries = 0
+        self.lost = 0
+        self._ray, self._serve = _import_ray()
+        self._owns_cluster = False
+        self._initialized_here = False
+        self._status_lock = threading.Lock()
+        self._status_at = 0.0
+        self._running = config.min_replicas
+        self._connect()
+        try:
+            self._handle = self._deploy()
+        except BaseException:
+            self._disconnect()
+            raise
+        self.provider = self._describe()
+
+    # -- start --------------------------------------------------------------------------------
+
+    def _connect(self) -> None:
+        ray, cfg = self._ray, self.config
+        if ray.is_initialized():
+            return
+        if cfg.address is not None:
+            check_reachable(cfg.address)
+        options: dict[str, Any] = {
+            "include_dashboard": False,
+            "log_to_driver": False,
+            "configure_logging": False,
+        }
+        if cfg.address is None:
+            options["num_cpus"] = cfg.num_cpus
+            if cfg.temp_dir is not None:
+                options["_temp_dir"] = cfg.temp_dir
+        try:
+            ray.init(address=cfg.address, **options)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            where = cfg.address or "a new local cluster"
+            raise ConfigError(f"cannot connect to the Ray cluster at {where}: {exc}") from exc
+        self._initialized_here = True
+        self._owns_cluster = cfg.address is None
+
+    def _check_resources(self) -> None:
+        cfg = self.config
+        total = self._ray.cluster_resources()
+        for resource, each in (("CPU", cfg.replica_cpus), ("GPU", cfg.replica_gpus)):
+            need = each * cfg.min_replicas
+            have = float(total.get(resource, 0.0))
+            if need > have + 1e-9:
+                raise ConfigError(
+                    f"the Ray cluster has {have:g} {resource}(s) in all but {cfg.min_replicas} "
+                    f"replica(s) x {each:g} {resource} need {need:g}: lower [ray] min_replicas "
+                    f"or replica_{resource.lower()}s, or add nodes"
+                )
+
+    def _deploy(self) -> Any:
+        serve, cfg = self._serve, self.config
+        self._check_resources()
+        path = Path(cfg.bundle_path or self.bundle.root).resolve()
+        options: dict[str, Any] = {
+            "name": DEPLOYMENT,
+            "ray_actor_options": {"num_cpus": cfg.replica_cpus, "num_gpus": cfg.replica_gpus},
+            "max_ongoing_requests": cfg.max_ongoing_requests,
+            "health_check_period_s": 2.0,
+            "health_check_timeout_s": 10.0,
+        }
+        if cfg.autoscaling:
+            options["autoscaling_config"] = {
+                "min_replicas": cfg.min_replicas,
+                "initial_replicas": cfg.min_replicas,
+                "max_replicas": cfg.max_replicas,
+                "target_ongoing_requests": cfg.target_ongoing_requests,
+                "upscale_delay_s": cfg.upscale_delay_s,
+                "downscale_delay_s": cfg.downscale_delay_s,
+                "look_back_period_s": 2.0,
+            }
+        else:
+            options["num_replicas"] = cfg.min_replicas
+        args = (
+            str(path),
+            self.bundle.id,
+            cfg.backend,
+            tuple(cfg.providers),
+            cfg.threads,
+            cfg.triton_url,
+            cfg.triton_timeout_s,
+        )
+        fingerprint = hashlib.sha256(repr((args, sorted(options.items()))).encode()).hexdigest()
+        existing = self._existing_handle(fingerprint)
+        if existing is not None:
+            return existing
+        app = serve.deployment(TailReplica, **options).bind(fingerprint, *args)
+        serve.start(proxy_location="Disabled")
+        log.info(
+            "deploying tail app=%s replicas=%d..%d cpus=%g gpus=%g backend=%s",
+            cfg.app,
+            cfg.min_replicas,
+            cfg.max_replicas,
+            cfg.replica_cpus,
+            cfg.replica_gpus,
+            cfg.backend,
+        )
+        serve._run(app, name=cfg.app, route_prefix=None, _blocking=False)
+        self._wait_running()
+        return serve.get_deployment_handle(DEPLOYMENT, app_name=cfg.app)
+
+    def _existing_handle(self, fingerprint: str) -> Any | None:
+        """The running app's handle when it serves this bundle with these settings.
+
+        Another ingress (or this one before a restart) deployed it: join it
+        instead of restarting its replicas.
+        """
+        serve, cfg = self._serve, self.config
+        try:
+            apps = serve.status().applications
+        except Exception:  # noqa: BLE001 - Serve not started on this cluster yet
+            return None
+        app = apps.get(cfg.app)
+        if app is None or app.status != "RUNNING":
+            return None
+        handle = serve.get_deployment_handle(DEPLOYMENT, app_name=cfg.app)
+        try:
+            running = handle.describe_deployment.remote().result(timeout_s=cfg.start_timeout_s)
+        except Exception:  # noqa: BLE001 - an app of something else: redeploy
+            return None
+        if running != fingerprint:
+            log.info("Serve app %s runs other settings or another bundle: redeploying", cfg.app)
+            return None
+        log.info("joining the running Serve app %s", cfg.app)
+        return handle
+
+    def _wait_running(self) -> None:
+        serve, cfg = self._serve, self.config
+        deadline = time.monotonic() + cfg.start_timeout_s
+        last = ""
+        while time.monotonic() < deadline:
+            app = serve.status().applications.get(cfg.app)
+            if app is not None:
+                last = _status_message(app)
+                if app.status == "RUNNING":
+                    return
+                if app.status in ("DEPLOY_FAILED", "UNHEALTHY"):
+                    self._delete_app()
+                    raise ConfigError(f"the tail deployment on Ray failed: {last}")
+            time.sleep(0.2)
+        self._delete_app()
+        raise ConfigError(
+            f"the tail deployment on Ray was not running after {cfg.start_timeout_s:.0f} s "
+            f"(raise [ray] start_timeout_s if the cluster is only slow): {last or 'no status'}"
+        )
+
+    def _delete_app(self) -> None:
+        try:
+            self._serve.delete(self.config.app, _blocking=False)
+        except Exception as exc:  # noqa: BLE001 - best effort while reporting the real error
+            log.warning("could not delete the Serve app error=%s", exc)
+
+    def _describe(self) -> str:
+        cfg = self.config
+        try:
+            info = self._handle.describe.remote().result(timeout_s=cfg.start_timeout_s)
+        except Exception as exc:  # noqa: BLE001 - a description is not worth failing for
+            return f"app {cfg.app}, ? ({exc})"
+        scale = (
+            f"{cfg.min_replicas}..{cfg.max_replicas} replicas (autoscaling)"
+            if cfg.autoscaling
+            else f"{cfg.min_replicas} replica(s)"
+        )
+        return f"Ray Serve app {cfg.app}, {scale}, {info['backend']} ({info['provider']})"
+
+    # -- requests -----------------------------------------------------------------------------
+
+    def infer(self, cut: Cut, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the tail of ``cut`` on a replica."""
+        return self.infer_timed(cut, inputs)[0]
+
+    def infer_timed(
+        self, cut: Cut, inputs: Mapping[str, np.ndarray]
+    ) -> tuple[dict[str, np.ndarray], float]:
+        """Run the tail of ``cut`` on a replica: (outputs, the replica's compute seconds).
+
+        Raises:
+            BackendBusy: the replica died and the one retry failed too, or no
+                replica answered within ``request_timeout_s``.
+            BackendError: the tail itself failed (bad input reaching the model).
+        """
+        ray = self._ray
+        payload = dict(inputs)
+        for attempt in (1, 2):
+            try:
+                response = self._handle.infer.remote(cut.id, payload)
+                outputs, compute, _ = response.result(timeout_s=self.config.request_timeout_s)
+                return outputs, compute
+            except ray.exceptions.RayTaskError as exc:
+                cause = getattr(exc, "cause", None) or exc
+                raise BackendError(f"cut {cut.id}: {cause}") from exc
+            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
+                if attempt == 1:
+                    self.retries += 1
+                    log.warning(
+                        "replica lost, retrying once cut=%s error=%s", cut.id, type(exc).__name__
+                    )
+                    continue
+                self.lost += 1
+                raise BackendBusy(f"replica lost twice ({type(exc).__name__})") from exc
+            except (TimeoutError, ray.exceptions.GetTimeoutError) as exc:
+                self.lost += 1
+                raise BackendBusy(
+                    f"no replica answered within {self.config.request_timeout_s:g} s"
+                ) from exc
+            except self._serve.exceptions.BackPressureError as exc:
+                raise BackendBusy(f"replicas saturated: {exc}") from exc
+        raise AssertionError("unreachable")
+
+    def parallelism(self) -> int:
+        """Replicas running now (cached for a second): the divisor of the queue estimate."""
+        now = time.monotonic()
+        with self._status_lock:
+            if now - self._status_at < _STATUS_TTL_S:
+                return self._running
+            self._status_at = now
+        try:
+            self._running = max(1, self.replica_counts().get("RUNNING", 0))
+        except Exception as exc:  # noqa: BLE001 - keep the last figure
+            log.debug("serve status failed error=%s", exc)
+        return self._running
+
+    def replica_counts(self) -> dict[str, int]:
+        """The tail deployment's replicas by state (RUNNING, STARTING, ...)."""
+        app = self._serve.status().applications.get(self.config.app)
+        if app is None:
+            return {}
+        deployment = app.deployments.get(DEPLOYMENT)
+        if deployment is None:
+            return {}
+        return {str(k): int(v) for k, v in deployment.replica_states.items()}
+
+    # -- stop ---------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Leave the cluster; a local cluster this backend started is shut down with its app.
+
+        On a cluster it joined, the app keeps running for the other ingresses
+        (``serve delete APP`` removes it).
+        """
+        self._disconnect()
+
+    def _disconnect(self) -> None:
+        ray = self._ray
+        if not self._initialized_here or not ray.is_initialized():
+            return
+        if self._owns_cluster:
+            try:
+                self._serve.shutdown()
+            except Exception as exc:  # noqa: BLE001 - shutting down anyway
+                log.warning("serve shutdown failed error=%s", exc)
+        ray.shutdown()
+
+
+def _status_message(app: Any) -> str:
+    parts = [app.message] if app.message else []
+    for name, deployment in app.deployments.items():
+        if deployment.message:
+            parts.append(f"{name}: {deployment.message}")
+    return " | ".join(parts)

@@ -1,0 +1,293 @@
+"""The cloud tier on a real local Ray cluster (2 CPUs): parity, replica loss, scaling, bad input.
+
+One cluster for the module (Ray takes seconds to start); each test deploys
+its own Serve application and deletes it afterwards. The ingress is a real
+:class:`CloudNode` on a loopback port; edges talk to it over ZeroMQ.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cloud_node.ray_tier import RayBackend, RayTierConfig
+from cloud_node.server import CloudConfig
+from edge_node.node import EdgeConfig, EdgeNode, Outcome
+from edge_node.transport import CloudClient, Reply
+from edgesplit.bundle import Bundle
+from edgesplit.errors import ConfigError
+from offload_policy import Decision, FixedPolicy
+from tests.conftest import RunningCloud
+
+ray = pytest.importorskip("ray", reason="Ray is installed with the test extra")
+serve = pytest.importorskip("ray.serve")
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A local 2-CPU Ray cluster with Serve, shut down after the module."""
+    temp = tmp_path_factory.mktemp("ray")
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+        _temp_dir=str(temp),
+    )
+    serve.start(proxy_location="Disabled")
+    yield
+    serve.shutdown()
+    ray.shutdown()
+
+
+@pytest.fixture
+def tier(cluster: None, request: pytest.FixtureRequest) -> Iterator[list[RayBackend]]:
+    """Backends made by a test; their Serve apps are deleted after it."""
+    made: list[RayBackend] = []
+    yield made
+    for backend in made:
+        backend.close()
+        serve.delete(backend.config.app)
+
+
+def _config(app: str, **kwargs: object) -> RayTierConfig:
+    base: dict[str, object] = {
+        "app": app,
+        "replica_cpus": 0.5,
+        "threads": 1,
+        "start_timeout_s": 60.0,
+        "request_timeout_s": 10.0,
+    }
+    base.update(kwargs)
+    return RayTierConfig(**base)  # type: ignore[arg-type]
+
+
+def _inputs(bundle: Bundle, rows: int, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {
+        cut.id: rng.standard_normal((rows, *cut.shape), dtype=np.float32)
+        for cut in bundle.manifest.cuts
+        if cut.tail is not None
+    }
+
+
+def _infer(client: CloudClient, bundle: Bundle, cut_id: str, x: np.ndarray) -> Reply | None:
+    cut = bundle.manifest.cut(cut_id)
+    reply, _ = client.request(
+        "infer", {cut.name: x}, meta={"bundle": bundle.id, "cut": cut_id}, timeout_s=15.0
+    )
+    return reply
+
+
+def _ask(endpoint: str, bundle: Bundle, xs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    output = bundle.manifest.model.output
+    got = {}
+    with CloudClient(endpoint) as client:
+        for cut_id, x in xs.items():
+            reply = _infer(client, bundle, cut_id, x)
+            assert reply is not None, f"no reply for {cut_id}"
+            assert reply.message.kind == "result", reply.message.meta
+            got[cut_id] = reply.arrays[output]
+    return got
+
+
+def test_results_equal_the_single_process_node(
+    untrained_bundle: Bundle, tier: list[RayBackend]
+) -> None:
+    backend = RayBackend(untrained_bundle, _config("parity"))
+    tier.append(backend)
+    assert backend.replica_counts() == {"RUNNING": 1}
+    assert "onnxruntime" in backend.provider
+    xs = _inputs(untrained_bundle, rows=3, seed=1)
+    on_ray = RunningCloud(
+        untrained_bundle, backend=backend, config=CloudConfig(bind="tcp://127.0.0.1:*", workers=4)
+    )
+    embedded = RunningCloud(untrained_bundle)
+    try:
+        a = _ask(on_ray.endpoint, untrained_bundle, xs)
+        b = _ask(embedded.endpoint, untrained_bundle, xs)
+    finally:
+        on_ray.node.backend = _Detached()  # the fixture closes the Ray backend
+        on_ray.stop()
+        embedded.stop()
+    assert set(a) == set(xs) and len(a) >= 5
+    for cut_id in xs:
+        np.testing.assert_allclose(a[cut_id], b[cut_id], rtol=1e-5, atol=1e-5)
+        assert (a[cut_id].argmax(1) == b[cut_id].argmax(1)).all()
+    assert on_ray.node.counts["ok"] == len(xs)
+
+
+class _Detached:
+    """Stands in for a backend whose lifetime the test fixture owns."""
+
+    name = "detached"
+
+    def close(self) -> None:
+        pass
+
+
+def _replica_actor(backend: RayBackend) -> str:
+    """The Ray actor name of the (one) replica serving ``backend``."""
+    return str(backend._handle.describe.remote().result(timeout_s=60)["actor"])
+
+
+def test_replica_killed_mid_stream_loses_nothing(
+    untrained_bundle: Bundle, tier: list[RayBackend]
+) -> None:
+    backend = RayBackend(untrained_bundle, _config("kill", request_timeout_s=8.0))
+    tier.append(backend)
+    running = RunningCloud(
+        untrained_bundle, backend=backend, config=CloudConfig(bind="tcp://127.0.0.1:*", workers=4)
+    )
+    before = _replica_actor(backend)
+    shape = untrained_bundle.manifest.model.input.shape
+    xs = np.random.default_rng(2).standard_normal((400, 1, *shape), dtype=np.float32)
+    policy = FixedPolicy(Decision("c03", None, "raw"), untrained_bundle.manifest.edge_only.id)
+    killed: dict[str, float] = {}
+
+    def kill_replica() -> None:
+        time.sleep(0.6)
+        ray.kill(ray.get_actor(before, namespace="serve"), no_restart=True)
+        killed["at"] = time.monotonic()
+
+    outcomes: list[tuple[float, Outcome]] = []
+    killer = threading.Thread(target=kill_replica)
+    try:
+        with CloudClient(running.endpoint) as client:
+            node = EdgeNode(
+                untrained_bundle,
+                policy,
+                client,
+                EdgeConfig(timeout_s=1.0, backoff_s=0.2, max_backoff_s=0.5, pipeline_depth=4),
+            )
+            node.check_cloud()
+            killer.start()
+            for outcome in node.stream(iter(xs)):
+                outcomes.append((time.monotonic(), outcome))
+            # Until a replacement replica serves again (Ray restarts it), at most 60 s.
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                o = node.infer(xs[0])
+                outcomes.append((time.monotonic(), o))
+                if o.finished == "cloud" and time.monotonic() > killed["at"] + 0.5:
+                    break
+                time.sleep(0.02)
+    finally:
+        killer.join()
+        running.node.backend = _Detached()
+        running.stop()
+    answered = [o for _, o in outcomes]
+    # Every request answered exactly once, cloud or local; the ingress answered each admitted
+    # request once (ok + busy + errors == received infers).
+    assert len(answered) >= len(xs)
+    assert sum(node.counts[k] for k in ("cloud", "edge", "fallback")) == len(answered)
+    served = running.node.counts
+    assert not [k for k in served if k.startswith("error")], served
+    # The kill was felt: a request on the dead replica was retried or answered busy.
+    assert backend.retries + backend.lost >= 1 or served["busy"] >= 1
+    after = [o for t, o in outcomes if t > killed["at"]]
+    assert after and after[-1].finished == "cloud"
+    replacement = _replica_actor(backend)
+    assert replacement != before
+    reasons = Counter(o.reason for o in answered if o.finished == "fallback")
+    print(
+        f"replica kill: {len(answered)} answered, retries {backend.retries}, busy "
+        f"{served['busy']}, fallbacks {dict(reasons)}, replaced {before} -> {replacement}"
+    )
+
+
+def test_scales_from_one_to_two_replicas_under_load(
+    untrained_bundle: Bundle, tier: list[RayBackend]
+) -> None:
+    config = _config(
+        "scale",
+        min_replicas=1,
+        max_replicas=2,
+        target_ongoing_requests=1.0,
+        max_ongoing_requests=2,
+        upscale_delay_s=0.5,
+        downscale_delay_s=600.0,
+    )
+    backend = RayBackend(untrained_bundle, config)
+    tier.append(backend)
+    assert backend.replica_counts() == {"RUNNING": 1}
+    running = RunningCloud(
+        untrained_bundle,
+        backend=backend,
+        config=CloudConfig(bind="tcp://127.0.0.1:*", workers=config.dispatchers, queue_size=256),
+    )
+    cut = untrained_bundle.manifest.cut("c00")
+    x = np.random.default_rng(3).standard_normal((1, *cut.shape), dtype=np.float32)
+    stop = threading.Event()
+    queue_s: list[float] = []
+    lock = threading.Lock()
+
+    def edge() -> None:
+        with CloudClient(running.endpoint) as client:
+            while not stop.is_set():
+                reply = _infer(client, untrained_bundle, cut.id, x)
+                if reply is not None and reply.message.kind == "result":
+                    with lock:
+                        queue_s.append(float(reply.message.meta["queue_s"]))
+
+    edges = [threading.Thread(target=edge) for _ in range(8)]
+    for t in edges:
+        t.start()
+    counts: dict[str, int] = {}
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            counts = backend.replica_counts()
+            if counts.get("RUNNING", 0) >= 2:
+                break
+            time.sleep(0.25)
+    finally:
+        stop.set()
+        for t in edges:
+            t.join()
+        running.node.backend = _Detached()
+        running.stop()
+    assert counts.get("RUNNING", 0) == 2, counts
+    # The replies' queue time is the real backlog: with 8 edges on 1-2 replicas it is not 0.
+    assert queue_s and float(np.median(queue_s)) > 0.0
+    assert backend.parallelism() == 2
+
+
+def test_too_few_resources_is_a_clear_error(untrained_bundle: Bundle, cluster: None) -> None:
+    began = time.monotonic()
+    with pytest.raises(ConfigError, match=r"has 2 CPU\(s\) in all but 3 replica"):
+        RayBackend(
+            untrained_bundle, _config("greedy", min_replicas=3, max_replicas=3, replica_cpus=1.0)
+        )
+    with pytest.raises(ConfigError, match=r"GPU"):
+        RayBackend(untrained_bundle, _config("gpu", replica_gpus=1.0))
+    assert time.monotonic() - began < 5
+
+
+def test_bundle_missing_on_the_worker_is_a_clear_error(
+    untrained_bundle: Bundle, cluster: None, tmp_path: Path
+) -> None:
+    began = time.monotonic()
+    with pytest.raises(ConfigError, match=r"is not on Ray node"):
+        RayBackend(untrained_bundle, _config("missing", bundle_path=tmp_path / "nowhere"))
+    assert time.monotonic() - began < 60
+    # The failed app is deleted, not left retrying forever.
+    deadline = time.monotonic() + 20
+    while "missing" in serve.status().applications and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "missing" not in serve.status().applications
+
+
+def test_other_bundle_on_the_worker_is_refused(
+    untrained_bundle: Bundle, branchynet_bundle: Bundle, cluster: None
+) -> None:
+    with pytest.raises(ConfigError, match=r"deploy the same bundle everywhere"):
+        RayBackend(untrained_bundle, _config("other", bundle_path=branchynet_bundle.root))
