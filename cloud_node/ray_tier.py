@@ -29,7 +29,7 @@ import socket
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,11 @@ log = logging.getLogger(__name__)
 
 DEPLOYMENT = "EdgesplitTail"
 _STATUS_TTL_S = 1.0
+INLINE_BYTES = 8 * 1024 * 1024
+# The replica runs a request on its own event loop instead of handing it to a thread:
+# ~0.25 ms less per call on a 2-core machine. The tail computes on that loop (it is
+# CPU- or GPU-bound either way; Serve's health checks wait behind one batch at most).
+REPLICA_ENV = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}
 
 
 @dataclass(frozen=True)
@@ -66,7 +71,8 @@ class RayTierConfig:
         backend: what a replica runs the tails with: ``onnxruntime`` (in-process)
             or ``triton`` (a Triton server reached at ``triton_url``).
         providers: ONNX Runtime execution providers of the replicas, in order.
-        threads: ONNX Runtime intra-op threads per replica (0: its default).
+        threads: ONNX Runtime intra-op threads per replica (0: one per reserved CPU,
+            so replicas sharing a machine do not oversubscribe it).
         triton_url: Triton gRPC address seen from the replicas.
         triton_timeout_s: deadline of one Triton request.
         bundle_path: the bundle's path on the Ray nodes (default: the ingress's).
@@ -83,8 +89,8 @@ class RayTierConfig:
     replica_gpus: float = 0.0
     min_replicas: int = 1
     max_replicas: int = 1
-    target_ongoing_requests: float = 2.0
-    max_ongoing_requests: int = 4
+    target_ongoing_requests: float = 1.5
+    max_ongoing_requests: int = 2
     upscale_delay_s: float = 3.0
     downscale_delay_s: float = 60.0
     backend: str = "onnxruntime"
@@ -96,6 +102,7 @@ class RayTierConfig:
     start_timeout_s: float = 90.0
     request_timeout_s: float = 10.0
     temp_dir: str | None = None
+    replica_env: Mapping[str, str] = field(default_factory=lambda: dict(REPLICA_ENV))
 
     def __post_init__(self) -> None:
         if self.min_replicas < 1:
@@ -121,8 +128,19 @@ class RayTierConfig:
         return self.max_replicas > self.min_replicas
 
     @property
+    def replica_threads(self) -> int:
+        """ONNX Runtime threads of a replica: ``threads``, or as many as its CPUs."""
+        return self.threads or max(1, round(self.replica_cpus))
+
+    @property
     def dispatchers(self) -> int:
-        """Ingress threads needed to keep every replica at its most ongoing requests."""
+        """Ingress threads needed to keep every replica at its most ongoing requests.
+
+        Few on purpose: a replica computes one batch at a time, so one call in
+        flight beside it hides the hop; the rest waits in the ingress queue, where
+        it is batched by cut (and answered ``busy`` when full) instead of queueing
+        one request at a time at the replicas.
+        """
         return self.max_replicas * self.max_ongoing_requests
 
 
@@ -164,7 +182,7 @@ class TailReplica:
         )
         self.replica = f"{host}:{os.getpid()}"
 
-    def infer(
+    async def infer(
         self, cut_id: str, inputs: Mapping[str, np.ndarray]
     ) -> tuple[dict[str, np.ndarray], float, str]:
         """Run the tail of ``cut_id``: (outputs, compute seconds, this replica's name)."""
@@ -243,6 +261,21 @@ def check_reachable(address: str, timeout_s: float = 5.0) -> None:
         ) from exc
 
 
+def _use_cluster_token() -> None:
+    """Send the cluster's auth token when joining by address, as ``auto`` does.
+
+    Ray (2.5x and later) protects a ``ray start`` cluster with a token kept in
+    ``~/.ray/auth_token``; a driver given an explicit address only sends it
+    when ``RAY_AUTH_MODE=token``. An explicit ``RAY_AUTH_MODE`` is left alone.
+    """
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or str(Path.home() / ".ray" / "auth_token")
+    if os.environ.get("RAY_AUTH_TOKEN") or Path(path).is_file():
+        os.environ["RAY_AUTH_MODE"] = "token"
+        log.info("Ray token found, joining with token authentication")
+
+
 class RayBackend:
     """A tail backend whose calls go to Ray Serve replicas through a DeploymentHandle.
 
@@ -258,6 +291,8 @@ class RayBackend:
         self.config = config
         self.retries = 0
         self.lost = 0
+        if config.address not in (None, "auto"):
+            _use_cluster_token()  # before Ray is imported: it reads the mode once
         self._ray, self._serve = _import_ray()
         self._owns_cluster = False
         self._initialized_here = False
@@ -287,13 +322,27 @@ class RayBackend:
         }
         if cfg.address is None:
             options["num_cpus"] = cfg.num_cpus
+            # Activations up to 8 MiB travel inside the call instead of through the
+            # object store: 600 KB measured ~1.5 ms faster a request here.
+            options["_system_config"] = {"max_direct_call_object_size": INLINE_BYTES}
             if cfg.temp_dir is not None:
                 options["_temp_dir"] = cfg.temp_dir
         try:
             ray.init(address=cfg.address, **options)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             where = cfg.address or "a new local cluster"
-            raise ConfigError(f"cannot connect to the Ray cluster at {where}: {exc}") from exc
+            # Ray's cause is a whole traceback as text: its last line says what happened.
+            last = str(exc.__cause__).strip().splitlines()[-1:] if exc.__cause__ else []
+            cause = f" ({last[0][:400]})" if last else ""
+            hint = (
+                "; the cluster uses token authentication: put its token in ~/.ray/auth_token "
+                "or RAY_AUTH_TOKEN"
+                if "token" in cause.lower()
+                else ""
+            )
+            raise ConfigError(
+                f"cannot connect to the Ray cluster at {where}: {exc}{cause}{hint}"
+            ) from exc
         self._initialized_here = True
         self._owns_cluster = cfg.address is None
 
@@ -316,7 +365,11 @@ class RayBackend:
         path = Path(cfg.bundle_path or self.bundle.root).resolve()
         options: dict[str, Any] = {
             "name": DEPLOYMENT,
-            "ray_actor_options": {"num_cpus": cfg.replica_cpus, "num_gpus": cfg.replica_gpus},
+            "ray_actor_options": {
+                "num_cpus": cfg.replica_cpus,
+                "num_gpus": cfg.replica_gpus,
+                "runtime_env": {"env_vars": dict(cfg.replica_env)},
+            },
             "max_ongoing_requests": cfg.max_ongoing_requests,
             "health_check_period_s": 2.0,
             "health_check_timeout_s": 10.0,
@@ -338,7 +391,7 @@ class RayBackend:
             self.bundle.id,
             cfg.backend,
             tuple(cfg.providers),
-            cfg.threads,
+            cfg.replica_threads,
             cfg.triton_url,
             cfg.triton_timeout_s,
         )
@@ -444,8 +497,8 @@ class RayBackend:
         ray = self._ray
         payload = dict(inputs)
         for attempt in (1, 2):
+            response = self._handle.infer.remote(cut.id, payload)
             try:
-                response = self._handle.infer.remote(cut.id, payload)
                 outputs, compute, _ = response.result(timeout_s=self.config.request_timeout_s)
                 return outputs, compute
             except ray.exceptions.RayTaskError as exc:
@@ -461,6 +514,7 @@ class RayBackend:
                 self.lost += 1
                 raise BackendBusy(f"replica lost twice ({type(exc).__name__})") from exc
             except (TimeoutError, ray.exceptions.GetTimeoutError) as exc:
+                response.cancel()  # its answer would come too late for anyone
                 self.lost += 1
                 raise BackendBusy(
                     f"no replica answered within {self.config.request_timeout_s:g} s"

@@ -317,18 +317,10 @@ class CloudNode:
             return None
         wait = self.queue.expected_wait_s()
         self.metrics.queue_delay.set(wait)
-        self._count("busy")
-        self._observe("busy", cut.id, received)
-        return wire.encode_message(
-            "busy",
-            message.request_id,
-            meta={
-                "code": "busy",
-                "queue_s": wait,
-                "depth": len(self.queue),
-                "message": f"queue full ({len(self.queue)} waiting, ~{wait * 1e3:.1f} ms); "
-                "run it on the edge",
-            },
+        return self._busy(
+            job,
+            wait,
+            f"queue full ({len(self.queue)} waiting, ~{wait * 1e3:.1f} ms)",
         )
 
     # -- workers -----------------------------------------------------------------------------
@@ -375,7 +367,9 @@ class CloudNode:
                 finished = time.perf_counter()
         except BackendBusy as exc:
             log.warning("backend busy, %d request(s) answered busy error=%s", len(batch), exc)
-            return [(job, self._busy(job, str(exc))) for job in batch], 0.0
+            self._count("busy_backend")
+            wait = max(self.queue.expected_wait_s(), self.config.busy_retry_s)
+            return [(job, self._busy(job, wait, str(exc))) for job in batch], 0.0
         except BackendError as exc:
             if len(batch) > 1:
                 log.warning("batch of %d failed, running each alone error=%s", len(batch), exc)
@@ -423,11 +417,9 @@ class CloudNode:
             )
         return replies
 
-    def _busy(self, job: Job, reason: str) -> list:
-        """A ``busy`` reply for an admitted job the backend could not take."""
-        wait = max(self.queue.expected_wait_s(), self.config.busy_retry_s)
+    def _busy(self, job: Job, wait: float, reason: str) -> list:
+        """A ``busy`` reply: the edge should run ``job`` itself; ``wait`` is the delay announced."""
         self._count("busy")
-        self._count("busy_backend")
         self._observe("busy", job.cut.id, job.received)
         return wire.encode_message(
             "busy",

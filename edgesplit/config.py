@@ -172,10 +172,14 @@ class RaySection:
         at_least="min_replicas",
     )
     target_ongoing_requests: float = setting(
-        2.0, "Autoscaling target: ongoing requests per replica.", minimum=0, above=True
+        1.5, "Autoscaling target: ongoing requests per replica.", minimum=0, above=True
     )
     max_ongoing_requests: int = setting(
-        4, "Most requests one replica holds at once.", minimum=1, maximum=1024
+        2,
+        "Most requests (batches) one replica holds at once; the ingress runs this many "
+        "calls per replica, and the rest waits in its queue to be batched.",
+        minimum=1,
+        maximum=1024,
     )
     upscale_delay_s: float = setting(
         3.0, "Seconds the load must stay above target before a replica is added.", minimum=0

@@ -115,7 +115,6 @@ def test_results_equal_the_single_process_node(
         a = _ask(on_ray.endpoint, untrained_bundle, xs)
         b = _ask(embedded.endpoint, untrained_bundle, xs)
     finally:
-        on_ray.node.backend = _Detached()  # the fixture closes the Ray backend
         on_ray.stop()
         embedded.stop()
     assert set(a) == set(xs) and len(a) >= 5
@@ -123,15 +122,6 @@ def test_results_equal_the_single_process_node(
         np.testing.assert_allclose(a[cut_id], b[cut_id], rtol=1e-5, atol=1e-5)
         assert (a[cut_id].argmax(1) == b[cut_id].argmax(1)).all()
     assert on_ray.node.counts["ok"] == len(xs)
-
-
-class _Detached:
-    """Stands in for a backend whose lifetime the test fixture owns."""
-
-    name = "detached"
-
-    def close(self) -> None:
-        pass
 
 
 def _replica_actor(backend: RayBackend) -> str:
@@ -182,22 +172,25 @@ def test_replica_killed_mid_stream_loses_nothing(
                 time.sleep(0.02)
     finally:
         killer.join()
-        running.node.backend = _Detached()
         running.stop()
     answered = [o for _, o in outcomes]
-    # Every request answered exactly once, cloud or local; the ingress answered each admitted
-    # request once (ok + busy + errors == received infers).
+    # Every request answered exactly once at the edge, cloud or local.
     assert len(answered) >= len(xs)
     assert sum(node.counts[k] for k in ("cloud", "edge", "fallback")) == len(answered)
+    # The ingress answered every request it received exactly once (after its drain): as many
+    # results and busy replies as the edge sent, whether the edge still waited for them or not.
     served = running.node.counts
+    reasons = Counter(o.reason for o in answered if o.finished == "fallback")
+    sent = node.counts["cloud"] + reasons["timeout"] + reasons["busy"]
+    assert served["ok"] + served["busy"] == sent, (served, node.counts, reasons)
     assert not [k for k in served if k.startswith("error")], served
-    # The kill was felt: a request on the dead replica was retried or answered busy.
-    assert backend.retries + backend.lost >= 1 or served["busy"] >= 1
+    # The kill was felt (a retry, a busy reply, or requests that waited for the replacement
+    # past the edge's deadline and finished locally), and Ray replaced the replica.
+    assert backend.retries + backend.lost + served["busy"] + reasons["timeout"] >= 1
     after = [o for t, o in outcomes if t > killed["at"]]
     assert after and after[-1].finished == "cloud"
     replacement = _replica_actor(backend)
     assert replacement != before
-    reasons = Counter(o.reason for o in answered if o.finished == "fallback")
     print(
         f"replica kill: {len(answered)} answered, retries {backend.retries}, busy "
         f"{served['busy']}, fallbacks {dict(reasons)}, replaced {before} -> {replacement}"
@@ -253,12 +246,38 @@ def test_scales_from_one_to_two_replicas_under_load(
         stop.set()
         for t in edges:
             t.join()
-        running.node.backend = _Detached()
         running.stop()
     assert counts.get("RUNNING", 0) == 2, counts
     # The replies' queue time is the real backlog: with 8 edges on 1-2 replicas it is not 0.
     assert queue_s and float(np.median(queue_s)) > 0.0
     assert backend.parallelism() == 2
+
+
+def test_a_replica_too_slow_to_answer_gets_busy_replies(
+    untrained_bundle: Bundle, tier: list[RayBackend]
+) -> None:
+    """No replica answer within request_timeout_s: each admitted request is answered busy."""
+    backend = RayBackend(untrained_bundle, _config("slow", request_timeout_s=0.0005))
+    tier.append(backend)
+    running = RunningCloud(
+        untrained_bundle,
+        backend=backend,
+        config=CloudConfig(bind="tcp://127.0.0.1:*", workers=2, busy_retry_s=0.5),
+    )
+    cut = untrained_bundle.manifest.cut("c03")
+    x = np.zeros((1, *cut.shape), dtype=np.float32)
+    try:
+        with CloudClient(running.endpoint) as client:
+            replies = [_infer(client, untrained_bundle, cut.id, x) for _ in range(5)]
+    finally:
+        running.stop()
+    for reply in replies:
+        assert reply is not None and reply.message.kind == "busy"
+        assert reply.message.meta["code"] == "busy"
+        assert float(reply.message.meta["queue_s"]) >= 0.5  # type: ignore[arg-type]
+        assert "no replica answered within" in str(reply.message.meta["message"])
+    assert running.node.counts["busy_backend"] == 5 and running.node.counts["ok"] == 0
+    assert backend.lost == 5
 
 
 def test_too_few_resources_is_a_clear_error(untrained_bundle: Bundle, cluster: None) -> None:
