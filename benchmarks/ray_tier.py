@@ -108,9 +108,9 @@ def _edge_thread(
             compute = 0.0
             if reply is not None and reply.message.kind == "result":
                 kind = "ok"
-                meta = reply.message.meta
+                answer = reply.message.meta
                 # A batch's compute time, shared by its requests.
-                compute = float(meta["compute_s"]) / max(1, int(meta.get("batch", 1)))  # type: ignore[arg-type]
+                compute = float(answer["compute_s"]) / max(1, int(answer.get("batch", 1)))  # type: ignore[arg-type]
             out.append((time.time(), time.perf_counter() - began, kind, compute))
 
 
@@ -245,10 +245,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{f['throughput'] * f['compute_ms'] / 1e3:10.2f}"
             )
             rows.append({"test": "throughput", "path": name, **f})
-        scaling = figures["ray, 2 replicas"]["throughput"] / figures["ray, 1 replica"]["throughput"]
-        vs_single = (
-            figures["ray, 2 replicas"]["throughput"] / figures["single-process"]["throughput"]
-        )
+        two, one = figures["ray, 2 replicas"]["throughput"], figures["ray, 1 replica"]["throughput"]
+        if not one or not figures["single-process"]["throughput"]:
+            print("no request succeeded on a node: see the 'other' column and the node logs")
+            return 1
+        scaling = two / one
+        vs_single = two / figures["single-process"]["throughput"]
         print(
             f"scaling 1 -> 2 replicas: {scaling:.2f}x (target >= 1.7x where cores allow; "
             f"{cores} cores here); 2 replicas vs single-process: {vs_single:.2f}x"

@@ -358,6 +358,15 @@ class RayBackend:
                     f"replica(s) x {each:g} {resource} need {need:g}: lower [ray] min_replicas "
                     f"or replica_{resource.lower()}s, or add nodes"
                 )
+            if each * cfg.max_replicas > have + 1e-9:
+                log.warning(
+                    "the cluster's %g %s(s) hold at most %d of max_replicas=%d replicas; "
+                    "more run only if the cluster grows",
+                    have,
+                    resource,
+                    int(have // each),
+                    cfg.max_replicas,
+                )
 
     def _deploy(self) -> Any:
         serve, cfg = self._serve, self.config

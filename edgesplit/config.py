@@ -142,11 +142,7 @@ class CloudSection:
 
 @dataclass(frozen=True)
 class RaySection:
-    """``[ray]``: the cloud tier on a Ray cluster (``edgesplit cloud --ray``).
-
-    The tails run in Ray Serve replicas with ``[cloud] backend``, providers and
-    Triton address; the ZeroMQ ingress, queue and batching stay ``[cloud]``'s.
-    """
+    """``[ray]``: the tails in Ray Serve replicas (cloud --ray); [cloud] keeps the ingress."""
 
     enabled: bool = setting(False, "Run the tails on a Ray cluster instead of in-process.")
     address: str = setting(
