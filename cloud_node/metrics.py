@@ -53,6 +53,11 @@ class CloudMetrics:
             "Estimated wait of a request admitted now.",
             registry=r,
         )
+        self.replicas = Gauge(
+            "edgesplit_cloud_replicas",
+            "Tail replicas running (a Ray tier's; 1 for an in-process backend).",
+            registry=r,
+        )
         self.errors = Counter(
             "edgesplit_cloud_errors",
             "Rejected or failed requests by kind (header, payload, shape, bundle_mismatch, "

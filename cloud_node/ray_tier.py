@@ -289,8 +289,9 @@ class RayBackend:
     def __init__(self, bundle: Bundle, config: RayTierConfig) -> None:
         self.bundle = bundle
         self.config = config
-        self.retries = 0
-        self.lost = 0
+        self.retries = 0  # requests retried after their replica died
+        self.lost = 0  # requests answered busy: replica lost twice, or no answer in time
+        self._count_lock = threading.Lock()
         if config.address not in (None, "auto"):
             _use_cluster_token()  # before Ray is imported: it reads the mode once
         self._ray, self._serve = _import_ray()
@@ -515,16 +516,19 @@ class RayBackend:
                 raise BackendError(f"cut {cut.id}: {cause}") from exc
             except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
                 if attempt == 1:
-                    self.retries += 1
+                    with self._count_lock:
+                        self.retries += 1
                     log.warning(
                         "replica lost, retrying once cut=%s error=%s", cut.id, type(exc).__name__
                     )
                     continue
-                self.lost += 1
+                with self._count_lock:
+                    self.lost += 1
                 raise BackendBusy(f"replica lost twice ({type(exc).__name__})") from exc
             except (TimeoutError, ray.exceptions.GetTimeoutError) as exc:
                 response.cancel()  # its answer would come too late for anyone
-                self.lost += 1
+                with self._count_lock:
+                    self.lost += 1
                 raise BackendBusy(
                     f"no replica answered within {self.config.request_timeout_s:g} s"
                 ) from exc

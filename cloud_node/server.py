@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -108,8 +108,8 @@ class CloudNode:
         self.config = config or CloudConfig()
         self.metrics = metrics or CloudMetrics()
         self.counts: Counter[str] = Counter()
-        parallelism = getattr(backend, "parallelism", None)
-        self.queue = AdmissionQueue(self.config.queue_size, self.config.workers, parallelism)
+        self._replicas = self._replicas_probe(backend)
+        self.queue = AdmissionQueue(self.config.queue_size, self.config.workers, self._replicas)
         self.endpoint: str | None = None
         self._lock = threading.Lock()
         self._context: zmq.Context | None = None
@@ -123,6 +123,20 @@ class CloudNode:
         # Only a backend that says so runs on the ingress thread: a Triton call made there
         # measured ~1 ms slower than the same call from a worker (gRPC's threads and ours).
         self._inline = self.config.inline_when_idle and bool(getattr(backend, "inline", False))
+
+    def _replicas_probe(self, backend: TailBackend) -> Callable[[], int] | None:
+        """The backend's running replicas (exported as a gauge), if it has several."""
+        parallelism = getattr(backend, "parallelism", None)
+        if parallelism is None:
+            self.metrics.replicas.set(1)
+            return None
+
+        def running() -> int:
+            count = int(parallelism())
+            self.metrics.replicas.set(count)
+            return count
+
+        return running
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -343,6 +357,8 @@ class CloudNode:
                         push.send_multipart([job.identity, *reply], copy=False)
                 finally:
                     self.queue.done(len(batch), service)
+                if self._replicas is not None:
+                    self._replicas()  # keeps the gauge current (the backend caches it)
         finally:
             push.close()
 

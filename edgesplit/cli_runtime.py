@@ -288,29 +288,23 @@ def _backend(bundle: Any, cfg: Any) -> Any:
 
 
 def _ray_backend(bundle: Any, cfg: Any) -> Any:
+    import dataclasses
+
     from cloud_node.ray_tier import RayBackend, RayTierConfig
 
     c, r = cfg.cloud, cfg.ray
+    # [ray] keys named like the tier's fields carry over as they are; the rest is [cloud]'s.
+    shared = {f.name for f in dataclasses.fields(RayTierConfig)} & {
+        f.name for f in dataclasses.fields(r)
+    }
     tier = RayTierConfig(
+        **{name: getattr(r, name) for name in shared - {"address"}},
         address=None if r.address == "local" else r.address,
-        num_cpus=r.num_cpus,
-        app=r.app,
-        replica_cpus=r.replica_cpus,
-        replica_gpus=r.replica_gpus,
-        min_replicas=r.min_replicas,
-        max_replicas=r.max_replicas,
-        target_ongoing_requests=r.target_ongoing_requests,
-        max_ongoing_requests=r.max_ongoing_requests,
-        upscale_delay_s=r.upscale_delay_s,
-        downscale_delay_s=r.downscale_delay_s,
         backend=c.backend,
         providers=tuple(c.providers),
         threads=c.threads,
         triton_url=c.triton_url,
         triton_timeout_s=c.triton_timeout_ms / 1e3,
-        bundle_path=r.bundle_path,
-        start_timeout_s=r.start_timeout_s,
-        request_timeout_s=r.request_timeout_s,
     )
     where = r.address if r.address != "local" else "a new local cluster"
     with console.status(f"starting the tail deployment on Ray ({where})..."):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -83,3 +86,39 @@ def cloud(untrained_bundle: Bundle) -> Iterator[RunningCloud]:
     running = RunningCloud(untrained_bundle)
     yield running
     running.stop()
+
+
+def edge_cli_rows(bundle: Bundle, endpoint: str, out: Path, samples: int) -> list[dict]:
+    """``edgesplit edge`` as a process, every request sent to ``endpoint`` at cut c03 (raw,
+    no exit, plaintext on loopback); its per-request result rows."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgesplit",
+            "edge",
+            "--bundle",
+            str(bundle.root),
+            "--connect",
+            endpoint,
+            "--insecure",
+            "--policy",
+            "fixed",
+            "--cut",
+            "c03",
+            "--threshold",
+            "off",
+            "--codec",
+            "raw",
+            "--samples",
+            str(samples),
+            "--results",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return [json.loads(line) for line in out.read_text().splitlines()]

@@ -8,7 +8,6 @@ same answers as the embedded single-process node.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -23,6 +22,7 @@ import pytest
 
 from edgesplit.bundle import Bundle
 from edgesplit.runs import start_cloud_process, stop_process
+from tests.conftest import edge_cli_rows
 
 pytest.importorskip("ray", reason="Ray is installed with the test extra")
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -71,37 +71,7 @@ def ray_head(tmp_path: Path) -> Iterator[str]:
 
 
 def _edge(bundle: Bundle, endpoint: str, out: Path) -> list[dict]:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "edgesplit",
-            "edge",
-            "--bundle",
-            str(bundle.root),
-            "--connect",
-            endpoint,
-            "--insecure",
-            "--policy",
-            "fixed",
-            "--cut",
-            "c03",
-            "--threshold",
-            "off",
-            "--codec",
-            "raw",
-            "--samples",
-            str(SAMPLES),
-            "--results",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    return [json.loads(line) for line in out.read_text().splitlines()]
+    return edge_cli_rows(bundle, endpoint, out, SAMPLES)
 
 
 def test_ray_ingress_serves_restarts_and_answers_like_the_embedded_node(

@@ -99,6 +99,27 @@ def _ask(endpoint: str, bundle: Bundle, xs: dict[str, np.ndarray]) -> dict[str, 
     return got
 
 
+def _assert_same_as_embedded(
+    bundle: Bundle, backend: RayBackend, xs: dict[str, np.ndarray]
+) -> RunningCloud:
+    """Ask a node on ``backend`` and an embedded node the same; the answers must agree."""
+    on_ray = RunningCloud(
+        bundle, backend=backend, config=CloudConfig(bind="tcp://127.0.0.1:*", workers=4)
+    )
+    embedded = RunningCloud(bundle)
+    try:
+        a = _ask(on_ray.endpoint, bundle, xs)
+        b = _ask(embedded.endpoint, bundle, xs)
+    finally:
+        on_ray.stop()
+        embedded.stop()
+    assert set(a) == set(xs)
+    for cut_id in xs:
+        np.testing.assert_allclose(a[cut_id], b[cut_id], rtol=1e-5, atol=1e-5)
+        assert (a[cut_id].argmax(1) == b[cut_id].argmax(1)).all()
+    return on_ray
+
+
 def test_results_equal_the_single_process_node(
     untrained_bundle: Bundle, tier: list[RayBackend]
 ) -> None:
@@ -107,21 +128,8 @@ def test_results_equal_the_single_process_node(
     assert backend.replica_counts() == {"RUNNING": 1}
     assert "onnxruntime" in backend.provider
     xs = _inputs(untrained_bundle, rows=3, seed=1)
-    on_ray = RunningCloud(
-        untrained_bundle, backend=backend, config=CloudConfig(bind="tcp://127.0.0.1:*", workers=4)
-    )
-    embedded = RunningCloud(untrained_bundle)
-    try:
-        a = _ask(on_ray.endpoint, untrained_bundle, xs)
-        b = _ask(embedded.endpoint, untrained_bundle, xs)
-    finally:
-        on_ray.stop()
-        embedded.stop()
-    assert set(a) == set(xs) and len(a) >= 5
-    for cut_id in xs:
-        np.testing.assert_allclose(a[cut_id], b[cut_id], rtol=1e-5, atol=1e-5)
-        assert (a[cut_id].argmax(1) == b[cut_id].argmax(1)).all()
-    assert on_ray.node.counts["ok"] == len(xs)
+    on_ray = _assert_same_as_embedded(untrained_bundle, backend, xs)
+    assert len(xs) >= 5 and on_ray.node.counts["ok"] == len(xs)
 
 
 def test_replicas_calling_triton_answer_like_the_single_process_node(
@@ -139,21 +147,7 @@ def test_replicas_calling_triton_answer_like_the_single_process_node(
         )
         tier.append(backend)
         assert "triton" in backend.provider and server.grpc_url in backend.provider
-        xs = _inputs(untrained_bundle, rows=2, seed=4)
-        on_ray = RunningCloud(
-            untrained_bundle,
-            backend=backend,
-            config=CloudConfig(bind="tcp://127.0.0.1:*", workers=2),
-        )
-        embedded = RunningCloud(untrained_bundle)
-        try:
-            a = _ask(on_ray.endpoint, untrained_bundle, xs)
-            b = _ask(embedded.endpoint, untrained_bundle, xs)
-        finally:
-            on_ray.stop()
-            embedded.stop()
-    for cut_id in xs:
-        np.testing.assert_allclose(a[cut_id], b[cut_id], rtol=1e-5, atol=1e-5)
+        _assert_same_as_embedded(untrained_bundle, backend, _inputs(untrained_bundle, 2, seed=4))
 
 
 def _replica_actor(backend: RayBackend) -> str:
@@ -282,6 +276,8 @@ def test_scales_from_one_to_two_replicas_under_load(
             t.join()
         running.stop()
     assert counts.get("RUNNING", 0) == 2, counts
+    gauge = running.node.metrics.registry.get_sample_value("edgesplit_cloud_replicas")
+    assert gauge is not None and gauge >= 1
     # The replies' queue time is the real backlog (ingress queue, Serve's queue, the hops):
     # with 8 edges on 1-2 replicas a request waits longer than the tail computes.
     assert queue_s and float(np.median(queue_s)) > float(np.median(compute_s))

@@ -8,11 +8,8 @@ start once per bundle for the module and stop, stubs and all, at its end.
 
 from __future__ import annotations
 
-import json
 import shutil
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -32,6 +29,7 @@ from edgesplit.bundle import Bundle, Cut, segment_chain
 from edgesplit.errors import BackendError
 from edgesplit.runs import start_cloud_process, stop_process
 from partitioner.triton import python_backend_repository
+from tests.conftest import edge_cli_rows
 from tests.tritonserver import (
     RunningTriton,
     TritonInstall,
@@ -321,38 +319,7 @@ def test_edge_and_cloud_processes_with_the_triton_backend_answer_like_the_embedd
             bundle.root, "tcp://127.0.0.1:*", tmp_path / f"{backend}.log", extra=extra
         )
         try:
-            out = tmp_path / f"{backend}.jsonl"
-            result = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "edgesplit",
-                    "edge",
-                    "--bundle",
-                    str(bundle.root),
-                    "--connect",
-                    endpoint,
-                    "--insecure",
-                    "--policy",
-                    "fixed",
-                    "--cut",
-                    "c03",
-                    "--threshold",
-                    "off",
-                    "--codec",
-                    "raw",
-                    "--samples",
-                    "40",
-                    "--results",
-                    str(out),
-                ],
-                capture_output=True,
-                text=True,
-                timeout=300,
-                check=False,
-            )
-            assert result.returncode == 0, result.stderr[-2000:]
-            rows = [json.loads(line) for line in out.read_text().splitlines()]
+            rows = edge_cli_rows(bundle, endpoint, tmp_path / f"{backend}.jsonl", 40)
         finally:
             assert stop_process(proc) == 0
         assert [r["finished"] for r in rows] == ["cloud"] * 40
