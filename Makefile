@@ -43,12 +43,13 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-# The shaped-link tests drive `ip` and `tc` (iproute2) as root: install it where it is missing.
+# The shaped-link tests drive `ip` and `tc` (iproute2) and `iptables` (100% loss) as root:
+# install them where they are missing.
 system-deps:
-	@command -v ip >/dev/null && command -v tc >/dev/null || { \
+	@command -v ip >/dev/null && command -v tc >/dev/null && command -v iptables >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -qq && apt-get install -y -qq iproute2 >/dev/null; \
-	  else echo "note: iproute2 (ip, tc) is missing; the shaped-link tests will say so"; fi; }
+	    apt-get update -qq && apt-get install -y -qq iproute2 iptables >/dev/null; \
+	  else echo "note: iproute2 or iptables is missing; the shaped-link tests will say so"; fi; }
 
 test: $(STAMP) $(TRITON_STAMP) system-deps
 	$(BIN)/ruff check .

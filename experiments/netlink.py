@@ -374,6 +374,19 @@ class ShapedLink:
         """Restore a cut link; addresses, routes and shaping come back as they were."""
         self._set_state("up")
 
+    def drop(self, on: bool) -> None:
+        """Lose every packet arriving at the cloud (100% loss) while ``on``; the link stays up.
+
+        Unlike :meth:`down`, senders see no error: their packets vanish, as on a
+        radio link out of range. Needs ``iptables`` (the kernel here has no netem).
+        """
+        if shutil.which("iptables") is None:
+            raise LinkError("100% loss needs iptables: apt-get install iptables")
+        action = "-I" if on else "-D"
+        with self._lock:
+            _run(["ip", "netns", "exec", self.cloud_ns, "iptables", action, "INPUT",
+                  "-i", self.cloud_dev, "-j", "DROP"])  # fmt: skip
+
     def _set_state(self, state: str) -> None:
         with self._lock:
             _run(["ip", "-n", self.edge_ns, "link", "set", self.edge_dev, state])

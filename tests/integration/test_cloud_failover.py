@@ -110,3 +110,72 @@ def test_cloud_killed_and_restarted_mid_stream(untrained_bundle: Bundle, tmp_pat
         f" {len(during)} local while down, recovered {recovery_s:.3f} s after the restart"
     )
     assert proc.returncode == -signal.SIGKILL
+
+
+def test_cloud_paused_and_resumed_mid_stream(untrained_bundle: Bundle, tmp_path: Path) -> None:
+    """SIGSTOP: the connection stays up but nothing answers; SIGCONT: it answers again.
+
+    What the paused cloud answers late (the requests it held) reaches the edge
+    after their deadline: dropped as stale, never counted twice.
+    """
+    shape = untrained_bundle.manifest.model.input.shape
+    xs = np.random.default_rng(6).standard_normal((REQUESTS, 1, *shape), dtype=np.float32)
+    policy = FixedPolicy(Decision("c03", None, "int8+lz4"), untrained_bundle.manifest.edge_only.id)
+    proc, endpoint = start_cloud_process(
+        untrained_bundle.root, "tcp://127.0.0.1:*", tmp_path / "cloud.log", extra=["--insecure"]
+    )
+    events: dict[str, float] = {}
+
+    def pause() -> None:
+        time.sleep(0.8)
+        proc.send_signal(signal.SIGSTOP)
+        events["paused"] = time.monotonic()
+        time.sleep(1.5)
+        proc.send_signal(signal.SIGCONT)
+        events["resumed"] = time.monotonic()
+
+    outcomes: list[tuple[float, Outcome]] = []
+    try:
+        with CloudClient(endpoint) as client:
+            node = EdgeNode(
+                untrained_bundle,
+                policy,
+                client,
+                EdgeConfig(timeout_s=TIMEOUT_S, backoff_s=0.2, max_backoff_s=0.8, rtt_s=0.0),
+            )
+            node.check_cloud()
+            pauser = threading.Thread(target=pause)
+            pauser.start()
+            try:
+                for x in xs:
+                    outcomes.append((time.monotonic(), node.infer(x)))
+                    time.sleep(PACE_S)
+                deadline = time.monotonic() + 20
+                while time.monotonic() < deadline and not (
+                    "resumed" in events
+                    and any(t > events["resumed"] and o.finished == "cloud" for t, o in outcomes)
+                ):
+                    outcomes.append((time.monotonic(), node.infer(xs[0])))
+                    time.sleep(PACE_S)
+            finally:
+                pauser.join()
+            stale = client.stale_replies
+    finally:
+        proc.send_signal(signal.SIGCONT)
+        assert stop_process(proc) == 0
+    answered = [o for _, o in outcomes]
+    assert sum(node.counts[k] for k in ("cloud", "edge", "fallback")) == len(answered)
+    during = [o for t, o in outcomes if events["paused"] + 0.05 < t < events["resumed"]]
+    assert during and all(o.finished in ("edge", "fallback") for o in during)
+    fallbacks = [o for o in answered if o.finished == "fallback"]
+    assert fallbacks and {o.reason for o in fallbacks} <= {"timeout"}
+    assert max(o.latency_s for o in answered) < TIMEOUT_S + 0.2
+    back = next(t for t, o in outcomes if t > events["resumed"] and o.finished == "cloud")
+    recovery_s = back - events["resumed"]
+    assert recovery_s < 0.8 + 0.5  # the probe backoff cap, and a margin
+    assert stale >= 1  # the late answers of the paused cloud arrived and were dropped
+    print(
+        f"pause: {len(fallbacks)} fallbacks (max {max(o.latency_s for o in fallbacks):.3f} s), "
+        f"{len(during)} local while paused, {stale} late answers dropped, "
+        f"recovered {recovery_s:.3f} s after SIGCONT"
+    )

@@ -293,9 +293,20 @@ def _lines(proc: subprocess.Popen[str], deadline: float) -> Iterator[dict[str, A
         yield json.loads(line)
 
 
-def test_a_cut_link_falls_back_then_recovers(served: Served) -> None:
+FAULTS = {
+    # name: (start, end) on the link
+    "down": (lambda link: link.down(), lambda link: link.up()),
+    "loss-100%": (lambda link: link.drop(True), lambda link: link.drop(False)),
+    # 8 kbit/s: a 4 KB request takes 4 s, far past the deadline; then back to 2 Mbit/s.
+    "rate-collapse": (lambda link: link.set_rate(8e3), lambda link: link.set_rate(UPLINK_BPS)),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(FAULTS))
+def test_a_cut_link_falls_back_then_recovers(served: Served, fault: str) -> None:
     link = served.link
-    script, stop = served.work / "driver.py", served.work / "driver.stop"
+    start, end = FAULTS[fault]
+    script, stop = served.work / "driver.py", served.work / f"driver-{fault}.stop"
     script.write_text(DRIVER)
     timeout_s, down_s = 0.3, 1.5
     proc = link.run_in(
@@ -326,10 +337,10 @@ def test_a_cut_link_falls_back_then_recovers(served: Served) -> None:
                 continue
             rows.append(row)
             if down_at is None and len(rows) == 60:
-                link.down()
+                start(link)
                 down_at = time.monotonic()
             elif up_at is None and down_at is not None and row["t"] > down_at + down_s:
-                link.up()
+                end(link)
                 up_at = time.monotonic()
             elif up_at is not None and not stop.exists():
                 back = [r for r in rows if r["t"] > up_at and r["finished"] == "cloud"]
@@ -338,7 +349,7 @@ def test_a_cut_link_falls_back_then_recovers(served: Served) -> None:
         proc.wait(timeout=30)
     finally:
         if down_at is not None and up_at is None:
-            link.up()
+            end(link)
     assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
     assert summary.get("ready") and down_at is not None and up_at is not None
     # Every request answered exactly once, in order.
@@ -357,4 +368,9 @@ def test_a_cut_link_falls_back_then_recovers(served: Served) -> None:
     assert len(back) >= 20, f"the cloud did not answer again after up(): {summary}"
     assert summary["recoveries"] >= 1
     recovered_s = back[0]["t"] - up_at
-    print(f"cloud answered again {recovered_s:.2f} s after up(); {summary}")
+    fallbacks = [r["latency_s"] for r in rows if r["finished"] == "fallback"]
+    print(
+        f"{fault}: {len(rows)} answered once each, {len(fallbacks)} fallbacks (max "
+        f"{max(fallbacks):.3f} s), cloud answered again {recovered_s:.2f} s after the fault "
+        f"ended; {summary}"
+    )
