@@ -27,19 +27,17 @@ from __future__ import annotations
 
 import argparse
 import csv
-import multiprocessing as mp
 import os
 import statistics
 import tempfile
-import threading
 import time
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks.loadgen import load
 from benchmarks.triton_direct import build, measure, p95, sample
 from edge_node.transport import CloudClient
 from edgesplit.bundle import Bundle, Cut, load_bundle
@@ -91,92 +89,6 @@ def call(client: CloudClient, bundle: Bundle, cut: Cut):  # noqa: ANN201 - a clo
         return reply.arrays[bundle.manifest.model.output]
 
     return one
-
-
-# -- load generation (in spawned processes: no Ray, no state from this one) -------------------
-
-
-def _edge_thread(
-    endpoint: str, bundle_id: str, cut: Cut, value: np.ndarray, until: float, out: list
-) -> None:
-    meta = {"bundle": bundle_id, "cut": cut.id}
-    with CloudClient(endpoint) as client:
-        while time.time() < until:
-            began = time.perf_counter()
-            reply, _ = client.request("infer", {cut.name: value}, meta=meta, timeout_s=30)
-            kind = "lost" if reply is None else str(reply.message.meta.get("code", "ok"))
-            compute = 0.0
-            if reply is not None and reply.message.kind == "result":
-                kind = "ok"
-                answer = reply.message.meta
-                # A batch's compute time, shared by its requests.
-                compute = float(answer["compute_s"]) / max(1, int(answer.get("batch", 1)))  # type: ignore[arg-type]
-            out.append((time.time(), time.perf_counter() - began, kind, compute))
-
-
-def _edge_process(
-    endpoint: str,
-    bundle_id: str,
-    cut: Cut,
-    value: np.ndarray,
-    threads: int,
-    start: float,
-    until: float,
-    results: mp.Queue,
-) -> None:
-    time.sleep(max(0.0, start - time.time()))
-    out: list = []
-    workers = [
-        threading.Thread(target=_edge_thread, args=(endpoint, bundle_id, cut, value, until, out))
-        for _ in range(threads)
-    ]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    results.put(out)
-
-
-def load(
-    endpoint: str,
-    bundle: Bundle,
-    cut: Cut,
-    value: np.ndarray,
-    edges: int,
-    seconds: float,
-    warmup_s: float = 2.0,
-) -> dict[str, float]:
-    """Throughput and latency of ``edges`` concurrent closed-loop edges over ``seconds``."""
-    ctx = mp.get_context("spawn")
-    procs_n = min(edges, 4)
-    per = [edges // procs_n + (1 if i < edges % procs_n else 0) for i in range(procs_n)]
-    results: mp.Queue = ctx.Queue()
-    start = time.time() + 2.0  # the spawned processes import numpy and zmq meanwhile
-    until = start + warmup_s + seconds
-    procs = [
-        ctx.Process(
-            target=_edge_process,
-            args=(endpoint, bundle.id, cut, value, n, start, until, results),
-        )
-        for n in per
-    ]
-    for p in procs:
-        p.start()
-    rows = [row for _ in procs for row in results.get(timeout=until - time.time() + 120)]
-    for p in procs:
-        p.join()
-    window = [r for r in rows if r[0] >= start + warmup_s]
-    kinds = Counter(r[2] for r in window)
-    ok = [r[1] for r in window if r[2] == "ok"]
-    compute = [r[3] for r in window if r[2] == "ok"]
-    return {
-        "compute_ms": statistics.median(compute) * 1e3 if compute else float("nan"),
-        "throughput": kinds["ok"] / seconds,
-        "p50_ms": statistics.median(ok) * 1e3 if ok else float("nan"),
-        "p99_ms": float(np.percentile(ok, 99)) * 1e3 if ok else float("nan"),
-        "busy": kinds["busy"],
-        "other": sum(v for k, v in kinds.items() if k not in ("ok", "busy")),
-    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -234,20 +146,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             with node(bundle, work, f"ray-{replicas}", ray_flags(replicas, 1)) as endpoint:
                 figures[name] = load(endpoint, bundle, cut, value, args.edges, args.seconds)
         print(
-            f"{'node':>16} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'busy':>6} {'other':>6} "
+            f"{'node':>16} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'busy':>6} {'lost':>6} "
             f"{'compute ms':>10} {'cores busy':>10}"
         )
         for name in ("single-process", "ray, 1 replica", "ray, 2 replicas"):
             f = figures[name]
             print(
                 f"{name:>16} {f['throughput']:8.1f} {f['p50_ms']:8.2f} {f['p99_ms']:8.2f} "
-                f"{f['busy']:6.0f} {f['other']:6.0f} {f['compute_ms']:10.2f} "
+                f"{f['busy']:6.0f} {f['lost'] + f['other']:6.0f} {f['compute_ms']:10.2f} "
                 f"{f['throughput'] * f['compute_ms'] / 1e3:10.2f}"
             )
             rows.append({"test": "throughput", "path": name, **f})
         two, one = figures["ray, 2 replicas"]["throughput"], figures["ray, 1 replica"]["throughput"]
         if not one or not figures["single-process"]["throughput"]:
-            print("no request succeeded on a node: see the 'other' column and the node logs")
+            print("no request succeeded on a node: see the 'lost' column and the node logs")
             return 1
         scaling = two / one
         vs_single = two / figures["single-process"]["throughput"]

@@ -62,6 +62,11 @@ class AdmissionQueue:
             self._cond.notify()
             return True
 
+    @property
+    def service_s(self) -> float:
+        """Moving average of the compute time per request, seconds (0 before the first)."""
+        return self._service_s
+
     def expected_wait_s(self) -> float:
         """Expected queueing delay of a request admitted now, seconds."""
         with self._cond:

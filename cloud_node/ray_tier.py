@@ -392,7 +392,6 @@ class RayBackend:
                 "target_ongoing_requests": cfg.target_ongoing_requests,
                 "upscale_delay_s": cfg.upscale_delay_s,
                 "downscale_delay_s": cfg.downscale_delay_s,
-                "look_back_period_s": 2.0,
             }
         else:
             options["num_replicas"] = cfg.min_replicas

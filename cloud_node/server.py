@@ -38,6 +38,8 @@ from wire.message import MetaValue
 log = logging.getLogger(__name__)
 
 _node_ids = itertools.count(1)
+# The idle fast path takes only tails whose average compute is at most this.
+INLINE_MAX_S = 0.002
 
 
 @dataclass(frozen=True)
@@ -57,10 +59,11 @@ class CloudConfig:
         keys: this node's CURVE key pair; ``None`` serves plaintext (loopback
             only, checked by the caller).
         allowed: allowed client public keys (Z85) -> name; required with ``keys``.
-        inline_when_idle: with nothing queued or running, the ingress thread runs the
-            request itself instead of handing it to a worker (saves ~0.1 ms a request
-            at low load; under load every request goes through the queue). Only for
-            backends whose ``inline`` attribute is true (the embedded one).
+        inline_when_idle: with nothing queued, running or unread, the ingress thread
+            runs the request itself instead of handing it to a worker (saves ~0.1 ms a
+            request at low load; under load every request goes through the queue).
+            Only for backends whose ``inline`` attribute is true (the embedded one),
+            and only while the tails average at most ``INLINE_MAX_S`` of compute.
         busy_retry_s: the least delay a ``busy`` reply announces when the backend
             itself could not take an admitted request (a Ray replica lost): the
             edge keeps its requests for that long.
@@ -270,6 +273,11 @@ class CloudNode:
             self._socket.send_multipart(frames, copy=False)
             self.metrics.bytes_sent.inc(sum(len(f.buffer) for f in frames[1:]))
 
+    def _input_pending(self) -> bool:
+        """Whether more requests are waiting to be read from the socket."""
+        assert self._socket is not None
+        return bool(int(self._socket.getsockopt(zmq.EVENTS)) & zmq.POLLIN)
+
     def _send(self, identity: bytes, reply: list) -> None:
         assert self._socket is not None
         self._socket.send_multipart([identity, *reply], copy=False)
@@ -316,10 +324,16 @@ class CloudNode:
                 "error", message.request_id, meta={"code": exc.code, "message": str(exc)[:900]}
             )
         job = Job(identity, message.request_id, cut, arrays[cut.name], received)
-        if self._inline and self.queue.claim_if_idle():
-            # Nothing queued or running: a hand-off to a worker would only add two thread
-            # wake-ups. Run it here; requests arriving meanwhile wait on the socket, as
-            # they would wait in the queue behind it.
+        if (
+            self._inline
+            and self.queue.service_s <= INLINE_MAX_S
+            and not self._input_pending()
+            and self.queue.claim_if_idle()
+        ):
+            # Nothing queued, running or waiting on the socket, and a tail this quick: a
+            # hand-off to a worker would only add two thread wake-ups. Run it here. (A
+            # slow tail run here would keep the ingress from reading, so that requests
+            # would pile up unseen on the socket instead of being queued or refused.)
             service = 0.0
             try:
                 ((_, reply),), service = self._run([job], time.perf_counter())
