@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -122,3 +123,10 @@ def edge_cli_rows(bundle: Bundle, endpoint: str, out: Path, samples: int) -> lis
     )
     assert result.returncode == 0, result.stderr[-2000:]
     return [json.loads(line) for line in out.read_text().splitlines()]
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

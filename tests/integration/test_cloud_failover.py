@@ -36,6 +36,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _edge(bundle: Bundle, policy: FixedPolicy, client: CloudClient) -> EdgeNode:
+    """An edge node with a short deadline and a probe backoff capped at 0.8 s."""
+    config = EdgeConfig(timeout_s=TIMEOUT_S, backoff_s=0.2, max_backoff_s=0.8, rtt_s=0.0)
+    return EdgeNode(bundle, policy, client, config)
+
+
 def test_cloud_killed_and_restarted_mid_stream(untrained_bundle: Bundle, tmp_path: Path) -> None:
     endpoint = f"tcp://127.0.0.1:{_free_port()}"
     shape = untrained_bundle.manifest.model.input.shape
@@ -61,12 +67,7 @@ def test_cloud_killed_and_restarted_mid_stream(untrained_bundle: Bundle, tmp_pat
 
     outcomes: list[tuple[float, Outcome]] = []
     with CloudClient(endpoint) as client:
-        node = EdgeNode(
-            untrained_bundle,
-            policy,
-            client,
-            EdgeConfig(timeout_s=TIMEOUT_S, backoff_s=0.2, max_backoff_s=0.8, rtt_s=0.0),
-        )
+        node = _edge(untrained_bundle, policy, client)
         node.check_cloud()
         killer = threading.Thread(target=chaos)
         killer.start()
@@ -137,12 +138,7 @@ def test_cloud_paused_and_resumed_mid_stream(untrained_bundle: Bundle, tmp_path:
     outcomes: list[tuple[float, Outcome]] = []
     try:
         with CloudClient(endpoint) as client:
-            node = EdgeNode(
-                untrained_bundle,
-                policy,
-                client,
-                EdgeConfig(timeout_s=TIMEOUT_S, backoff_s=0.2, max_backoff_s=0.8, rtt_s=0.0),
-            )
+            node = _edge(untrained_bundle, policy, client)
             node.check_cloud()
             pauser = threading.Thread(target=pause)
             pauser.start()

@@ -13,7 +13,6 @@ counters must equal the errors the harness was answered with.
 from __future__ import annotations
 
 import re
-import socket
 import threading
 import time
 import urllib.request
@@ -41,6 +40,7 @@ import wire
 from cloud_node.backends import OnnxRuntimeBackend
 from edgesplit.bundle import Bundle, Cut
 from edgesplit.runs import start_cloud_process, stop_process
+from tests.conftest import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -58,12 +58,6 @@ CODES = {
     "unknown_cut",
     "bundle_mismatch",
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def rss_bytes(pid: int) -> int:
@@ -101,7 +95,7 @@ class Target:
 @pytest.fixture(scope="module")
 def target(untrained_bundle: Bundle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     work = tmp_path_factory.mktemp("hostile")
-    port = _free_port()
+    port = free_port()
     config = work / "cloud.toml"
     config.write_text(f"[cloud]\nmax_message_mb = {MAX_MESSAGE_MB}\n")
     proc, endpoint = start_cloud_process(

@@ -10,7 +10,6 @@ memory. ``benchmarks/soak.py`` runs the same for as long as one likes.
 from __future__ import annotations
 
 import re
-import socket
 import threading
 import urllib.request
 from pathlib import Path
@@ -21,6 +20,7 @@ from benchmarks.loadgen import run_load, summarize
 from benchmarks.triton_direct import sample
 from edgesplit.bundle import Bundle
 from edgesplit.runs import start_cloud_process, stop_process
+from tests.conftest import free_port
 from tests.integration.test_hostile_input import rss_bytes
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -28,12 +28,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 EDGES = 32
 QUEUE = 8
 SECONDS = 8.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _gauge(url: str, name: str) -> float:
@@ -46,7 +40,7 @@ def _gauge(url: str, name: str) -> float:
 def test_a_saturated_node_answers_busy_keeps_its_queue_and_loses_nothing(
     resnet18_bundle: Bundle, tmp_path: Path
 ) -> None:
-    port = _free_port()
+    port = free_port()
     proc, endpoint = start_cloud_process(
         resnet18_bundle.root,
         "tcp://127.0.0.1:*",

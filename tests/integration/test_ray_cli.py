@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,18 +21,12 @@ import pytest
 
 from edgesplit.bundle import Bundle
 from edgesplit.runs import start_cloud_process, stop_process
-from tests.conftest import edge_cli_rows
+from tests.conftest import edge_cli_rows, free_port
 
 pytest.importorskip("ray", reason="Ray is installed with the test extra")
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SAMPLES = 30
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _ray_cli() -> str:
@@ -44,7 +37,7 @@ def _ray_cli() -> str:
 @pytest.fixture
 def ray_head(tmp_path: Path) -> Iterator[str]:
     """A 2-CPU Ray head on a free port (``ray start --head``); stopped after the test."""
-    port = _free_port()
+    port = free_port()
     temp = Path("/tmp") / f"rayt{os.getpid()}"  # Ray's socket paths must stay short
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     subprocess.run(
@@ -77,7 +70,7 @@ def _edge(bundle: Bundle, endpoint: str, out: Path) -> list[dict]:
 def test_ray_ingress_serves_restarts_and_answers_like_the_embedded_node(
     untrained_bundle: Bundle, ray_head: str, tmp_path: Path
 ) -> None:
-    bind = f"tcp://127.0.0.1:{_free_port()}"
+    bind = f"tcp://127.0.0.1:{free_port()}"
     extra = ["--insecure", "--ray", ray_head, "--replica-cpus", "0.5"]
     proc, endpoint = start_cloud_process(
         untrained_bundle.root, bind, tmp_path / "first.log", ready_timeout_s=180, extra=extra
@@ -122,7 +115,7 @@ def test_ray_ingress_serves_restarts_and_answers_like_the_embedded_node(
 def test_an_unreachable_ray_address_fails_fast_with_the_address(
     untrained_bundle: Bundle,
 ) -> None:
-    address = f"127.0.0.1:{_free_port()}"
+    address = f"127.0.0.1:{free_port()}"
     began = time.monotonic()
     result = subprocess.run(
         [
