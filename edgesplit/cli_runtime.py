@@ -140,7 +140,7 @@ def cloud(
             metavar="[ADDRESS]",
             help="Run the tails as Ray Serve replicas: --ray alone starts a local Ray cluster; "
             "--ray auto joins the one on this machine; --ray HOST:PORT joins a remote head. "
-            "--backend then says what each replica runs. More in [ray] of the config.",
+            "--backend then says what each replica runs; the config's ray section has the rest.",
         ),
     ] = None,
     min_replicas: Annotated[
