@@ -72,3 +72,25 @@ class OnnxRuntimeBackend:
     def close(self) -> None:
         """Drop the sessions."""
         self._sessions.clear()
+
+
+def make_backend(
+    bundle: Bundle,
+    kind: str,
+    providers: Sequence[str],
+    threads: int,
+    triton_url: str,
+    triton_timeout_s: float,
+) -> TailBackend:
+    """The tail backend ``kind`` (``onnxruntime`` or ``triton``) for ``bundle``.
+
+    One place for both the cloud node and the Ray tier's replicas; providers are
+    the config's names (``cpu``, ``cuda``...), resolved against what is installed.
+    """
+    if kind == "triton":
+        from cloud_node.triton_backend import TritonBackend
+
+        return TritonBackend(bundle, triton_url, timeout_s=triton_timeout_s)
+    from edge_node.providers import resolve_providers
+
+    return OnnxRuntimeBackend(bundle, resolve_providers(tuple(providers)), threads=threads)

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from cloud_node.backends import make_backend
 from edgesplit.bundle import Bundle, Cut, load_bundle
 from edgesplit.errors import BackendBusy, BackendError, BundleError, ConfigError
 
@@ -177,7 +178,7 @@ class TailReplica:
             )
         self._cuts = {c.id: c for c in bundle.manifest.cuts}
         self.fingerprint = fingerprint
-        self.backend = _make_backend(
+        self.backend = make_backend(
             bundle, backend, providers, threads, triton_url, triton_timeout_s
         )
         self.replica = f"{host}:{os.getpid()}"
@@ -208,24 +209,6 @@ class TailReplica:
             "backend": self.backend.name,
             "provider": str(provider),
         }
-
-
-def _make_backend(
-    bundle: Bundle,
-    backend: str,
-    providers: Sequence[str],
-    threads: int,
-    triton_url: str,
-    triton_timeout_s: float,
-) -> Any:
-    if backend == "triton":
-        from cloud_node.triton_backend import TritonBackend
-
-        return TritonBackend(bundle, triton_url, timeout_s=triton_timeout_s)
-    from cloud_node.backends import OnnxRuntimeBackend
-    from edge_node.providers import resolve_providers
-
-    return OnnxRuntimeBackend(bundle, resolve_providers(tuple(providers)), threads=threads)
 
 
 def _import_ray() -> tuple[Any, Any]:
@@ -295,7 +278,6 @@ class RayBackend:
         if config.address not in (None, "auto"):
             _use_cluster_token()  # before Ray is imported: it reads the mode once
         self._ray, self._serve = _import_ray()
-        self._owns_cluster = False
         self._initialized_here = False
         self._status_lock = threading.Lock()
         self._status_at = 0.0
@@ -345,7 +327,6 @@ class RayBackend:
                 f"cannot connect to the Ray cluster at {where}: {exc}{cause}{hint}"
             ) from exc
         self._initialized_here = True
-        self._owns_cluster = cfg.address is None
 
     def _check_resources(self) -> None:
         cfg = self.config
@@ -572,7 +553,7 @@ class RayBackend:
         ray = self._ray
         if not self._initialized_here or not ray.is_initialized():
             return
-        if self._owns_cluster:
+        if self.config.address is None:  # the local cluster this backend started
             try:
                 self._serve.shutdown()
             except Exception as exc:  # noqa: BLE001 - shutting down anyway

@@ -232,7 +232,7 @@ def cloud(
     workers = c.workers
     if cfg.ray.enabled and cfg.source_of("cloud", "workers") == "default":
         # One dispatcher per request the replicas can hold, so Serve sees the real load.
-        workers = cfg.ray.max_replicas * cfg.ray.max_ongoing_requests
+        workers = tail_backend.config.dispatchers
     max_bytes = int(c.max_message_mb * 1e6)
     limits = wire.Limits(max_tensor_bytes=max_bytes, max_total_bytes=max_bytes)
     node = CloudNode(
@@ -277,14 +277,11 @@ def _backend(bundle: Any, cfg: Any) -> Any:
     c = cfg.cloud
     if cfg.ray.enabled:
         return _ray_backend(bundle, cfg)
-    if c.backend == "triton":
-        from cloud_node.triton_backend import TritonBackend
+    from cloud_node.backends import make_backend
 
-        return TritonBackend(bundle, c.triton_url, timeout_s=c.triton_timeout_ms / 1e3)
-    from cloud_node.backends import OnnxRuntimeBackend
-    from edge_node.providers import resolve_providers
-
-    return OnnxRuntimeBackend(bundle, resolve_providers(c.providers), threads=c.threads)
+    return make_backend(
+        bundle, c.backend, c.providers, c.threads, c.triton_url, c.triton_timeout_ms / 1e3
+    )
 
 
 def _ray_backend(bundle: Any, cfg: Any) -> Any:
