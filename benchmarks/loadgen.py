@@ -12,12 +12,14 @@ benchmark, the soak script and the load test.
 from __future__ import annotations
 
 import multiprocessing as mp
+import re
 import statistics
 import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -148,3 +150,12 @@ def load(
     """Throughput and latency of ``edges`` concurrent closed-loop edges over ``seconds``."""
     samples, began = run_load(endpoint, bundle, cut, value, edges, seconds, warmup_s)
     return summarize([s for s in samples if s.at >= began], seconds)
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of a process, bytes (from /proc)."""
+    text = Path(f"/proc/{pid}/status").read_text()
+    match = re.search(r"^VmRSS:\s+(\d+) kB", text, re.MULTILINE)
+    if match is None:
+        raise RuntimeError(f"no VmRSS for process {pid}")
+    return int(match.group(1)) * 1024

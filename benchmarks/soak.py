@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import re
 import tempfile
 import time
 from collections.abc import Sequence
@@ -23,17 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.loadgen import run_load, summarize
+from benchmarks.loadgen import rss_bytes, run_load, summarize
 from benchmarks.triton_direct import build, sample
 from edgesplit.bundle import load_bundle
 from edgesplit.runs import start_cloud_process, stop_process
-
-
-def rss_mib(pid: int) -> float:
-    """Resident memory of a process, MiB (from /proc)."""
-    text = Path(f"/proc/{pid}/status").read_text()
-    match = re.search(r"^VmRSS:\s+(\d+) kB", text, re.MULTILINE)
-    return int(match.group(1)) / 1024 if match else float("nan")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -79,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     print(f"the cloud node exited with {proc.returncode}")
                     return 1
                 figures["minutes"] = (time.monotonic() - began) / 60
-                figures["rss_mib"] = rss_mib(proc.pid)
+                figures["rss_mib"] = rss_bytes(proc.pid) / 2**20
                 rows.append(figures)
                 print(
                     f"{figures['minutes']:6.1f} {figures['throughput']:8.1f} "

@@ -9,7 +9,6 @@ each request.
 from __future__ import annotations
 
 import signal
-import socket
 import threading
 import time
 from pathlib import Path
@@ -22,18 +21,13 @@ from edge_node.transport import RECONNECT_MAX_MS, CloudClient
 from edgesplit.bundle import Bundle
 from edgesplit.runs import start_cloud_process, stop_process
 from offload_policy import Decision, FixedPolicy
+from tests.conftest import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 TIMEOUT_S = 0.3
 REQUESTS = 240
 PACE_S = 0.01
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _edge(bundle: Bundle, policy: FixedPolicy, client: CloudClient) -> EdgeNode:
@@ -43,7 +37,7 @@ def _edge(bundle: Bundle, policy: FixedPolicy, client: CloudClient) -> EdgeNode:
 
 
 def test_cloud_killed_and_restarted_mid_stream(untrained_bundle: Bundle, tmp_path: Path) -> None:
-    endpoint = f"tcp://127.0.0.1:{_free_port()}"
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
     shape = untrained_bundle.manifest.model.input.shape
     xs = np.random.default_rng(5).standard_normal((REQUESTS, 1, *shape), dtype=np.float32)
     policy = FixedPolicy(Decision("c03", None, "int8+lz4"), untrained_bundle.manifest.edge_only.id)

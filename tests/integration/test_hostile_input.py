@@ -37,6 +37,7 @@ from hypothesis.stateful import (
 )
 
 import wire
+from benchmarks.loadgen import rss_bytes
 from cloud_node.backends import OnnxRuntimeBackend
 from edgesplit.bundle import Bundle, Cut
 from edgesplit.runs import start_cloud_process, stop_process
@@ -58,14 +59,6 @@ CODES = {
     "unknown_cut",
     "bundle_mismatch",
 }
-
-
-def rss_bytes(pid: int) -> int:
-    """Resident memory of a process, from /proc."""
-    text = Path(f"/proc/{pid}/status").read_text()
-    match = re.search(r"^VmRSS:\s+(\d+) kB", text, re.MULTILINE)
-    assert match, text
-    return int(match.group(1)) * 1024
 
 
 def scrape_errors(url: str) -> Counter[str]:

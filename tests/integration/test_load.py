@@ -16,12 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.loadgen import run_load, summarize
+from benchmarks.loadgen import rss_bytes, run_load, summarize
 from benchmarks.triton_direct import sample
 from edgesplit.bundle import Bundle
 from edgesplit.runs import start_cloud_process, stop_process
 from tests.conftest import free_port
-from tests.integration.test_hostile_input import rss_bytes
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -9,7 +9,6 @@ start once per bundle for the module and stop, stubs and all, at its end.
 from __future__ import annotations
 
 import shutil
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -29,7 +28,7 @@ from edgesplit.bundle import Bundle, Cut, segment_chain
 from edgesplit.errors import BackendError
 from edgesplit.runs import start_cloud_process, stop_process
 from partitioner.triton import python_backend_repository
-from tests.conftest import edge_cli_rows
+from tests.conftest import edge_cli_rows, free_port
 from tests.tritonserver import (
     RunningTriton,
     TritonInstall,
@@ -139,12 +138,6 @@ def _assert_same(got: dict[str, np.ndarray], expected: dict[str, np.ndarray], la
         np.testing.assert_allclose(got[name], value, rtol=RTOL, atol=ATOL, err_msg=label)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_every_cut_answers_like_onnx_runtime_one_sample_and_a_batch(served: Served) -> None:
     bundle = served.bundle
     embedded = OnnxRuntimeBackend(bundle, threads=1)
@@ -232,7 +225,7 @@ def test_a_model_prefix_names_other_models(untrained: Served) -> None:
 
 
 def test_an_unreachable_url_fails_within_the_ready_timeout(untrained: Served) -> None:
-    url = f"127.0.0.1:{_free_port()}"
+    url = f"127.0.0.1:{free_port()}"
     began = time.monotonic()
     with pytest.raises(BackendError, match=rf"Triton at {url} not ready after ready_timeout_s=1"):
         TritonBackend(untrained.bundle, url, ready_timeout_s=1.0)
