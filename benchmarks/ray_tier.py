@@ -30,52 +30,15 @@ import csv
 import os
 import statistics
 import tempfile
-import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.loadgen import load
-from benchmarks.triton_direct import build, measure, p95, sample
+from benchmarks.triton_direct import build, measure, p95
 from edge_node.transport import CloudClient
 from edgesplit.bundle import Bundle, Cut, load_bundle
-from edgesplit.runs import start_cloud_process, stop_process
-
-
-@contextmanager
-def node(bundle: Bundle, work: Path, name: str, extra: Sequence[str]) -> Iterator[str]:
-    """An ``edgesplit cloud`` process (insecure, loopback); its endpoint. Stopped after."""
-    began = time.perf_counter()
-    proc, endpoint = start_cloud_process(
-        bundle.root,
-        "tcp://127.0.0.1:*",
-        work / f"{name}.log",
-        ready_timeout_s=180.0,
-        extra=["--insecure", *extra],
-    )
-    print(f"  {name}: up in {time.perf_counter() - began:.1f} s at {endpoint}", flush=True)
-    try:
-        yield endpoint
-    finally:
-        stop_process(proc)
-
-
-def ray_flags(replicas: int, cpus: int) -> list[str]:
-    """``edgesplit cloud`` flags for the Ray tier: ``replicas`` fixed, ``cpus`` CPUs each.
-
-    Each replica runs ONNX Runtime with one thread per CPU (the default).
-    """
-    return [
-        "--ray",
-        "--min-replicas",
-        str(replicas),
-        "--max-replicas",
-        str(replicas),
-        "--replica-cpus",
-        str(cpus),
-    ]
+from experiments.loadgen import load, node, ray_flags, sample
 
 
 def call(client: CloudClient, bundle: Bundle, cut: Cut):  # noqa: ANN201 - a closure
@@ -122,8 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print("1. low load: one request at a time, interleaved", flush=True)
         # One replica holding every core, as the single-process node's ONNX Runtime does.
-        with node(bundle, work, "single", []) as single:
-            with node(bundle, work, "ray-low", ray_flags(1, cores)) as ray_low:
+        with node(bundle, work, "single", [], note=print) as single:
+            with node(bundle, work, "ray-low", ray_flags(1, cores), note=print) as ray_low:
                 with CloudClient(single) as a, CloudClient(ray_low) as b:
                     seconds = measure(
                         {"single": call(a, bundle, cut), "ray": call(b, bundle, cut)},
@@ -143,7 +106,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             figures = {"single-process": load(single, bundle, cut, value, args.edges, args.seconds)}
         for replicas in (1, 2):
             name = f"ray, {replicas} replica" + ("s" if replicas > 1 else "")
-            with node(bundle, work, f"ray-{replicas}", ray_flags(replicas, 1)) as endpoint:
+            with node(
+                bundle, work, f"ray-{replicas}", ray_flags(replicas, 1), note=print
+            ) as endpoint:
                 figures[name] = load(endpoint, bundle, cut, value, args.edges, args.seconds)
         print(
             f"{'node':>16} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'busy':>6} {'lost':>6} "

@@ -107,7 +107,7 @@ def choose_cut(cuts: Sequence[Cut], target_bytes: int, max_rows: int) -> tuple[C
 
 def activation(bundle: Bundle, cut: Cut, rows: int) -> np.ndarray:
     """The real activation at ``cut`` for ``rows`` test inputs (the head run, exits off)."""
-    from benchmarks.triton_direct import sample
+    from experiments.loadgen import sample
 
     inputs = sample(bundle, rows)
     if inputs.shape[0] < rows:

@@ -60,11 +60,12 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.edge_cpu import CpuCgroup, cpu_limit_support, cpu_limited, quota_us
-from benchmarks.triton_direct import direct_call, p95, sample
+from benchmarks.triton_direct import direct_call, p95
 from edgesplit.bundle import Bundle, load_bundle
 from edgesplit.errors import ConfigError
 from edgesplit.security import generate_keys
+from experiments.cpulimit import CpuCgroup, cpu_limit_support, cpu_limited, quota_us
+from experiments.loadgen import sample
 from experiments.netlink import ShapedLink, netns_support
 from partitioner.triton import python_backend_repository
 from tests.tritonserver import (

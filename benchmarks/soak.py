@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.loadgen import rss_bytes, run_load, summarize
-from benchmarks.triton_direct import build, sample
+from benchmarks.triton_direct import build
 from edgesplit.bundle import load_bundle
 from edgesplit.runs import start_cloud_process, stop_process
+from experiments.loadgen import rss_bytes, run_load, sample, summarize
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -42,6 +42,7 @@ from cloud_node.triton_backend import TritonBackend
 from edge_node.transport import CloudClient
 from edgesplit.bundle import Bundle, Cut, load_bundle
 from edgesplit.runs import start_cloud_process, stop_process
+from experiments.loadgen import sample
 from partitioner.triton import python_backend_repository
 from tests.tritonserver import triton_server
 
@@ -65,16 +66,6 @@ def build(model: str, out: Path) -> Bundle:
         prune=PruneConfig(enabled=False),
     )
     return partition(source, out, config)
-
-
-def sample(bundle: Bundle, batch: int) -> np.ndarray:
-    """``batch`` of the bundle's test inputs, or seeded random ones of the input shape."""
-    path = bundle.root / "data" / "test.npz"
-    if path.is_file():
-        with np.load(path) as data:
-            return np.ascontiguousarray(data["inputs"][:batch], dtype=np.float32)
-    shape = bundle.manifest.model.input.shape
-    return np.random.default_rng(0).standard_normal((batch, *shape), dtype=np.float32)
 
 
 def direct_call(

@@ -53,11 +53,7 @@ def check_request(
             f"cut {cut.id}: tensor shape {value.shape} does not match (batch, *{cut.shape})",
         )
     if not 1 <= value.shape[0] <= max_batch:
-        raise RequestRejected(
-            "shape", f"batch={value.shape[0]} outside 1..{max_batch}"
-        )
+        raise RequestRejected("shape", f"batch={value.shape[0]} outside 1..{max_batch}")
     if value.dtype != np.dtype(cut.dtype):
-        raise RequestRejected(
-            "shape", f"cut {cut.id}: dtype {value.dtype}, expected {cut.dtype}"
-        )
+        raise RequestRejected("shape", f"cut {cut.id}: dtype {value.dtype}, expected {cut.dtype}")
     return cut

@@ -132,10 +132,14 @@ class SimResult:
     decision_changes: int
     battery_level: float | None
     latencies_s: tuple[float, ...] = field(repr=False, default=())
+    #: (time s, battery level after the request) per request, when on a battery.
+    battery_timeline: tuple[tuple[float, float], ...] = field(repr=False, default=())
 
     def to_json(self) -> dict[str, Any]:
         """The figures, without the per-request latencies."""
-        data = {k: v for k, v in self.__dict__.items() if k != "latencies_s"}
+        data = {
+            k: v for k, v in self.__dict__.items() if k not in ("latencies_s", "battery_timeline")
+        }
         return data
 
 
@@ -203,6 +207,7 @@ def simulate(
         else Battery(config.policy.capacity_wh, config.battery_level)
     )
     latencies: list[float] = []
+    timeline: list[tuple[float, float]] = []
     energy_total = 0.0
     correct = 0.0
     misses = 0
@@ -261,6 +266,7 @@ def simulate(
         misses += config.slo_s is not None and latency > config.slo_s
         if battery is not None:
             battery = battery.drain(energy)
+            timeline.append((t, battery.level))
         t += config.interval_s
     n = len(latencies)
     if n == 0:
@@ -283,6 +289,7 @@ def simulate(
         decision_changes=changes,
         battery_level=None if battery is None else battery.level,
         latencies_s=tuple(latencies),
+        battery_timeline=tuple(timeline),
     )
 
 

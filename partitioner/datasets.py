@@ -124,14 +124,14 @@ def source_indices() -> dict[str, np.ndarray]:
     """
     labels = load_digits().target
     every = np.arange(labels.shape[0])
-    train, rest = train_test_split(
-        every, test_size=0.4, stratify=labels, random_state=_SPLIT_SEED
-    )
+    train, rest = train_test_split(every, test_size=0.4, stratify=labels, random_state=_SPLIT_SEED)
     val, test = train_test_split(
         rest, test_size=0.5, stratify=labels[rest], random_state=_SPLIT_SEED
     )
-    return {name: np.sort(idx).astype(np.int64) for name, idx in
-            (("train", train), ("val", val), ("test", test))}
+    return {
+        name: np.sort(idx).astype(np.int64)
+        for name, idx in (("train", train), ("val", val), ("test", test))
+    }
 
 
 @lru_cache(maxsize=1)
@@ -140,8 +140,9 @@ def _upscaled_digits() -> tuple[np.ndarray, np.ndarray]:
     digits = load_digits()
     clean = digits.images.astype(np.float32) / 16.0
     factor = _SIDE / clean.shape[1]
-    upscaled = ndimage.zoom(clean, (1.0, factor, factor), order=1, grid_mode=True,
-                            mode="grid-constant")
+    upscaled = ndimage.zoom(
+        clean, (1.0, factor, factor), order=1, grid_mode=True, mode="grid-constant"
+    )
     upscaled = np.clip(upscaled, 0.0, 1.0).astype(np.float32)
     upscaled.setflags(write=False)
     return upscaled, digits.target.astype(np.int64)
@@ -192,8 +193,9 @@ def _jitter_thickness(images: np.ndarray, amount: np.ndarray) -> np.ndarray:
     return images + grow * (thick - images) + shrink * (thin - images)
 
 
-def _warp(images: np.ndarray, angle: np.ndarray, scale: np.ndarray,
-          shift: np.ndarray) -> np.ndarray:
+def _warp(
+    images: np.ndarray, angle: np.ndarray, scale: np.ndarray, shift: np.ndarray
+) -> np.ndarray:
     """Rotate (radians), scale and shift (pixels) each image about its center.
 
     Bilinear sampling of the inverse map, zero outside the image; vectorized over
@@ -201,8 +203,11 @@ def _warp(images: np.ndarray, angle: np.ndarray, scale: np.ndarray,
     """
     b, h, w = images.shape
     center = (h - 1) / 2.0
-    ys, xs = np.meshgrid(np.arange(h, dtype=np.float32) - center,
-                         np.arange(w, dtype=np.float32) - center, indexing="ij")
+    ys, xs = np.meshgrid(
+        np.arange(h, dtype=np.float32) - center,
+        np.arange(w, dtype=np.float32) - center,
+        indexing="ij",
+    )
     cos = (np.cos(angle) / scale)[:, None, None]
     sin = (np.sin(angle) / scale)[:, None, None]
     oy = ys[None] - shift[:, 0, None, None]
@@ -221,7 +226,7 @@ def _warp(images: np.ndarray, angle: np.ndarray, scale: np.ndarray,
     y1 = np.clip(y0 + 1, 0, h + 1)
     x1 = np.clip(x0 + 1, 0, w + 1)
     flat = padded.reshape(b, -1)
-    row = (w + 2)
+    row = w + 2
 
     def gather(yi: np.ndarray, xi: np.ndarray) -> np.ndarray:
         return np.take_along_axis(flat, (yi * row + xi).reshape(b, -1), axis=1).reshape(b, h, w)
@@ -253,8 +258,12 @@ def _clutter(d: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
     clutter = np.zeros((b, _SIDE * _SIDE), dtype=np.float32)
     busy = np.flatnonzero(seg_on.any(axis=1) | blob_on.any(axis=1))  # skip clean samples
-    grid = np.stack(np.meshgrid(np.arange(_SIDE, dtype=np.float32),
-                                np.arange(_SIDE, dtype=np.float32), indexing="ij"), -1)
+    grid = np.stack(
+        np.meshgrid(
+            np.arange(_SIDE, dtype=np.float32), np.arange(_SIDE, dtype=np.float32), indexing="ij"
+        ),
+        -1,
+    )
     pixels = grid.reshape(1, 1, -1, 2)  # [1, 1, P, 2]
     start = seg_ends[busy, :, None, 0]  # [B', K, 1, 2]
     along = seg_ends[busy, :, None, 1] - start

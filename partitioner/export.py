@@ -203,5 +203,11 @@ def resolve_model(ref: str, input_shape: tuple[int, ...] | None = None) -> Model
     return build_model(ref)
 
 
-__all__ = ["VERIFY_BATCH", "VERIFY_TOLERANCE", "atomic_output", "export_onnx", "resolve_model",
-           "verify_onnx"]
+__all__ = [
+    "VERIFY_BATCH",
+    "VERIFY_TOLERANCE",
+    "atomic_output",
+    "export_onnx",
+    "resolve_model",
+    "verify_onnx",
+]

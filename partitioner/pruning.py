@@ -156,9 +156,7 @@ def _explain(
         c = manifest.cut(c_id)
         terms = decision_terms(manifest, Decision(c_id, None, codec or manifest.codecs[0]))
         size = f"{terms.bytes:,.0f} B" if c.tail is not None else "nothing sent"
-        return (
-            f"{c_id} head {terms.edge_s * 1e3:.3g} ms, {size}, tail {terms.cloud_s * 1e3:.3g} ms"
-        )
+        return f"{c_id} head {terms.edge_s * 1e3:.3g} ms, {size}, tail {terms.cloud_s * 1e3:.3g} ms"
 
     low, high = config.bandwidth_mbps
     rtts = "/".join(f"{r * 1e3:g}" for r in config.rtt_s)

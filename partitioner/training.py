@@ -210,8 +210,10 @@ def _fit(config: TrainConfig, progress: ProgressCallback | None) -> EarlyExitCNN
             x, y = images[batch], labels[batch]
             outputs = model(x)
             loss = sum(
-                (w * nn.functional.cross_entropy(out, y) for w, out in zip(weights, outputs,
-                                                                            strict=True)),
+                (
+                    w * nn.functional.cross_entropy(out, y)
+                    for w, out in zip(weights, outputs, strict=True)
+                ),
                 start=torch.zeros(()),
             )
             optimizer.zero_grad(set_to_none=True)
@@ -221,11 +223,15 @@ def _fit(config: TrainConfig, progress: ProgressCallback | None) -> EarlyExitCNN
             loss_sum += loss.item() * len(batch)
             correct += int((outputs[0].argmax(-1) == y).sum())
         if progress is not None:
-            progress(epoch, config.epochs, {
-                "loss": loss_sum / len(data),
-                "train_accuracy": correct / len(data),
-                "learning_rate": float(schedule.get_last_lr()[0]),
-            })
+            progress(
+                epoch,
+                config.epochs,
+                {
+                    "loss": loss_sum / len(data),
+                    "train_accuracy": correct / len(data),
+                    "learning_rate": float(schedule.get_last_lr()[0]),
+                },
+            )
     model.eval()
     return model
 

@@ -37,10 +37,10 @@ from hypothesis.stateful import (
 )
 
 import wire
-from benchmarks.loadgen import rss_bytes
 from cloud_node.backends import OnnxRuntimeBackend
 from edgesplit.bundle import Bundle, Cut
 from edgesplit.runs import start_cloud_process, stop_process
+from experiments.loadgen import rss_bytes
 from tests.conftest import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

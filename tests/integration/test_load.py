@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.loadgen import rss_bytes, run_load, summarize
 from benchmarks.triton_direct import sample
 from edgesplit.bundle import Bundle
 from edgesplit.runs import start_cloud_process, stop_process
+from experiments.loadgen import rss_bytes, run_load, summarize
 from tests.conftest import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

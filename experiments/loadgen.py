@@ -17,7 +17,8 @@ import statistics
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,7 @@ import numpy as np
 
 from edge_node.transport import CloudClient
 from edgesplit.bundle import Bundle, Cut
+from edgesplit.runs import start_cloud_process, stop_process
 
 #: An answer slower than this counts as lost.
 LOST_AFTER_S = 30.0
@@ -150,6 +152,56 @@ def load(
     """Throughput and latency of ``edges`` concurrent closed-loop edges over ``seconds``."""
     samples, began = run_load(endpoint, bundle, cut, value, edges, seconds, warmup_s)
     return summarize([s for s in samples if s.at >= began], seconds)
+
+
+@contextmanager
+def node(
+    bundle: Bundle,
+    work: Path,
+    name: str,
+    extra: Sequence[str],
+    note: Callable[[str], None] = lambda _: None,
+) -> Iterator[str]:
+    """An ``edgesplit cloud`` process (insecure, loopback); its endpoint. Stopped after."""
+    began = time.perf_counter()
+    proc, endpoint = start_cloud_process(
+        bundle.root,
+        "tcp://127.0.0.1:*",
+        work / f"{name}.log",
+        ready_timeout_s=180.0,
+        extra=["--insecure", *extra],
+    )
+    note(f"  {name}: up in {time.perf_counter() - began:.1f} s at {endpoint}")
+    try:
+        yield endpoint
+    finally:
+        stop_process(proc)
+
+
+def ray_flags(replicas: int, cpus: int) -> list[str]:
+    """``edgesplit cloud`` flags for the Ray tier: ``replicas`` fixed, ``cpus`` CPUs each.
+
+    Each replica runs ONNX Runtime with one thread per CPU (the default).
+    """
+    return [
+        "--ray",
+        "--min-replicas",
+        str(replicas),
+        "--max-replicas",
+        str(replicas),
+        "--replica-cpus",
+        str(cpus),
+    ]
+
+
+def sample(bundle: Bundle, batch: int) -> np.ndarray:
+    """``batch`` of the bundle's test inputs, or seeded random ones of the input shape."""
+    path = bundle.root / "data" / "test.npz"
+    if path.is_file():
+        with np.load(path) as data:
+            return np.ascontiguousarray(data["inputs"][:batch], dtype=np.float32)
+    shape = bundle.manifest.model.input.shape
+    return np.random.default_rng(0).standard_normal((batch, *shape), dtype=np.float32)
 
 
 def rss_bytes(pid: int) -> int:

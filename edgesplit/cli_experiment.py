@@ -1,0 +1,115 @@
+"""``edgesplit experiment NAME``: run one experiment (or all) into a results folder."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edgesplit.cli import app, console
+from edgesplit.errors import ConfigError
+
+
+def _names() -> str:
+    from experiments.catalog import CATALOG
+
+    return "; ".join(f"{e.name}: {e.summary}" for e in CATALOG)
+
+
+@app.command()
+def experiment(
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="layers, split-curves, bandwidth-sweep, traces, battery, cloud-scaling or all.",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[
+        Path, typer.Option(help="Results root; each experiment writes OUT/NAME/.")
+    ] = Path("results"),
+    quick: Annotated[
+        bool,
+        typer.Option(help="Reduced size: `all --quick` runs in under 15 minutes on 2 cores."),
+    ] = False,
+    seed: Annotated[int, typer.Option(help="Seed of inputs, draws and trace choice.")] = 0,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(help="Model to run (zoo name); repeat. Default: the experiment's set."),
+    ] = None,
+    trace: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Bandwidth trace file or folder (time_s Mbit/s per line); repeat. "
+            "Default: ../shared/traces."
+        ),
+    ] = None,
+    edge_cpu_quota: Annotated[
+        float,
+        typer.Option(
+            help="Run the edge in a CPU cgroup of this fraction of one core (a Jetson-class "
+            "device on this host); 0: no limit."
+        ),
+    ] = 0.1,
+    device: Annotated[
+        str, typer.Option(help="Edge device power model for the energy figures.")
+    ] = "jetson-nano-10w",
+    battery_wh: Annotated[
+        float, typer.Option(help="battery: capacity of the simulated battery, Wh.")
+    ] = 2.0,
+    battery_hours: Annotated[
+        float, typer.Option(help="battery: how long the battery-aware policy aims to last, h.")
+    ] = 2.0,
+    cache: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where profiles and bundles are kept between runs "
+            "(default: $EDGESPLIT_CACHE/experiments or ~/.cache/edgesplit/experiments)."
+        ),
+    ] = None,
+) -> None:
+    """Reproduce one of the field's figures on the real stack, one command each.
+
+    Each experiment writes CSV files, PNG figures and report.md (what was
+    measured on the wire and what comes from models, versions, machine,
+    settings) into OUT/NAME/. Real parts: shaped links with tc in network
+    namespaces (root), real edge and cloud nodes, a local Ray cluster.
+    """
+    from experiments.catalog import CATALOG, NAMES, entry
+    from experiments.harness import Settings
+
+    if name != "all" and name not in NAMES:
+        raise ConfigError(f"experiment {name!r}: unknown; choose from {', '.join(NAMES)} or all")
+    settings_kwargs = {
+        "out": out,
+        "quick": quick,
+        "seed": seed,
+        "models": tuple(model) if model else None,
+        "traces": tuple(trace) if trace else None,
+        "edge_cpu_quota": edge_cpu_quota or None,
+        "device": device,
+        "battery_wh": battery_wh,
+        "battery_hours": battery_hours,
+    }
+    if cache is not None:
+        settings_kwargs["cache"] = cache
+    settings = Settings(**settings_kwargs)  # type: ignore[arg-type]
+    if settings.traces:
+        from experiments.traces import load_traces
+
+        load_traces(settings.traces)  # bad trace files fail here, before any work
+    chosen = list(CATALOG) if name == "all" else [entry(name)]
+    began = time.perf_counter()
+    reports = []
+    for e in chosen:
+        console.rule(f"experiment {e.name}: {e.summary}")
+        reports.append(e.run(settings, console).finish_path)
+    if name == "all":
+        from experiments.harness import write_index
+
+        index = write_index(settings, chosen, time.perf_counter() - began)
+        console.print(
+            f"all {len(chosen)} experiments in {time.perf_counter() - began:.0f} s: {index}"
+        )

@@ -1,0 +1,164 @@
+"""Profiles and bundles of the experiments' models, measured once and cached.
+
+A model's edge profile is measured with ``edgesplit profile --device edge``
+inside a CPU cgroup of ``edge_cpu_quota`` of one core (a Jetson-class
+device on this host: its CPU limit is real, enforced by the kernel), with
+one ONNX Runtime thread and per-layer node profiling; the cloud profile
+unthrottled. The bundle is partitioned from the two (every cut kept, no
+pruning) and kept under ``cache/MODEL-KEY/`` with its profiles; the next run
+reuses them and its report says so.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgesplit.bundle import Bundle, load_bundle
+from edgesplit.errors import ConfigError
+from experiments.cpulimit import CpuCgroup, cpu_limit_support, cpu_limited
+from experiments.harness import ROOT, Settings
+
+#: The built-in early-exit model's zoo name (trained on first use, cached).
+BUILTIN = "branchynet"
+#: ONNX Runtime threads of the edge (a one-core slice) and of the cloud (its default).
+EDGE_THREADS = 1
+
+
+@dataclass(frozen=True)
+class ModelRun:
+    """A model's cached profiles and bundle, and how they were made."""
+
+    model: str
+    bundle: Bundle
+    edge_profile: Path
+    cloud_profile: Path
+    reused: bool
+    edge_limit: str
+
+
+@contextmanager
+def edge_cgroup(settings: Settings, name: str) -> Iterator[CpuCgroup | None]:
+    """The edge's CPU cgroup for this run (``None`` without a quota)."""
+    if settings.edge_cpu_quota is None:
+        yield None
+        return
+    missing = cpu_limit_support()
+    if missing is not None:
+        raise ConfigError(
+            f"--edge-cpu-quota {settings.edge_cpu_quota}: {missing}; "
+            "run as root on a machine with cgroups, or give --edge-cpu-quota 0"
+        )
+    with cpu_limited(settings.edge_cpu_quota, f"edgesplit-exp-{name}-{os.getpid()}") as cgroup:
+        yield cgroup
+
+
+def cache_key(settings: Settings) -> str:
+    """The part of a cache folder's name that the measurement depends on."""
+    quota = "free" if settings.edge_cpu_quota is None else f"cpu{settings.edge_cpu_quota:g}"
+    return f"edge-{quota}-t{EDGE_THREADS}"
+
+
+def _profile(model: str, role: str, out: Path, cgroup: CpuCgroup | None) -> None:
+    if role == "edge":
+        # Prepared unthrottled, timed inside the cgroup: see experiments/edge_profile.py.
+        argv = [
+            sys.executable,
+            "-m",
+            "experiments.edge_profile",
+            "--model",
+            model,
+            "--out",
+            str(out),
+            "--threads",
+            str(EDGE_THREADS),
+        ]
+        if cgroup is not None:
+            argv += ["--cgroup", str(cgroup.path)]
+    else:
+        argv = [
+            sys.executable,
+            "-m",
+            "edgesplit",
+            "profile",
+            "--device",
+            role,
+            "--model",
+            model,
+            "--quick",
+            "--no-layers",
+            "--out",
+            str(out),
+        ]
+    done = subprocess.run(
+        argv,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200", "PYTHONPATH": str(ROOT)},
+    )
+    if done.returncode != 0:
+        raise ConfigError(f"profiling {model} as the {role} failed:\n{done.stderr[-3000:]}")
+
+
+def model_dir(model: str, settings: Settings) -> Path:
+    """Where ``model``'s profiles and bundle are cached."""
+    return settings.cache / f"{model}-{cache_key(settings)}"
+
+
+def profiles(
+    model: str,
+    settings: Settings,
+    cgroup: CpuCgroup | None,
+    note: Callable[[str], None] = lambda _: None,
+) -> tuple[Path, Path, bool]:
+    """``model``'s edge and cloud profile files, and whether both were reused."""
+    folder = model_dir(model, settings) / "profiles"
+    folder.mkdir(parents=True, exist_ok=True)
+    reused = True
+    for role in ("edge", "cloud"):
+        path = folder / f"{role}.json"
+        if not path.is_file():
+            reused = False
+            began = time.perf_counter()
+            note(f"{model}: {role} profile")
+            _profile(model, role, path, cgroup if role == "edge" else None)
+            note(f"{model}: {role} profile in {time.perf_counter() - began:.0f} s")
+    return folder / "edge.json", folder / "cloud.json", reused
+
+
+def model_run(
+    model: str,
+    settings: Settings,
+    cgroup: CpuCgroup | None,
+    note: Callable[[str], None] = lambda _: None,
+) -> ModelRun:
+    """``model``'s profiles and bundle, measured now or reused from the cache."""
+    from partitioner.partition import PartitionConfig, partition
+    from partitioner.profile import ProfileConfig
+    from partitioner.profiling import Repetitions
+    from partitioner.pruning import PruneConfig
+    from partitioner.sources import load_source
+
+    out = model_dir(model, settings)
+    edge, cloud, reused = profiles(model, settings, cgroup, note)
+    limit = cgroup.describe() if cgroup else "unlimited"
+    if reused and (out / "bundle" / "manifest.json").is_file():
+        bundle = load_bundle(out / "bundle", verify="none")
+    else:
+        reused = False
+        note(f"{model}: partition")
+        config = PartitionConfig(
+            profile=ProfileConfig(reps=Repetitions.quick(), size_samples=8),
+            edge_profile=edge,
+            cloud_profile=cloud,
+            prune=PruneConfig(enabled=False),
+        )
+        bundle = partition(load_source(model, out), out / "bundle", config)
+    return ModelRun(model, bundle, edge, cloud, reused, limit)
