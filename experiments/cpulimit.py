@@ -58,6 +58,10 @@ class CpuCgroup:
         procs = self.path / "cgroup.procs"
         return ["sh", "-c", f'echo $$ > {procs} && exec "$@"', "sh", *argv]
 
+    def add(self, pid: int) -> None:
+        """Move the running process ``pid``, every thread of it, into this cgroup."""
+        (self.path / "cgroup.procs").write_text(f"{pid}\n")
+
     def throttled_s(self) -> float:
         """Seconds the kernel has held this cgroup's processes back so far."""
         stat = dict(

@@ -32,7 +32,7 @@ from experiments.harness import (
     sized,
 )
 from experiments.measure import groups, predicted, summary
-from experiments.testbed import Testbed, read_rows, require_netns, wait
+from experiments.testbed import Testbed, read_rows, require_netns, start_together, wait
 from offload_policy.types import Decision, Observation
 
 NAME = "split-curves"
@@ -176,14 +176,15 @@ def _measure_model(
                     seed=settings.seed,
                     accuracy_floor=accuracy_floor(m),
                 )
-                proc = bed.start(plan, f"{mr.model}-{network}")
+                worker = bed.start(plan, f"{mr.model}-{network}")
+                start_together([worker])
                 seen = 0
-                while proc.poll() is None:
+                while worker.proc.poll() is None:
                     time.sleep(0.5)
                     now = len(read_rows(out))
                     step(now - seen, network)
                     seen = now
-                wait(proc, 60)
+                wait(worker.proc, 60)
                 step(len(read_rows(out)) - seen, network)
                 by_phase = groups(read_rows(out))
                 for row in rows:

@@ -31,7 +31,6 @@ from experiments.bundles import edge_cgroup, model_run
 from experiments.exp_split_curves import accuracy_floor
 from experiments.harness import (
     TRACES,
-    ExperimentError,
     Results,
     Settings,
     markdown_table,
@@ -40,7 +39,7 @@ from experiments.harness import (
 )
 from experiments.measure import summary
 from experiments.netlink import MIN_RATE_BPS, replay
-from experiments.testbed import Testbed, read_rows, require_netns, wait
+from experiments.testbed import Testbed, read_rows, require_netns, start_together, wait
 
 NAME = "traces"
 TITLE = "Real bandwidth traces replayed live: time series, latency CDFs and regret"
@@ -146,9 +145,7 @@ def _replay_case(
     points = rate_points(trace, scale, size["duration_s"])
     mean_mbps = float(np.mean(trace.mbps)) * scale
     stem = f"{trace.family}-{trace.name}-x{scale:g}".replace("/", "_")
-    go = work / f"{stem}.go"
-    go.unlink(missing_ok=True)
-    procs = []
+    workers = []
     with ExitStack() as stack:
         beds = {}
         for policy in POLICIES:
@@ -165,8 +162,6 @@ def _replay_case(
                 "until_s": size["duration_s"],
                 "at_t0": True,
             }
-            ready = work / f"{stem}-{policy}.ready"
-            ready.unlink(missing_ok=True)
             plan = bed.plan(
                 [phase],
                 work / f"{stem}-{policy}.jsonl",
@@ -176,26 +171,22 @@ def _replay_case(
                 timeout_s=10.0,
                 seed=settings.seed,
                 accuracy_floor=accuracy_floor(m),
-                ready_file=str(ready),
-                go_file=str(go),
                 trace={"path": str(path), "scale": scale},
             )
-            procs.append((policy, bed.start(plan, f"{stem}-{policy}"), ready))
-        _wait_ready(procs)
-        t0 = time.monotonic() + 0.5
+            workers.append(bed.start(plan, f"{stem}-{policy}"))
+        t0 = start_together(workers)
         stop = threading.Event()
         time.sleep(max(0.0, t0 - time.monotonic()))
         replays = [replay(bed.link, points, stop) for bed in beds.values()]
-        go.write_text(f"{t0!r}\n")
         try:
-            for _, proc, _ in procs:
-                wait(proc, size["duration_s"] + 120)
+            for w in workers:
+                wait(w.proc, size["duration_s"] + 120)
         finally:
             stop.set()
             for thread in replays:
                 thread.join(timeout=5)
     rows = []
-    for policy, _, _ in procs:
+    for policy in POLICIES:
         for r in read_rows(work / f"{stem}-{policy}.jsonl"):
             r["case"] = label
             r["true_bps"] = trace.bandwidth_bps(r["t_s"]) * scale
@@ -211,19 +202,6 @@ def policy_spec(policy: str, mean_mbps: float) -> dict[str, Any]:
     if policy == "edgent":
         spec["deadline_s"] = EDGENT_DEADLINE_S
     return spec
-
-
-def _wait_ready(procs: list[tuple[str, Any, Path]], timeout_s: float = 600.0) -> None:
-    """Until every worker has said it is ready; an error if one stops or it takes too long."""
-    deadline = time.monotonic() + timeout_s
-    while not all(ready.is_file() for _, _, ready in procs):
-        for policy, proc, _ in procs:
-            if proc.poll() is not None:
-                wait(proc, 1)
-                raise ExperimentError(f"the {policy} edge worker stopped before it was ready")
-        if time.monotonic() > deadline:
-            raise ExperimentError(f"the edge workers were not ready within {timeout_s:.0f} s")
-        time.sleep(0.1)
 
 
 def _summaries(rows: list[dict[str, Any]], settings: Settings) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -23,7 +24,7 @@ from edgesplit.bundle import Bundle
 from edgesplit.errors import ConfigError
 from edgesplit.security import generate_keys
 from experiments.cpulimit import CpuCgroup
-from experiments.harness import ROOT
+from experiments.harness import ROOT, ExperimentError
 from experiments.netlink import ShapedLink, netns_support
 
 CLOUD_PORT = 5555
@@ -125,27 +126,68 @@ class Testbed:
             **settings,
         }
 
-    def start(self, plan: dict[str, Any], name: str) -> subprocess.Popen[str]:
-        """Start a worker on ``plan`` in the edge namespace (and cgroup); see :meth:`wait`."""
+    def start(self, plan: dict[str, Any], name: str) -> Worker:
+        """Start a worker on ``plan`` in the edge namespace; see :func:`start_together`.
+
+        It imports, loads its sessions and pairs with the cloud unthrottled,
+        says it is ready, and waits: :func:`start_together` moves it into the
+        edge's cgroup and gives it t0. (Under a 0.1-core limit the imports
+        alone took 10-20 s.)
+        """
         path = self.work / f"{name}.plan.json"
-        path.write_text(json.dumps(plan, indent=1))
-        Path(plan["out"]).unlink(missing_ok=True)
-        argv = [sys.executable, "-m", "experiments.worker", str(path)]
-        kwargs: dict[str, Any] = {
-            "stdout": subprocess.PIPE,
-            "stderr": subprocess.PIPE,
-            "stdin": subprocess.DEVNULL,
-            "text": True,
-            "cwd": ROOT,
-            "env": {**os.environ, "PYTHONPATH": str(ROOT)},
-        }
-        if self.cgroup is None:
-            return self.link.run_in(self.link.edge_ns, argv, **kwargs)
-        # The cgroup wrapper goes outside `ip netns exec`, which hides /sys/fs/cgroup.
-        proc = subprocess.Popen(
-            self.cgroup.wrap([*self.link.exec_args(self.link.edge_ns), *argv]), **kwargs
+        ready, go = self.work / f"{name}.ready", self.work / f"{name}.go"
+        for stale in (ready, go, Path(plan["out"])):
+            stale.unlink(missing_ok=True)
+        path.write_text(
+            json.dumps({**plan, "ready_file": str(ready), "go_file": str(go)}, indent=1)
         )
-        return proc
+        argv = [sys.executable, "-m", "experiments.worker", str(path)]
+        proc = self.link.run_in(
+            self.link.edge_ns,
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        return Worker(name, proc, ready, go, self.cgroup)
+
+
+@dataclass
+class Worker:
+    """A started edge worker: its process, its ready and go files, its cgroup."""
+
+    name: str
+    proc: subprocess.Popen[str]
+    ready: Path
+    go: Path
+    cgroup: CpuCgroup | None
+
+
+def start_together(workers: list[Worker], timeout_s: float = 300.0) -> float:
+    """Once every worker is ready: each into its cgroup, then one t0 for all; returns t0.
+
+    ``ip netns exec`` execs the command in place, so a worker's pid is its
+    Popen's pid.
+    """
+    deadline = time.monotonic() + timeout_s
+    while not all(w.ready.is_file() for w in workers):
+        for w in workers:
+            if w.proc.poll() is not None:
+                wait(w.proc, 1)
+                raise ExperimentError(f"the edge worker {w.name} stopped before it was ready")
+        if time.monotonic() > deadline:
+            raise ExperimentError(f"the edge workers were not ready within {timeout_s:.0f} s")
+        time.sleep(0.05)
+    for w in workers:
+        if w.cgroup is not None:
+            w.cgroup.add(w.proc.pid)
+    t0 = time.monotonic() + 0.2
+    for w in workers:
+        w.go.write_text(f"{t0!r}\n")
+    return t0
 
 
 def wait(proc: subprocess.Popen[str], timeout_s: float) -> None:

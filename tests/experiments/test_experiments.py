@@ -1,0 +1,252 @@
+"""Every experiment run for real at a tiny size: files written, figures that physics decides.
+
+The runs use the untrained built-in model (seconds to profile) with the edge
+in a real CPU cgroup, real shaped links in network namespaces, real edge
+workers and cloud nodes, and a real local Ray cluster; sizes are cut by
+``Settings.overrides``. The assertions check what a broken experiment would
+get wrong: the link's rate shows in the latency, the oracle is the oracle,
+batteries only drain, the files hold what the report says.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from experiments.cpulimit import cpu_limit_support
+from experiments.harness import Settings
+from experiments.netlink import netns_support
+
+MODEL = "branchynet-untrained"
+ROOT = Path(__file__).resolve().parents[2]
+PNG = b"\x89PNG\r\n\x1a\n"
+
+pytestmark = pytest.mark.slow
+
+needs_cgroup = pytest.mark.skipif(
+    cpu_limit_support() is not None, reason=f"no CPU cgroup: {cpu_limit_support()}"
+)
+needs_netns = pytest.mark.skipif(netns_support() is not None, reason=f"{netns_support()}")
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Tiny settings sharing one cache of profiles and bundles."""
+    root = tmp_path_factory.mktemp("experiments")
+    return Settings(out=root / "out", quick=True, models=(MODEL,), cache=root / "cache")
+
+
+def settings(base: Settings, **changes: Any) -> Settings:
+    from dataclasses import replace
+
+    return replace(base, **changes)
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def check_outputs(folder: Path, *csvs: str) -> dict[str, Any]:
+    """The report, settings.json, the CSVs and every PNG exist and are what they claim."""
+    report = (folder / "report.md").read_text()
+    assert "## Measured or modelled" in report
+    assert "Versions: python" in report and "onnxruntime" in report
+    meta = json.loads((folder / "settings.json").read_text())
+    assert meta["settings"]["seed"] == 0 and meta["machine"]["cores"]
+    for name in csvs:
+        assert read_csv(folder / name), name
+        assert f"`{name}`" in report
+    pngs = list(folder.glob("*.png"))
+    assert pngs
+    for png in pngs:
+        assert png.read_bytes()[:8] == PNG, png
+    return meta
+
+
+@needs_cgroup
+def test_layers(base: Settings) -> None:
+    from experiments.exp_layers import run
+    from partitioner.profile import load_profile
+
+    run(base, Console(quiet=True))
+    folder = base.out / "layers"
+    check_outputs(folder, "layers.csv")
+    rows = read_csv(folder / "layers.csv")
+    edge = next(base.cache.glob(f"{MODEL}-*/profiles/edge.json"))
+    profile = load_profile(edge)
+    assert len(rows) == len(profile.layers) > 5
+    assert all(float(r["latency_ms"]) > 0 and float(r["output_kib"]) > 0 for r in rows)
+    assert abs(sum(float(r["latency_share"]) for r in rows) - 1.0) < 1e-3
+    # timed inside the cgroup: the profile says one thread, and its cgroup was a real one
+    assert profile.threads == 1
+
+
+@needs_cgroup
+def test_bandwidth_sweep(base: Settings) -> None:
+    from experiments.exp_bandwidth_sweep import POLICIES, run
+
+    run(settings(base, overrides={"points": 7, "requests": 30}), Console(quiet=True))
+    folder = base.out / "bandwidth-sweep"
+    check_outputs(folder, "bandwidth_sweep.csv")
+    rows = read_csv(folder / "bandwidth_sweep.csv")
+    assert len(rows) == 7 * len(POLICIES)
+    cloud = [float(r["mean_ms"]) for r in rows if r["policy"] == "cloud-only"]
+    assert all(a > b for a, b in zip(cloud, cloud[1:], strict=False)), cloud
+    for mbps in {r["uplink_mbps"] for r in rows}:
+        at = {r["policy"]: float(r["mean_ms"]) for r in rows if r["uplink_mbps"] == mbps}
+        # the oracle may choose either baseline, so it is never slower than both
+        assert at["oracle"] <= min(at["edge-only"], at["cloud-only"]) * 1.05 + 0.05, at
+
+
+@needs_cgroup
+@needs_netns
+def test_split_curves_on_a_shaped_link(base: Settings) -> None:
+    from experiments.exp_split_curves import run
+
+    tiny = {"requests": 2, "policy_requests": 3, "cap_s": 0.6}
+    run(settings(base, overrides=tiny), Console(quiet=True))
+    folder = base.out / "split-curves"
+    check_outputs(folder, "split_curves.csv", "policies.csv", "headline.csv")
+    rows = read_csv(folder / "split_curves.csv")
+    first = {r["network"]: r for r in rows if r["cut"] == "c00" and r["codec"] == "raw"}
+    # the input cut sends 4 KiB: its time is the link's, 17x more on 3G than on WiFi
+    g3, wifi = float(first["3G"]["median_ms"]), float(first["WiFi"]["median_ms"])
+    assert g3 > 5 * wifi, (g3, wifi)
+    assert 0.5 < g3 / float(first["3G"]["predicted_ms"]) < 2.0
+    skipped = [r for r in rows if r["measured"] == "False"]
+    assert all(float(r["predicted_ms"]) > 600 for r in skipped)
+    assert all(r["median_ms"] in ("", "nan") for r in skipped)
+    head = read_csv(folder / "headline.csv")
+    assert {r["network"] for r in head} == {"3G", "LTE", "WiFi"}
+    assert all(float(r["speedup_vs_cloud"]) > 0 for r in head)
+    assert "Latency-optimal and energy-optimal" in (folder / "report.md").read_text()
+
+
+@needs_cgroup
+@needs_netns
+def test_traces_replayed_live(base: Settings, tmp_path: Path) -> None:
+    from experiments.exp_traces import POLICIES, run
+
+    trace = tmp_path / "step.tsv"
+    trace.write_text("0 0.05\n4 0.0008\n8 0.0008\n")  # x10: 0.5 Mbit/s, then 8 kbit/s at 4 s
+    tiny = {"duration_s": 8.0, "scales": (10.0,), "interval_s": 0.25}
+    run(settings(base, traces=(trace,), overrides=tiny), Console(quiet=True))
+    folder = base.out / "traces"
+    check_outputs(folder, "requests.csv", "summary.csv")
+    rows = read_csv(folder / "requests.csv")
+    assert {r["policy"] for r in rows} == set(POLICIES)
+    summary = {r["policy"]: r for r in read_csv(folder / "summary.csv")}
+    assert float(summary["oracle"]["regret"]) == 0.0
+    oracle = [r for r in rows if r["policy"] == "oracle"]
+    assert {round(float(r["estimate_bps"])) for r in oracle} <= {500_000, 8_000}
+    cloud = [r for r in rows if r["policy"] == "cloud-only" and r["finished"] == "cloud"]
+    before = sorted(float(r["latency_s"]) for r in cloud if float(r["t_s"]) < 3.5)
+    after = sorted(float(r["latency_s"]) for r in cloud if float(r["t_s"]) > 4.5)
+    assert before and after
+    # the same input at 0.5 Mbit/s, then at 8 kbit/s: the link followed the trace
+    assert after[len(after) // 2] > 4 * before[len(before) // 2], (before, after)
+
+
+@needs_cgroup
+def test_battery_drains(base: Settings) -> None:
+    from experiments.exp_battery import POLICIES, run
+
+    run(settings(base, battery_wh=0.002, battery_hours=0.5), Console(quiet=True))
+    folder = base.out / "battery"
+    check_outputs(folder, "battery_levels.csv", "served.csv")
+    levels = read_csv(folder / "battery_levels.csv")
+    for label, _, _ in POLICIES:
+        series = [float(r["level"]) for r in levels if r["policy"] == label]
+        assert all(a >= b for a, b in zip(series, series[1:], strict=False)), label
+        assert series[-1] <= 1e-9, label
+    served = {r["policy"]: int(r["inferences"]) for r in read_csv(folder / "served.csv")}
+    # a 0.1 ms model on the device costs ~1 mJ; sending 4 KiB costs tens: edge-only lasts
+    assert served["edge-only"] > 5 * served["cloud-only"] > 0
+
+
+@needs_cgroup
+def test_cloud_scaling_on_ray(base: Settings) -> None:
+    from experiments.exp_cloud_scaling import NODES, run
+
+    tiny = {"edges": (1, 2), "seconds": 1.0, "warmup_s": 0.5}
+    run(settings(base, overrides=tiny), Console(quiet=True))
+    folder = base.out / "cloud-scaling"
+    check_outputs(folder, "cloud_scaling.csv")
+    rows = read_csv(folder / "cloud_scaling.csv")
+    assert [(r["node"], r["edges"]) for r in rows] == [(n, str(e)) for n in NODES for e in (1, 2)]
+    assert all(float(r["throughput"]) > 0 and float(r["lost"]) == 0 for r in rows)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edgesplit", "experiment", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["nope"], "experiment 'nope': unknown; choose from layers"),
+        (["layers", "--edge-cpu-quota", "100"], "--edge-cpu-quota 100.0: expected 0.01..64"),
+        (["traces", "--trace", "/no/such.tsv"], "/no/such.tsv: no such trace file"),
+        (["battery", "--battery-wh", "-1"], "--battery-wh -1.0: expected a number > 0"),
+        (["layers", "--device", "toaster"], "--device toaster"),
+    ],
+)
+def test_cli_refuses_bad_input(args: list[str], message: str, tmp_path: Path) -> None:
+    done = _cli(*args, "--out", str(tmp_path))
+    assert done.returncode == 1, done.stderr
+    assert message in " ".join(done.stderr.split()), done.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def test_cli_help_lists_every_experiment() -> None:
+    from experiments.catalog import NAMES
+
+    done = _cli("--help")
+    assert done.returncode == 0
+    for name in NAMES:
+        assert name in done.stdout
+
+
+def test_worker_refuses_a_bad_plan(tmp_path: Path) -> None:
+    plan = tmp_path / "plan.json"
+    plan.write_text("{not json")
+    done = subprocess.run(
+        [sys.executable, "-m", "experiments.worker", str(plan)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert "worker: JSONDecodeError" in done.stderr
+
+
+def test_index_collects_the_headlines(tmp_path: Path) -> None:
+    from experiments.catalog import CATALOG
+    from experiments.harness import Results, write_index
+
+    s = Settings(out=tmp_path)
+    for e in CATALOG[:2]:
+        r = Results(e.name, e.summary, s, Console(quiet=True))
+        r.section(f"Headline: {e.name} figure", f"| a |\n|---|\n| {e.name} 42 |")
+        r.section("Other", "not copied")
+        r.finish()
+    index = write_index(s, CATALOG[:2], 12.0).read_text()
+    for e in CATALOG[:2]:
+        assert f"[report]({e.name}/report.md)" in index
+        assert f"| {e.name} 42 |" in index
+    assert "not copied" not in index
