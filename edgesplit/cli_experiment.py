@@ -56,6 +56,13 @@ def experiment(
     device: Annotated[
         str, typer.Option(help="Edge device power model for the energy figures.")
     ] = "jetson-nano-10w",
+    shaper: Annotated[
+        str,
+        typer.Option(
+            help="How links are shaped: auto (tc in network namespaces, else an in-process "
+            "token bucket on loopback), tc, or relay (the in-process one). Reports say which."
+        ),
+    ] = "auto",
     battery_wh: Annotated[
         float, typer.Option(help="battery: capacity of the simulated battery, Wh.")
     ] = 2.0,
@@ -90,6 +97,7 @@ def experiment(
         "traces": tuple(trace) if trace else None,
         "edge_cpu_quota": edge_cpu_quota or None,
         "device": device,
+        "shaper": shaper,
         "battery_wh": battery_wh,
         "battery_hours": battery_hours,
     }

@@ -17,6 +17,7 @@ sizes, which do not depend on the device's speed).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -68,6 +69,32 @@ def timed_inside(limit: Path | None, function: Callable[..., T]) -> Callable[...
     return wrapped
 
 
+def layers_only(prepared: Any, config: Any) -> dict[str, Any]:
+    """The whole model's time and its per-layer profile (see load_layers)."""
+    from dataclasses import asdict
+
+    import partitioner.profile as profile_module
+    from edgesplit.onnxrt import create_session
+    from partitioner.profiling import machine_info
+
+    feeds = {prepared.input_name: prepared.values[prepared.input_name][:1]}
+    full = prepared.model.SerializeToString()
+    session = create_session(full, config.providers, config.threads)
+    whole = profile_module.time_session(session, feeds, config.reps)
+    layers = profile_module.layer_timings(
+        full, feeds, config.reps, config.providers, config.threads
+    )
+    return {
+        "model": prepared.source.name,
+        "input_shape": list(prepared.source.input_shape),
+        "threads": config.threads,
+        "runs": config.reps.runs,
+        "machine": machine_info(),
+        "whole_model_s": whole.median_s,
+        "layers": [asdict(layer) for layer in layers],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     """Prepare, join the cgroup, time, write the profile."""
     parser = argparse.ArgumentParser(prog="python -m experiments.edge_profile")
@@ -76,6 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cgroup", type=Path, help="cgroup folder to time in (default: none)")
     parser.add_argument("--no-layers", action="store_true")
+    parser.add_argument(
+        "--layers-only",
+        action="store_true",
+        help="only the whole model and its per-layer profile (JSON of their own), no cuts",
+    )
     args = parser.parse_args(argv)
     from rich.console import Console
 
@@ -95,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def work(source, report):  # type: ignore[no-untyped-def]
         prepared = prepare(source, config.providers, config.threads, report)
+        if args.layers_only:
+            return layers_only(prepared, config)
         return profile_target(prepared, "edge", config, report)
 
     try:
@@ -106,7 +140,10 @@ def main(argv: list[str] | None = None) -> int:
             input_shape=None,
             console=Console(stderr=True),
         )
-        save_profile(measured, args.out)
+        if args.layers_only:
+            args.out.write_text(json.dumps(measured, indent=1) + "\n")
+        else:
+            save_profile(measured, args.out)
     except (EdgesplitError, OSError) as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 1

@@ -13,7 +13,7 @@ from typing import Any
 
 from rich.console import Console
 
-from experiments.bundles import BUILTIN, edge_cgroup, profiles
+from experiments.bundles import BUILTIN, edge_cgroup, layer_profile
 from experiments.harness import Results, Settings, markdown_table, progress_bar
 
 NAME = "layers"
@@ -26,8 +26,6 @@ FULL_TIME = "about 15 minutes from a cold cache (profiles cached after), seconds
 
 def run(settings: Settings, console: Console) -> Results:
     """Profile each model's layers on the edge; CSV, figure, report."""
-    from partitioner.profile import load_profile
-
     results = Results(NAME, TITLE, settings, console)
     models = settings.models or (QUICK_MODELS if settings.quick else MODELS)
     rows: list[dict[str, Any]] = []
@@ -35,13 +33,12 @@ def run(settings: Settings, console: Console) -> Results:
     loaded = []
     with edge_cgroup(settings, NAME) as cgroup, progress_bar(console, NAME, len(models)) as step:
         for model in models:
-            edge, _, reused = profiles(model, settings, cgroup, lambda text: step(0, text))
-            profile = load_profile(edge)
+            profile, reused = layer_profile(model, settings, cgroup, lambda text: step(0, text))
             loaded.append((model, profile, reused))
             step(1, model)
     for model, profile, reused in loaded:
         input_bytes = 4
-        for d in profile.input.shape:
+        for d in profile.input_shape:
             input_bytes *= d
         total = sum(layer.median_s for layer in profile.layers)
         smaller = None
@@ -67,7 +64,7 @@ def run(settings: Settings, console: Console) -> Results:
             [
                 model,
                 len(profile.layers),
-                f"{profile.whole_model.median_s * 1e3:.1f}",
+                f"{profile.whole_model_s * 1e3:.1f}",
                 f"{total * 1e3:.1f}",
                 f"{input_bytes / 1024:.0f}",
                 f"{biggest.output_bytes / 1024:.0f} ({biggest.op})",

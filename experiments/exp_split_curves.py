@@ -32,7 +32,7 @@ from experiments.harness import (
     sized,
 )
 from experiments.measure import groups, predicted, summary
-from experiments.testbed import Testbed, read_rows, require_netns, start_together, wait
+from experiments.testbed import Testbed, read_rows, start_together, wait
 from offload_policy.types import Decision, Observation
 
 NAME = "split-curves"
@@ -68,7 +68,6 @@ def accuracy_floor(manifest: Any) -> float:
 
 def run(settings: Settings, console: Console) -> Results:
     """Measure every cut, the policies and the predictions; CSV, figures, report."""
-    require_netns()
     results = Results(NAME, TITLE, settings, console)
     size = sizes(settings)
     models = settings.models or (QUICK_MODELS if settings.quick else MODELS)
@@ -155,12 +154,16 @@ def _measure_model(
                     "policy": {"kind": name},
                     "requests": size["policy_requests"],
                     "warmup": 2,
+                    "fresh_link": True,
                 }
             )
         total += sum(p["requests"] + p["warmup"] for p in phases)
         plans[network] = (rows, phases)
     first = next(iter(NETWORKS.values()))
-    with Testbed(mr.bundle, work, first * 1e6, cgroup, name=mr.model) as bed:
+    with Testbed(
+        mr.bundle, work, first * 1e6, cgroup, name=mr.model, shaper=settings.shaper
+    ) as bed:
+        notes.append(f"link: {bed.shaped_by}")
         with progress_bar(console, f"{NAME}: {mr.model}", total) as step:
             for network, (rows, phases) in plans.items():
                 mbps = NETWORKS[network]
@@ -352,8 +355,12 @@ def _report(
             "uplink rate; TCP over the shaped link carries about 95.6% of it as payload, and "
             "the round trip of the veth pair (~0.1 ms) is left out.",
         )
-    if notes:
-        results.section("Not measured", "\n".join(f"- {n}" for n in notes))
+    links = sorted({n.removeprefix("link: ") for n in notes if n.startswith("link: ")})
+    skipped = [n for n in notes if not n.startswith("link: ")]
+    if skipped:
+        results.section("Not measured", "\n".join(f"- {n}" for n in skipped))
+    for link in links:
+        results.measured("the link", link)
     results.extra_settings = {
         "networks_mbps": NETWORKS,
         "requests_per_cut": size["requests"],

@@ -38,8 +38,8 @@ from experiments.harness import (
     sized,
 )
 from experiments.measure import summary
-from experiments.netlink import MIN_RATE_BPS, replay
-from experiments.testbed import Testbed, read_rows, require_netns, start_together, wait
+from experiments.netlink import MIN_RATE_BPS, RelayLink, replay
+from experiments.testbed import RELAY_LINK, TC_LINK, Testbed, read_rows, start_together, wait
 
 NAME = "traces"
 TITLE = "Real bandwidth traces replayed live: time series, latency CDFs and regret"
@@ -54,11 +54,22 @@ def sizes(settings: Settings) -> dict[str, Any]:
     if settings.quick:
         return sized(
             settings,
-            {"per_family": 1, "duration_s": 30.0, "interval_s": 0.5, "scales": (1.0, 10.0)},
+            {"per_family": 1, "duration_s": 30.0, "interval_s": 0.5, "scales": QUICK_SCALES},
         )
     return sized(
         settings, {"per_family": 3, "duration_s": 120.0, "interval_s": 0.5, "scales": (1.0, 10.0)}
     )
+
+
+#: The quick size replays the 3G/HSDPA trace as recorded and the FCC one x10 (WiFi-class).
+QUICK_SCALES = {"hsdpa": (1.0,), "fcc": (10.0,)}
+
+
+def scales_for(trace: Any, scales: Any) -> tuple[float, ...]:
+    """The scales ``trace`` is replayed at: a tuple for every trace, or one per family."""
+    if isinstance(scales, dict):
+        return tuple(scales.get(trace.family, (1.0, 10.0)))
+    return tuple(scales)
 
 
 def pick_traces(settings: Settings, per_family: int) -> list[tuple[Any, Path]]:
@@ -98,12 +109,11 @@ def rate_points(trace: Any, scale: float, duration_s: float) -> list[tuple[float
 
 def run(settings: Settings, console: Console) -> Results:
     """Replay each trace for every policy at once; CSV, figures, report."""
-    require_netns()
     results = Results(NAME, TITLE, settings, console)
     size = sizes(settings)
     model = (settings.models or (MODEL,))[0]
     traces = pick_traces(settings, size["per_family"])
-    cases = [(t, s) for t, _ in traces for s in size["scales"]]
+    cases = [(t, s) for t, _ in traces for s in scales_for(t, size["scales"])]
     files = {id(t): f for t, f in traces}
     work = results.path("work")
     rows: list[dict[str, Any]] = []
@@ -126,6 +136,8 @@ def run(settings: Settings, console: Console) -> Results:
             scale,
             size["duration_s"],
         )
+    for link in sorted({r["link"] for r in rows}):
+        results.measured("the links", RELAY_LINK if link == "relay" else TC_LINK)
     _report(results, table, cases, size, mr)
     results.finish()
     return results
@@ -146,13 +158,22 @@ def _replay_case(
     mean_mbps = float(np.mean(trace.mbps)) * scale
     stem = f"{trace.family}-{trace.name}-x{scale:g}".replace("/", "_")
     workers = []
+    links: set[str] = set()
     with ExitStack() as stack:
         beds = {}
         for policy in POLICIES:
             cgroup = stack.enter_context(edge_cgroup(settings, f"{NAME}-{policy}"))
             bed = stack.enter_context(
-                Testbed(mr.bundle, work, points[0][1], cgroup, name=f"{stem}-{policy}")
+                Testbed(
+                    mr.bundle,
+                    work,
+                    points[0][1],
+                    cgroup,
+                    name=f"{stem}-{policy}",
+                    shaper=settings.shaper,
+                )
             )
+            links.add("relay" if isinstance(bed.link, RelayLink) else "tc")
             beds[policy] = bed
         for policy, bed in beds.items():
             phase = {
@@ -189,6 +210,7 @@ def _replay_case(
     for policy in POLICIES:
         for r in read_rows(work / f"{stem}-{policy}.jsonl"):
             r["case"] = label
+            r["link"] = "+".join(sorted(links))
             r["true_bps"] = trace.bandwidth_bps(r["t_s"]) * scale
             rows.append(r)
     return rows

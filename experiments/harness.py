@@ -66,6 +66,8 @@ class Settings:
         edge_cpu_quota: the edge runs in a CPU cgroup of this fraction of one
             core (a Jetson-class device on this host); ``None``: unlimited.
         device: the edge device's power model (offload_policy.energy.DEVICES).
+        shaper: how links are shaped: ``auto`` (tc in network namespaces, else
+            the in-process token bucket), ``tc`` or ``relay``.
         battery_wh: capacity of the simulated battery (``battery``).
         battery_hours: how long the battery-aware policy tries to make it last.
         cache: where profiles and bundles are kept between runs.
@@ -79,6 +81,7 @@ class Settings:
     traces: tuple[Path, ...] | None = None
     edge_cpu_quota: float | None = 0.1
     device: str = "jetson-nano-10w"
+    shaper: str = "auto"
     battery_wh: float = 2.0
     battery_hours: float = 2.0
     cache: Path = field(default_factory=lambda: _default_cache())
@@ -90,6 +93,8 @@ class Settings:
                 f"--edge-cpu-quota {self.edge_cpu_quota}: expected 0.01..64 (a fraction of "
                 "one core) or 0 for no limit"
             )
+        if self.shaper not in ("auto", "tc", "relay"):
+            raise ConfigError(f"--shaper {self.shaper}: expected auto, tc or relay")
         for name in ("battery_wh", "battery_hours"):
             value = getattr(self, name)
             if not 0 < value < 1e6:
@@ -201,6 +206,10 @@ class Results:
             self.dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError(f"--out {settings.out}: cannot create {self.dir}: {exc}") from None
+        # What an earlier run left here would mix with this run's files.
+        for stale in (*self.dir.glob("*.csv"), *self.dir.glob("*.png"), *self.dir.glob("*.md")):
+            stale.unlink()
+        (self.dir / "settings.json").unlink(missing_ok=True)
         self.began = time.perf_counter()
         self.started = dt.datetime.now(dt.UTC)
         self.files: list[Path] = []

@@ -66,6 +66,7 @@ _EDGE_DEV = "veth-edge"
 _CLOUD_DEV = "veth-cloud"
 _CMD_TIMEOUT_S = 10.0
 _CHUNK = 64 * 1024
+_MSS = 1448  # the payload of one full frame: the pacer's unit
 
 Direction = Literal["uplink", "downlink", "both"]
 
@@ -439,6 +440,69 @@ class ShapedLink:
         return proc, int(line.rsplit(":", 1)[1])
 
 
+class RelayLink:
+    """Where tc is refused: the same link shaped in this process, on loopback.
+
+    The cloud and the edge run in this namespace; :meth:`relay_to` puts a
+    :class:`DelayRelay` pacing the uplink (a :class:`Pacer` token bucket of
+    tbf's burst) in front of the cloud's port, and :meth:`set_rate` changes
+    every relay's rate live. It has the parts of :class:`ShapedLink` the
+    experiments use (``run_in``, ``exec_args``, ``set_rate``, ``close``).
+    The kernel does not queue or drop here: the relay's user-space pacing is
+    the link, so figures from it are said to be.
+    """
+
+    def __init__(self, uplink_bps: float | None, downlink_bps: float | None = None) -> None:
+        self.edge_ns = self.cloud_ns = ""
+        self.edge_ip = self.cloud_ip = "127.0.0.1"
+        self._uplink_bps = uplink_bps
+        self._relays: list[DelayRelay] = []
+        self._processes: list[subprocess.Popen[Any]] = []
+
+    def __enter__(self) -> RelayLink:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def relay_to(self, host: str, port: int) -> tuple[str, int]:
+        """A pacing relay to ``host:port``; the address to connect to instead."""
+        relay = DelayRelay(("127.0.0.1", 0), (host, port), 0.0, uplink_bps=self._uplink_bps)
+        threading.Thread(target=relay.serve_forever, name="relay-link", daemon=True).start()
+        self._relays.append(relay)
+        return relay.address
+
+    def set_rate(self, uplink_bps: float | None, downlink_bps: float | None = None) -> None:
+        """Pace every relay's uplink at ``uplink_bps`` from now on (downlink: unshaped)."""
+        self._uplink_bps = uplink_bps
+        for relay in self._relays:
+            relay.set_rate(uplink_bps)
+
+    def exec_args(self, ns: str) -> list[str]:
+        """No namespace to enter."""
+        return []
+
+    def run_in(self, ns: str, argv: Sequence[str], **popen_kwargs: Any) -> subprocess.Popen[Any]:
+        """Start ``argv`` here; it is killed on :meth:`close`."""
+        proc = subprocess.Popen(list(argv), **popen_kwargs)
+        self._processes.append(proc)
+        return proc
+
+    def close(self) -> None:
+        """Stop the relays and kill the processes started with :meth:`run_in`."""
+        for relay in self._relays:
+            relay.stop()
+        for proc in self._processes:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
 @functools.lru_cache(maxsize=1)
 def netns_support() -> str | None:
     """None when namespaces, veth and tbf work here, else why not, in one line (cached)."""
@@ -493,6 +557,48 @@ class _DelayLine:
             self._cond.notify_all()
 
 
+class Pacer:
+    """A token bucket shared by every connection of a relay's uplink; its rate set live.
+
+    ``wait(n)`` returns when ``n`` bytes may leave: each piece is sent at the
+    set rate after the previous one (a FIFO link), with up to ``burst_bytes``
+    allowed at once after a pause, as tbf's bucket allows. ``None``: unlimited.
+    """
+
+    def __init__(self, rate_bps: float | None, burst_bytes: int = _MIN_BURST_BYTES) -> None:
+        self._lock = threading.Lock()
+        self._rate = self._checked(rate_bps)
+        self._burst_bytes = burst_bytes
+        self._free_at = 0.0
+
+    @staticmethod
+    def _checked(rate_bps: float | None) -> float | None:
+        if rate_bps is None:
+            return None
+        if not (math.isfinite(rate_bps) and rate_bps > 0):
+            raise ConfigError(f"relay rate_bps={rate_bps!r}: expected a finite rate > 0")
+        return max(float(rate_bps), MIN_RATE_BPS)
+
+    def set_rate(self, rate_bps: float | None) -> None:
+        """Pace at ``rate_bps`` from the next piece on (``None``: unlimited)."""
+        rate = self._checked(rate_bps)
+        with self._lock:
+            self._rate = rate
+
+    def wait(self, nbytes: int) -> None:
+        """Block until ``nbytes`` more may be sent."""
+        with self._lock:
+            if self._rate is None:
+                return
+            # _free_at: when the bucket would be full again; a piece may leave once
+            # what is owed past now fits in the bucket.
+            now = time.monotonic()
+            self._free_at = max(self._free_at, now) + nbytes * 8.0 / self._rate
+            due = self._free_at - self._burst_bytes * 8.0 / self._rate
+        if (pause := due - time.monotonic()) > 0:
+            time.sleep(pause)
+
+
 class DelayRelay:
     """A TCP relay that delays each direction by ``delay_s`` (data and FIN; not the handshake).
 
@@ -505,6 +611,9 @@ class DelayRelay:
     The relay ends one TCP connection and opens another, so the applications
     see the delay but the congestion control of the shaped hop does not (its
     round trip stays near zero): it models a path's latency, not a long pipe.
+
+    ``uplink_bps`` also paces what clients send (see :class:`Pacer`,
+    :meth:`set_rate`): the in-process shaper used where tc is refused.
     """
 
     def __init__(
@@ -514,12 +623,14 @@ class DelayRelay:
         delay_s: float,
         *,
         queue_bytes: int = DEFAULT_RELAY_QUEUE_BYTES,
+        uplink_bps: float | None = None,
     ) -> None:
         if not (math.isfinite(delay_s) and delay_s >= 0):
             raise ConfigError(f"relay delay_s={delay_s!r}: expected a finite delay >= 0")
         if queue_bytes < 1:
             raise ConfigError(f"relay queue_bytes={queue_bytes}: expected >= 1")
         self.target, self.delay_s, self.queue_bytes = target, delay_s, queue_bytes
+        self.pacer = Pacer(uplink_bps)
         self._server = socket.create_server(listen, reuse_port=False)
         self.address: tuple[str, int] = self._server.getsockname()[:2]
         self._stopped = threading.Event()
@@ -565,9 +676,11 @@ class DelayRelay:
             b.close()
 
         done = threading.Barrier(2, action=close)
-        for src, dst, line in ((a, b, lines[0]), (b, a, lines[1])):
+        for src, dst, line, pacer in ((a, b, lines[0], self.pacer), (b, a, lines[1], None)):
             threading.Thread(target=self._read, args=(src, line, abort), daemon=True).start()
-            threading.Thread(target=self._write, args=(dst, line, abort, done), daemon=True).start()
+            threading.Thread(
+                target=self._write, args=(dst, line, abort, done, pacer), daemon=True
+            ).start()
 
     def _read(self, src: socket.socket, line: _DelayLine, abort: Any) -> None:
         try:
@@ -578,8 +691,17 @@ class DelayRelay:
         except OSError:
             abort()
 
+    def set_rate(self, uplink_bps: float | None) -> None:
+        """Pace the uplink (client to target) at ``uplink_bps`` from now on."""
+        self.pacer.set_rate(uplink_bps)
+
     def _write(
-        self, dst: socket.socket, line: _DelayLine, abort: Any, done: threading.Barrier
+        self,
+        dst: socket.socket,
+        line: _DelayLine,
+        abort: Any,
+        done: threading.Barrier,
+        pacer: Pacer | None,
     ) -> None:
         try:
             while (item := line.get()) is not None:
@@ -589,7 +711,12 @@ class DelayRelay:
                 if not chunk:
                     dst.shutdown(socket.SHUT_WR)
                     break
-                dst.sendall(chunk)
+                if pacer is None:
+                    dst.sendall(chunk)
+                    continue
+                for i in range(0, len(chunk), _MSS):
+                    pacer.wait(min(_MSS, len(chunk) - i))
+                    dst.sendall(chunk[i : i + _MSS])
         except OSError:
             abort()
         try:
@@ -748,6 +875,8 @@ __all__ = [
     "NS_PREFIX",
     "DelayRelay",
     "LinkError",
+    "Pacer",
+    "RelayLink",
     "ShapedLink",
     "TokenBucket",
     "TraceReplay",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -25,18 +26,34 @@ from edgesplit.errors import ConfigError
 from edgesplit.security import generate_keys
 from experiments.cpulimit import CpuCgroup
 from experiments.harness import ROOT, ExperimentError
-from experiments.netlink import ShapedLink, netns_support
+from experiments.netlink import RelayLink, ShapedLink, netns_support
 
 CLOUD_PORT = 5555
 
 
-def require_netns() -> None:
-    """A clear error when shaped links cannot be made here."""
-    missing = netns_support()
-    if missing is not None:
-        raise ConfigError(
-            f"this experiment shapes a real link with tc in network namespaces: {missing}"
-        )
+SHAPERS = ("auto", "tc", "relay")
+
+
+def make_link(uplink_bps: float, shaper: str) -> tuple[ShapedLink | RelayLink, str]:
+    """The link for ``shaper`` and how it is shaped, in words for the report.
+
+    ``auto``: tc (tbf) in network namespaces, or, where they cannot be made,
+    the in-process token bucket; ``tc``: namespaces or a clear error;
+    ``relay``: the in-process token bucket.
+    """
+    if shaper not in SHAPERS:
+        raise ConfigError(f"--shaper {shaper}: expected one of {', '.join(SHAPERS)}")
+    missing = netns_support() if shaper != "relay" else "asked for"
+    if missing is None:
+        return ShapedLink(uplink_bps, None), TC_LINK
+    if shaper == "tc":
+        raise ConfigError(f"--shaper tc: tc in network namespaces is refused here: {missing}")
+    return RelayLink(uplink_bps), f"{RELAY_LINK} (tc in network namespaces: {missing})"
+
+
+#: How each kind of link is shaped, for the reports.
+TC_LINK = "tc tbf on a veth pair between network namespaces (kernel-shaped)"
+RELAY_LINK = "in-process token-bucket relay on loopback (user-space pacing, not the kernel's)"
 
 
 class Testbed:
@@ -50,16 +67,17 @@ class Testbed:
         cgroup: CpuCgroup | None,
         *,
         name: str = "bed",
+        shaper: str = "auto",
     ) -> None:
         self.bundle, self.work, self.cgroup, self.name = bundle, work, cgroup, name
-        self.link = ShapedLink(uplink_bps, None)
+        self.link, self.shaped_by = make_link(uplink_bps, shaper)
         self.keys = work / f"{name}-keys"
         self.endpoint = ""
         self._cloud: subprocess.Popen[Any] | None = None
 
     def __enter__(self) -> Testbed:
-        require_netns()
         self.work.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(self.keys, ignore_errors=True)  # keys of an earlier run: made afresh
         generate_keys(self.keys, "cloud")
         generate_keys(self.keys / "allowed", "edge")
         self.link.__enter__()
@@ -79,6 +97,8 @@ class Testbed:
         self.link.close()
 
     def _start_cloud(self) -> None:
+        relayed = isinstance(self.link, RelayLink)
+        port = "*" if relayed else str(CLOUD_PORT)  # beds side by side share loopback
         ready = self.work / f"{self.name}-cloud.endpoint"
         ready.unlink(missing_ok=True)
         log = self.work / f"{self.name}-cloud.log"
@@ -90,7 +110,7 @@ class Testbed:
             "--bundle",
             str(self.bundle.root),
             "--bind",
-            f"tcp://{self.link.cloud_ip}:{CLOUD_PORT}",
+            f"tcp://{self.link.cloud_ip}:{port}",
             "--secret-key",
             str(self.keys / "cloud.key_secret"),
             "--allowed-clients",
@@ -109,6 +129,10 @@ class Testbed:
                 raise ConfigError(f"edgesplit cloud did not start in the cloud namespace:\n{tail}")
             time.sleep(0.05)
         self.endpoint = ready.read_text().strip()
+        if isinstance(self.link, RelayLink):
+            host, _, cloud_port = self.endpoint.removeprefix("tcp://").rpartition(":")
+            relay_host, relay_port = self.link.relay_to(host, int(cloud_port))
+            self.endpoint = f"tcp://{relay_host}:{relay_port}"
 
     def set_rate(self, uplink_bps: float) -> None:
         """Shape the uplink to ``uplink_bps`` from now on."""

@@ -12,6 +12,8 @@ estimate; the true rate for trace runs), what it chose, and what was
 measured (latency, edge compute, bytes, cloud compute and queue, where it
 finished).
 
+A phase with ``fresh_link`` starts its bandwidth estimate from the prior.
+
 Policies: ``fixed`` (``cut``, ``codec``, ``threshold``), ``edgesplit`` (the
 adaptive policy on the live estimate), ``oracle`` (the adaptive policy told
 the true rate of the trace being replayed on the link), ``neurosurgeon``
@@ -103,7 +105,7 @@ def _inputs(bundle: Any, count: int, seed: int) -> tuple[np.ndarray, np.ndarray 
         return found.inputs, found.labels
     shape = tuple(bundle.manifest.model.input.shape)
     rng = np.random.default_rng(seed)
-    return rng.standard_normal((count, 1, *shape[1:]), dtype=np.float32), None
+    return rng.standard_normal((count, *shape), dtype=np.float32), None
 
 
 def _go(plan: dict[str, Any]) -> float:
@@ -161,9 +163,27 @@ def run(plan: dict[str, Any]) -> int:
         for phase in plan["phases"]:
             told = make_policy(phase["policy"], plan, bundle)
             node.set_policy(told)
+            if phase.get("fresh_link"):
+                _forget_bandwidth(node)
             answered += _phase(node, told, phase, inputs, labels, t0, out)
     client.close()
     return answered
+
+
+def _forget_bandwidth(node: Any) -> None:
+    """Start the bandwidth estimate afresh from the prior (the RTT measured so far is kept).
+
+    A phase measuring a policy must not inherit the samples of the fixed-cut
+    phases before it, which are the experiment's traffic, not the policy's.
+    """
+    from edge_node.link import LinkMonitor
+
+    old = node.link
+    node.link = LinkMonitor(
+        old.prior_bps, old.estimator_name, fixed_bps=old.fixed_bps, fixed_rtt_s=old.fixed_rtt_s
+    )
+    if old.measured_rtt_s > 0:
+        node.link.add_rtt(old.measured_rtt_s)
 
 
 def _phase(

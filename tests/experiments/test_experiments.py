@@ -73,20 +73,18 @@ def check_outputs(folder: Path, *csvs: str) -> dict[str, Any]:
 
 @needs_cgroup
 def test_layers(base: Settings) -> None:
+    from experiments.bundles import layer_profile
     from experiments.exp_layers import run
-    from partitioner.profile import load_profile
 
     run(base, Console(quiet=True))
     folder = base.out / "layers"
     check_outputs(folder, "layers.csv")
     rows = read_csv(folder / "layers.csv")
-    edge = next(base.cache.glob(f"{MODEL}-*/profiles/edge.json"))
-    profile = load_profile(edge)
+    profile, reused = layer_profile(MODEL, base, None)
+    assert reused and profile.path.name == "edge-layers.json"  # no cut timed for this one
     assert len(rows) == len(profile.layers) > 5
     assert all(float(r["latency_ms"]) > 0 and float(r["output_kib"]) > 0 for r in rows)
     assert abs(sum(float(r["latency_share"]) for r in rows) - 1.0) < 1e-3
-    # timed inside the cgroup: the profile says one thread, and its cgroup was a real one
-    assert profile.threads == 1
 
 
 @needs_cgroup
@@ -131,17 +129,26 @@ def test_split_curves_on_a_shaped_link(base: Settings) -> None:
 
 
 @needs_cgroup
-@needs_netns
-def test_traces_replayed_live(base: Settings, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "shaper",
+    [pytest.param("tc", marks=needs_netns), "relay"],
+)
+def test_traces_replayed_live(base: Settings, tmp_path: Path, shaper: str) -> None:
     from experiments.exp_traces import POLICIES, run
 
     trace = tmp_path / "step.tsv"
     trace.write_text("0 0.05\n4 0.0008\n8 0.0008\n")  # x10: 0.5 Mbit/s, then 8 kbit/s at 4 s
     tiny = {"duration_s": 8.0, "scales": (10.0,), "interval_s": 0.25}
-    run(settings(base, traces=(trace,), overrides=tiny), Console(quiet=True))
-    folder = base.out / "traces"
+    out = tmp_path / "out"
+    run(
+        settings(base, out=out, traces=(trace,), overrides=tiny, shaper=shaper), Console(quiet=True)
+    )
+    folder = out / "traces"
     check_outputs(folder, "requests.csv", "summary.csv")
+    report = (folder / "report.md").read_text()
+    assert ("token-bucket relay" in report) == (shaper == "relay")
     rows = read_csv(folder / "requests.csv")
+    assert {r["link"] for r in rows} == {shaper}
     assert {r["policy"] for r in rows} == set(POLICIES)
     summary = {r["policy"]: r for r in read_csv(folder / "summary.csv")}
     assert float(summary["oracle"]["regret"]) == 0.0
@@ -183,6 +190,45 @@ def test_cloud_scaling_on_ray(base: Settings) -> None:
     rows = read_csv(folder / "cloud_scaling.csv")
     assert [(r["node"], r["edges"]) for r in rows] == [(n, str(e)) for n in NODES for e in (1, 2)]
     assert all(float(r["throughput"]) > 0 and float(r["lost"]) == 0 for r in rows)
+
+
+def test_relay_paces_the_uplink_and_follows_a_new_rate() -> None:
+    import socket
+    import threading
+    import time
+
+    from experiments.netlink import DelayRelay
+
+    sink = socket.create_server(("127.0.0.1", 0))
+    received: list[tuple[float, int]] = []
+
+    def drain() -> None:
+        conn, _ = sink.accept()
+        while chunk := conn.recv(65536):
+            received.append((time.monotonic(), len(chunk)))
+        conn.close()
+
+    threading.Thread(target=drain, daemon=True).start()
+    relay = DelayRelay(("127.0.0.1", 0), sink.getsockname()[:2], 0.0, uplink_bps=2e6)
+    threading.Thread(target=relay.serve_forever, daemon=True).start()
+    try:
+        with socket.create_connection(relay.address) as c:
+            began = time.monotonic()
+            c.sendall(b"x" * 250_000)  # 1.0 s at 2 Mbit/s
+            while sum(n for _, n in received) < 250_000:
+                time.sleep(0.01)
+            first = time.monotonic() - began
+            relay.set_rate(8e6)
+            began = time.monotonic()
+            c.sendall(b"y" * 250_000)  # 0.25 s at 8 Mbit/s
+            while sum(n for _, n in received) < 500_000:
+                time.sleep(0.01)
+            second = time.monotonic() - began
+    finally:
+        relay.stop()
+        sink.close()
+    assert 0.9 < first < 1.3, first
+    assert 0.2 < second < 0.45, second
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
