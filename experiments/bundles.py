@@ -75,20 +75,7 @@ def cache_key(settings: Settings) -> str:
 
 def _profile(model: str, role: str, out: Path, cgroup: CpuCgroup | None) -> None:
     if role == "edge":
-        # Prepared unthrottled, timed inside the cgroup: see experiments/edge_profile.py.
-        argv = [
-            sys.executable,
-            "-m",
-            "experiments.edge_profile",
-            "--model",
-            model,
-            "--out",
-            str(out),
-            "--threads",
-            str(EDGE_THREADS),
-        ]
-        if cgroup is not None:
-            argv += ["--cgroup", str(cgroup.path)]
+        argv = _edge_profile_argv(model, out, cgroup)
     else:
         argv = [
             sys.executable,
@@ -105,6 +92,15 @@ def _profile(model: str, role: str, out: Path, cgroup: CpuCgroup | None) -> None
             str(out),
         ]
     _run(argv, f"profiling {model} as the {role}")
+
+
+def _edge_profile_argv(model: str, out: Path, cgroup: CpuCgroup | None, *extra: str) -> list[str]:
+    """The edge profiler, prepared unthrottled and timed inside ``cgroup`` (edge_profile.py)."""
+    argv = [sys.executable, "-m", "experiments.edge_profile", "--model", model, "--out", str(out)]
+    argv += ["--threads", str(EDGE_THREADS), *extra]
+    if cgroup is not None:
+        argv += ["--cgroup", str(cgroup.path)]
+    return argv
 
 
 def _run(argv: list[str], what: str) -> None:
@@ -183,20 +179,7 @@ def layer_profile(
         folder.mkdir(parents=True, exist_ok=True)
         began = time.perf_counter()
         note(f"{model}: per-layer profile")
-        argv = [
-            sys.executable,
-            "-m",
-            "experiments.edge_profile",
-            "--model",
-            model,
-            "--out",
-            str(path),
-            "--threads",
-            str(EDGE_THREADS),
-            "--layers-only",
-        ]
-        if cgroup is not None:
-            argv += ["--cgroup", str(cgroup.path)]
+        argv = _edge_profile_argv(model, path, cgroup, "--layers-only")
         _run(argv, f"profiling {model}'s layers on the edge")
         note(f"{model}: per-layer profile in {time.perf_counter() - began:.0f} s")
     try:

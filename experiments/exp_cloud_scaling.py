@@ -30,7 +30,7 @@ NODES = ("single-process", "ray, 1 replica", "ray, 2 replicas")
 def sizes(settings: Settings) -> dict[str, Any]:
     """Edge counts and seconds per point."""
     if settings.quick:
-        return sized(settings, {"edges": (1, 2, 4, 8), "seconds": 4.0, "warmup_s": 1.5})
+        return sized(settings, {"edges": (1, 4, 8), "seconds": 4.0, "warmup_s": 1.5})
     return sized(settings, {"edges": (1, 2, 4, 8, 16, 32), "seconds": 15.0, "warmup_s": 3.0})
 
 

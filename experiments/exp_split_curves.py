@@ -48,11 +48,11 @@ def sizes(settings: Settings) -> dict[str, Any]:
     """Requests per cut, codecs, and the predicted-latency cap, by size."""
     if settings.quick:
         return sized(
-            settings, {"requests": 3, "policy_requests": 6, "codecs": ("raw",), "cap_s": 3.0}
+            settings, {"requests": 2, "policy_requests": 6, "codecs": ("raw",), "cap_s": 3.0}
         )
     return sized(
         settings,
-        {"requests": 10, "policy_requests": 20, "codecs": ("raw", "int8+zstd"), "cap_s": 15.0},
+        {"requests": 5, "policy_requests": 20, "codecs": ("raw", "int8+zstd"), "cap_s": 8.0},
     )
 
 
@@ -113,6 +113,7 @@ def _measure_model(
     policies: list[dict[str, Any]] = []
     plans: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {}
     total = 0
+    expected_s = 0.0
     for network, mbps in NETWORKS.items():
         rows, phases = [], []
         for cut in m.cuts:
@@ -158,7 +159,19 @@ def _measure_model(
                 }
             )
         total += sum(p["requests"] + p["warmup"] for p in phases)
+        expected_s += (
+            sum(
+                (r["predicted_ms"] / 1e3 + 0.05) * (size["requests"] + 1)
+                for r in rows
+                if r["measured"]
+            )
+            + 2 * (size["policy_requests"] + 2) * max(r["predicted_ms"] for r in rows) / 1e3
+        )
         plans[network] = (rows, phases)
+    console.print(
+        f"{mr.model}: {total} requests over {len(NETWORKS)} networks, about "
+        f"{expected_s / 60:.0f} min by the profile's predictions (at most; edgesplit is faster)"
+    )
     first = next(iter(NETWORKS.values()))
     with Testbed(
         mr.bundle, work, first * 1e6, cgroup, name=mr.model, shaper=settings.shaper
@@ -222,7 +235,15 @@ def _measure_model(
 
 
 def _figures(s: dict[str, Any]) -> dict[str, Any]:
-    keys = ("requests", "median_ms", "p95_ms", "energy_mj", "accuracy", "fallbacks")
+    keys = (
+        "requests",
+        "median_ms",
+        "p95_ms",
+        "energy_mj",
+        "energy_mean_mj",
+        "accuracy",
+        "fallbacks",
+    )
     return {k: s.get(k, float("nan")) for k in keys}
 
 
@@ -320,7 +341,11 @@ def _report(
         "energy reduction vs cloud-only; SPINN (MobiCom 2020) up to 2x throughput over earlier "
         "collaborative inference and +20.7% accuracy under latency constraints. The aim is not "
         "to match them on this hardware but to show edgesplit against the same baselines "
-        "measured in one run.",
+        "measured in one run.\n\nLatency and energy are medians per request (the CSVs hold "
+        "means and p95 too). edgesplit may pick a lossy codec (int8) where the bundle's "
+        "calibration says the accuracy holds; the torchvision models here have random weights "
+        "and no calibration, so for them the accuracy of a lossy choice is not known (the "
+        "built-in model's is measured: the accuracy column of policies.csv).",
     )
     optimum = []
     for mr in runs:
@@ -385,7 +410,7 @@ def _report(
         "device power (offload_policy.energy DEVICES) x measured edge compute + radio power "
         "(Huang et al. MobiSys 2012, the network's coefficients) at the measured throughput x "
         "measured time on the wire + idle power x the cloud's reported time "
-        "(experiments/measure.py); no power rail is read on this host",
+        "(experiments/measure.py); no power rail is read on this host; medians per request",
     )
     results.modelled("predicted curves", "the partitioner's cost model from the bundle's profiles")
 

@@ -26,6 +26,7 @@ from tritonclient.utils import InferenceServerException
 from edge_node.head import HeadRunner
 from edgesplit.bundle import Bundle, Cut, segment_chain
 from edgesplit.onnxrt import create_session
+from experiments.loadgen import sample
 from partitioner.triton import python_backend_repository
 from tests.tritonserver import (
     RunningTriton,
@@ -63,16 +64,6 @@ def served(
     with triton_server(root / "repository", root / "server", install=install) as server:
         yield Served(bundle, server, models)
     assert not process_group_alive(server.pid), "tritonserver or a python stub outlived the test"
-
-
-def _inputs(bundle: Bundle, count: int) -> np.ndarray:
-    """The bundle's test inputs, or seeded random ones of the input shape if it ships none."""
-    path = bundle.root / "data" / "test.npz"
-    if path.is_file():
-        with np.load(path) as data:
-            return np.ascontiguousarray(data["inputs"][:count], dtype=np.float32)
-    shape = bundle.manifest.model.input.shape
-    return np.random.default_rng(0).standard_normal((count, *shape), dtype=np.float32)
 
 
 def _activation(heads: HeadRunner, bundle: Bundle, cut: Cut, inputs: np.ndarray) -> np.ndarray:
@@ -129,7 +120,7 @@ def test_every_tail_is_loaded_and_ready(served: Served) -> None:
 @pytest.mark.slow
 def test_every_cut_answers_like_onnx_runtime_one_sample_and_a_batch(served: Served) -> None:
     bundle, m = served.bundle, served.bundle.manifest
-    inputs = _inputs(bundle, SAMPLES)
+    inputs = sample(bundle, SAMPLES)
     heads = HeadRunner(bundle, threads=1)
     client = grpcclient.InferenceServerClient(served.server.grpc_url)
     latencies = []
@@ -159,7 +150,7 @@ def test_concurrent_requests_are_batched_together_and_each_answered(served: Serv
     bundle, m = served.bundle, served.bundle.manifest
     cut = next(c for c in served.tails if c.kind == "inner")
     count = 16
-    activation = _activation(HeadRunner(bundle, threads=1), bundle, cut, _inputs(bundle, count))
+    activation = _activation(HeadRunner(bundle, threads=1), bundle, cut, sample(bundle, count))
     expected = create_session(bundle.tail_path(cut), threads=1).run(
         [m.model.output], {cut.name: activation}
     )[0]
