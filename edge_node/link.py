@@ -1,10 +1,10 @@
 """What the edge knows of its link, measured from its own traffic.
 
 The round-trip time comes from pings (at pairing and when probing a cloud
-that was down) and from offloaded requests small enough that their wire
-time is negligible; the uplink bandwidth from every offloaded request whose
-reply the edge was waiting for (``Reply.timed``): bytes sent over the round
-trip less the cloud's reported queue and compute time and the RTT.
+that was down) and from offloaded requests of one packet (their wire time
+is negligible); the uplink bandwidth from every larger offloaded request
+whose reply the edge was waiting for (``Reply.timed``): bytes sent over the
+round trip less the cloud's reported queue and compute time and the RTT.
 Until the first such sample the edge assumes a prior bandwidth.
 """
 
@@ -111,13 +111,18 @@ class LinkMonitor:
             self.rejected += 1
             log.warning("transfer not used for bandwidth error=%s", exc)
             return None
+        if nbytes <= SMALL_TRANSFER_BYTES:
+            # One packet spends microseconds on the wire at any rate worth measuring; what its
+            # round trip adds to the path's is jitter (queues, the edge's own scheduling), not
+            # bandwidth: 668 B held 14 ms by a CPU-starved edge read as 0.4 Mbit/s on a
+            # 1.5 Mbit/s link. It refines the RTT instead.
+            self.add_rtt(max(0.0, round_trip_s - cloud_compute_s - cloud_queue_s))
+            return None
         if sample is None:
+            # Too short to measure a bandwidth. Not an RTT either: feeding a larger message
+            # back as an RTT would inflate the RTT and make every later transfer look too
+            # short to measure.
             log.debug("transfer too short to measure nbytes=%d wall_s=%.6f", nbytes, round_trip_s)
-            # Too short to measure a bandwidth. A message of one packet is all latency: it
-            # refines the RTT. A larger one is not (feeding it back as an RTT would inflate
-            # the RTT and make every later transfer look too short to measure).
-            if nbytes <= SMALL_TRANSFER_BYTES:
-                self.add_rtt(max(0.0, round_trip_s - cloud_compute_s - cloud_queue_s))
             return None
         self._bandwidth = self._bandwidth.update(sample)
         self.samples += 1

@@ -450,6 +450,11 @@ def _plot(
                             "o-",
                             label=f"measured {codec}",
                         )
+                        best_i, best = min(meas, key=lambda m: m[1])
+                        kind = "latency" if r == 0 else "energy"
+                        ax.plot([best_i], [best], "*", markersize=16, color="gold",
+                                markeredgecolor="black",
+                                label=f"{kind}-optimal {codec}: {labels[best_i]}")  # fmt: skip
                     ax.set_xticks(list(pos), labels, rotation=90, fontsize=6)
                 for p in policies:
                     if p["network"] == network and p.get("requests"):

@@ -108,6 +108,9 @@ def test_link_monitor_estimates_from_transfers() -> None:
     # A tiny transfer carries no bandwidth: it refines the RTT instead.
     assert link.add_transfer(6.0, 100, 0.012, 0.001, 0.0) is None
     assert link.reading().rtt_s == pytest.approx(0.010 * 7 / 8 + 0.011 / 8)
+    # Nor does a one-packet transfer held up 15 ms (jitter, a CPU-starved edge): no sample.
+    assert link.add_transfer(6.2, 668, 0.025, 0.0, 0.0) is None
+    assert link.reading().bandwidth_bps == pytest.approx(10e6, rel=1e-6)
     # A large transfer too short to measure is no RTT sample: the RTT is left alone.
     before = link.reading().rtt_s
     assert link.add_transfer(6.5, 125_000, 0.0105, 0.0, 0.0) is None

@@ -114,11 +114,15 @@ def test_split_curves_on_a_shaped_link(base: Settings) -> None:
     folder = base.out / "split-curves"
     check_outputs(folder, "split_curves.csv", "policies.csv", "headline.csv")
     rows = read_csv(folder / "split_curves.csv")
-    first = {r["network"]: r for r in rows if r["cut"] == "c00" and r["codec"] == "raw"}
-    # the input cut sends 4 KiB: its time is the link's, 17x more on 3G than on WiFi
-    g3, wifi = float(first["3G"]["median_ms"]), float(first["WiFi"]["median_ms"])
-    assert g3 > 5 * wifi, (g3, wifi)
-    assert 0.5 < g3 / float(first["3G"]["predicted_ms"]) < 2.0
+    measured_3g = [r for r in rows if r["network"] == "3G" and r["measured"] == "True"]
+    big = max(measured_3g, key=lambda r: int(r["bytes"]))
+    assert int(big["bytes"]) >= 16_384
+    same = {r["network"]: r for r in rows if r["cut"] == big["cut"] and r["codec"] == big["codec"]}
+    # the largest tensor measured on 3G takes its time on the link: 17x more than on WiFi
+    # (a few ms of the edge's CFS jitter on either side do not matter at this size)
+    g3, wifi = float(same["3G"]["median_ms"]), float(same["WiFi"]["median_ms"])
+    assert g3 > 5 * wifi, (big["cut"], g3, wifi)
+    assert 0.5 < g3 / float(same["3G"]["predicted_ms"]) < 2.0
     skipped = [r for r in rows if r["measured"] == "False"]
     assert all(float(r["predicted_ms"]) > 600 for r in skipped)
     assert all(r["median_ms"] in ("", "nan") for r in skipped)
