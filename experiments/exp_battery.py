@@ -92,7 +92,7 @@ def run(settings: Settings, console: Console) -> Results:
                     "mean_ms": r.mean_latency_s * 1e3,
                     "p95_ms": r.p95_latency_s * 1e3,
                     "mj_per_request": r.energy_per_request_j * 1e3,
-                    "accuracy": r.accuracy,
+                    "accuracy": r.accuracy if m.calibration else float("nan"),
                     "offload_rate": r.offload_rate,
                     "empty": (r.battery_level or 0.0) <= 1e-9,
                 }
@@ -125,7 +125,9 @@ def run(settings: Settings, console: Console) -> Results:
                     f"{s['mean_ms']:.1f}",
                     f"{s['p95_ms']:.1f}",
                     f"{s['mj_per_request']:.0f}",
-                    f"{s['accuracy']:.3f}",
+                    "n/a (no calibration)"
+                    if s["accuracy"] != s["accuracy"]
+                    else f"{s['accuracy']:.3f}",
                     f"{s['offload_rate']:.0%}",
                 ]
                 for s in served

@@ -9,6 +9,7 @@ data shrinks early and the compute comes late, a split pays.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from rich.console import Console
@@ -31,9 +32,12 @@ def run(settings: Settings, console: Console) -> Results:
     rows: list[dict[str, Any]] = []
     summary: list[list[Any]] = []
     loaded = []
+    took: dict[str, float] = {}
     with edge_cgroup(settings, NAME) as cgroup, progress_bar(console, NAME, len(models)) as step:
         for model in models:
+            began = time.perf_counter()
             profile, reused = layer_profile(model, settings, cgroup, lambda text: step(0, text))
+            took[model] = time.perf_counter() - began
             loaded.append((model, profile, reused))
             step(1, model)
     for model, profile, reused in loaded:
@@ -70,7 +74,7 @@ def run(settings: Settings, console: Console) -> Results:
                 f"{biggest.output_bytes / 1024:.0f} ({biggest.op})",
                 "-" if smaller is None else str(smaller),
                 f"{after / total:.0%}" if total else "-",
-                "cached" if reused else "measured now",
+                "cached" if reused else f"measured now, {took[model]:.0f} s",
             ]
         )
     results.write_csv("layers.csv", rows)
