@@ -96,6 +96,10 @@ def run(settings: Settings, console: Console) -> Results:
             ],
             summary,
         )
+        + "\n\nWhole model vs sum of kernels: under the CPU limit the kernel throttles the edge "
+        "in 10 ms periods; time held between two kernels counts in the whole model's latency "
+        "but in no kernel's. A model of many short kernels (MobileNetV2) shows the gap most; "
+        "its per-layer bars give each layer's share of the work, not of the wall time."
         + "\n\nReading it as Neurosurgeon did: a model whose outputs fall below the input's "
         "size early while most of its latency comes after (the last two columns) gains from a "
         "split at that layer; a model whose data stays large until the end (the convolutions "
