@@ -26,6 +26,11 @@ MODELS = (BUILTIN, "resnet18", "alexnet", "mobilenet_v2", "vgg16")
 QUICK_MODELS = (BUILTIN, "resnet18")
 FULL_TIME = "about 2 minutes once the bundles are cached"
 POLICIES = ("edge-only", "cloud-only", "neurosurgeon", "edgent", "edgesplit", "oracle")
+#: edgesplit and the oracle often coincide: the oracle is drawn thin and dotted over it.
+LINE_STYLES: dict[str, dict[str, Any]] = {
+    "edgesplit": {"linestyle": "-", "marker": "o", "linewidth": 3.0, "alpha": 0.7},
+    "oracle": {"linestyle": ":", "marker": "x", "color": "black", "linewidth": 1.2},
+}
 RTT_S = 0.02
 
 
@@ -165,17 +170,19 @@ def _plot(results: Results, models: list[str], rows: list[dict[str, Any]]) -> No
                 ax = axes[i][j]
                 for policy in POLICIES:
                     sub = [r for r in rows if r["model"] == model and r["policy"] == policy]
-                    style = "-" if policy in ("edgesplit", "oracle") else "--"
                     ax.plot(
                         [r["uplink_mbps"] for r in sub],
                         [r[key] for r in sub],
-                        style,
-                        marker="o",
-                        markersize=3,
+                        **LINE_STYLES.get(policy, {"linestyle": "--", "marker": "o"}),
+                        markersize=4,
                         label=policy,
                     )
                 ax.set_xscale("log")
-                if log:
+                values = [r[key] for r in rows if r["model"] == model]
+                if all(v != v for v in values):  # NaN throughout: no calibration
+                    ax.text(0.5, 0.5, "no calibration: accuracy unknown", ha="center",
+                            transform=ax.transAxes)  # fmt: skip
+                elif log:
                     ax.set_yscale("log")
                 ax.set_xlabel("uplink bandwidth (Mbit/s)")
                 ax.set_ylabel(label)
