@@ -367,18 +367,20 @@ def _plot_case(
         ax.legend(fontsize=7)
         ax.set_title(f"{trace.family}/{trace.name} x{scale:g}", fontsize=10)
         ax = axes[1][0]
-        cuts = sorted({r["cut"] for r in rows})
-        for policy in POLICIES:
+        # The decision is the cut and its codec; policies on the same one are drawn a little
+        # apart so that none hides another.
+        decisions = sorted({f"{r['cut']}/{r['codec']}" for r in rows})
+        for k, policy in enumerate(POLICIES):
             sub = [r for r in rows if r["policy"] == policy]
             ax.step(
                 [r["t_s"] for r in sub],
-                [cuts.index(r["cut"]) for r in sub],
+                [decisions.index(f"{r['cut']}/{r['codec']}") + 0.05 * (k - 2.5) for r in sub],
                 where="post",
                 label=policy,
                 alpha=0.8,
             )
-        ax.set_yticks(range(len(cuts)), cuts, fontsize=6)
-        ax.set_ylabel("cut chosen")
+        ax.set_yticks(range(len(decisions)), decisions, fontsize=6)
+        ax.set_ylabel("cut/codec chosen")
         ax.legend(fontsize=7, ncol=3)
         ax = axes[2][0]
         for policy in POLICIES:
