@@ -141,6 +141,7 @@ def run(settings: Settings, console: Console) -> Results:
     results.extra_settings = {
         "model": model,
         "trace": f"{trace.family}/{trace.name} x{SCALE:g} (wrapped around)",
+        "trace_file": str(hsdpa[0][1]),
         "battery_wh": capacity,
         "battery_hours_target": hours,
         "request_interval_s": INTERVAL_S,

@@ -30,9 +30,9 @@ from rich.console import Console
 from experiments.bundles import edge_cgroup, model_run
 from experiments.exp_split_curves import accuracy_floor
 from experiments.harness import (
-    TRACES,
     Results,
     Settings,
+    default_traces,
     markdown_table,
     progress_bar,
     sized,
@@ -77,7 +77,7 @@ def pick_traces(settings: Settings, per_family: int) -> list[tuple[Any, Path]]:
     from experiments.traces import TRACE_GLOB, load_trace
 
     files: list[Path] = []
-    for entry in settings.traces or (TRACES,):
+    for entry in settings.traces or (default_traces(),):
         path = Path(entry)
         files += (
             sorted(p for p in path.rglob(TRACE_GLOB) if p.is_file()) if path.is_dir() else [path]
@@ -321,6 +321,7 @@ def _report(
         "model": mr.model,
         "bundle": mr.bundle.id[:12],
         "traces": [f"{t.family}/{t.name} x{s:g}" for t, s in cases],
+        "trace_folder": str(default_traces()) if not results.settings.traces else "--trace",
         "seconds_per_trace": size["duration_s"],
         "request_interval_s": size["interval_s"],
         "edge_timeout_s": 10.0,

@@ -37,7 +37,16 @@ from rich.progress import (
 from edgesplit.errors import ConfigError, EdgesplitError
 
 ROOT = Path(__file__).resolve().parents[1]
-TRACES = ROOT.parent / "shared" / "traces"
+#: The project's trace collection, checked out beside the repository ...
+SHARED_TRACES = ROOT.parent / "shared" / "traces"
+#: ... else the three real traces the repository carries for its tests.
+REPO_TRACES = ROOT / "tests" / "data" / "traces"
+
+
+def default_traces() -> Path:
+    """Where traces come from without ``--trace``: ../shared/traces, else the repository's copy."""
+    return SHARED_TRACES if SHARED_TRACES.is_dir() else REPO_TRACES
+
 
 #: Mobile uplink bandwidths of Neurosurgeon's three networks (Kang et al., ASPLOS 2017,
 #: Table 3, from the measurements of Huang et al., MobiSys 2012), Mbit/s.

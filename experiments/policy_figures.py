@@ -23,12 +23,13 @@ from pathlib import Path
 from rich.console import Console
 
 from edgesplit.bundle import load_bundle
+from experiments.harness import default_traces
 from experiments.report import family_ratios, summary_table
 from experiments.simulate import POLICIES, SimConfig, simulate, simulate_all
 from experiments.traces import load_traces
 from offload_policy.adaptive import PolicyConfig
 
-TRACES = Path(__file__).resolve().parents[2] / "shared" / "traces"
+TRACES = default_traces()
 BASELINES = ("neurosurgeon", "edgent", "edge-only", "cloud-only")
 
 

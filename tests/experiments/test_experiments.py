@@ -235,6 +235,19 @@ def test_relay_paces_the_uplink_and_follows_a_new_rate() -> None:
     assert 0.2 < second < 0.45, second
 
 
+def test_traces_default_to_the_repository_copy_without_shared(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import experiments.harness as harness
+    from experiments.exp_traces import pick_traces
+
+    monkeypatch.setattr(harness, "SHARED_TRACES", tmp_path / "absent")
+    assert harness.default_traces() == harness.REPO_TRACES
+    picked = pick_traces(Settings(out=tmp_path), 1)
+    assert {t.family for t, _ in picked} == {"hsdpa", "fcc"}
+    assert all(path.is_relative_to(harness.REPO_TRACES) for _, path in picked)
+
+
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "edgesplit", "experiment", *args],
