@@ -46,7 +46,7 @@ TITLE = "Real bandwidth traces replayed live: time series, latency CDFs and regr
 POLICIES = ("edgesplit", "oracle", "neurosurgeon", "edgent", "edge-only", "cloud-only")
 MODEL = "resnet18"
 EDGENT_DEADLINE_S = 1.0
-FULL_TIME = "about 25 minutes (12 trace runs of 120 s) once the bundle is cached"
+FULL_TIME = "30 minutes measured (12 trace runs of 120 s) once the bundle is cached"
 
 
 def sizes(settings: Settings) -> dict[str, Any]:
