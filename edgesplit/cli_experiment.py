@@ -113,6 +113,8 @@ def experiment(
     reports = []
     for e in chosen:
         console.rule(f"experiment {e.name}: {e.summary}")
+        if not quick:
+            console.print(f"full size: {e.load().FULL_TIME}; --quick runs a reduced one")
         reports.append(e.run(settings, console).finish_path)
     if name == "all":
         from experiments.harness import write_index

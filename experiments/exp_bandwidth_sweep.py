@@ -24,7 +24,7 @@ NAME = "bandwidth-sweep"
 TITLE = "Latency, energy and accuracy vs bandwidth for six policies"
 MODELS = (BUILTIN, "resnet18", "alexnet", "mobilenet_v2", "vgg16")
 QUICK_MODELS = (BUILTIN, "resnet18")
-FULL_TIME = "about 2 minutes once the bundles are cached"
+FULL_TIME = "minutes once the five bundles are cached (about 15 to profile them cold)"
 POLICIES = ("edge-only", "cloud-only", "neurosurgeon", "edgent", "edgesplit", "oracle")
 #: edgesplit and the oracle often coincide: the oracle is drawn thin and dotted over it.
 LINE_STYLES: dict[str, dict[str, Any]] = {

@@ -22,7 +22,9 @@ TITLE = "Per-layer latency on the edge and per-layer output size"
 MODELS = (BUILTIN, "alexnet", "vgg16", "resnet18", "mobilenet_v2")
 QUICK_MODELS = MODELS
 #: Expected time of the full size from a cold cache on a 2-core host (quota 0.1).
-FULL_TIME = "about 15 minutes from a cold cache (profiles cached after), seconds after"
+FULL_TIME = (
+    "about 5 minutes from a cold cache (training the built-in model included), seconds after"
+)
 
 
 def run(settings: Settings, console: Console) -> Results:

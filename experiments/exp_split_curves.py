@@ -39,7 +39,7 @@ NAME = "split-curves"
 TITLE = "End-to-end latency and edge energy of every cut on 3G, LTE and WiFi"
 MODELS = (BUILTIN, "resnet18", "alexnet", "mobilenet_v2", "vgg16")
 QUICK_MODELS = (BUILTIN, "resnet18")
-FULL_TIME = "about 60 minutes from a cold cache on a 2-core host"
+FULL_TIME = "1-2 hours on a 2-core host (printed per model from the predictions before measuring)"
 #: Policies measured beside the cuts (edge-only is the last cut).
 POLICIES = ("edgesplit", "cloud-only")
 

@@ -276,12 +276,14 @@ def test_cli_refuses_bad_input(args: list[str], message: str, tmp_path: Path) ->
 
 
 def test_cli_help_lists_every_experiment() -> None:
-    from experiments.catalog import NAMES
+    from experiments.catalog import CATALOG, NAMES
 
     done = _cli("--help")
     assert done.returncode == 0
     for name in NAMES:
         assert name in done.stdout
+    for e in CATALOG:  # the full size's time, said before a full run starts
+        assert e.load().FULL_TIME
 
 
 def test_worker_refuses_a_bad_plan(tmp_path: Path) -> None:
