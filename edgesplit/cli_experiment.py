@@ -43,7 +43,7 @@ def experiment(
         list[Path] | None,
         typer.Option(
             help="Bandwidth trace file or folder (time_s Mbit/s per line); repeat. "
-            "Default: ../shared/traces."
+            "Default: ../shared/traces, else the repository's tests/data/traces."
         ),
     ] = None,
     edge_cpu_quota: Annotated[
@@ -54,7 +54,11 @@ def experiment(
         ),
     ] = 0.1,
     device: Annotated[
-        str, typer.Option(help="Edge device power model for the energy figures.")
+        str,
+        typer.Option(
+            help="Edge device power model for the energy figures: jetson-nano-5w, "
+            "jetson-nano-10w, jetson-xavier-nx-15w, jetson-orin-nano-15w, laptop-cpu, phone-soc."
+        ),
     ] = "jetson-nano-10w",
     shaper: Annotated[
         str,
