@@ -136,6 +136,11 @@ class LinkMonitor:
         )
         return sample.bits_per_s
 
+    def forget_bandwidth(self) -> None:
+        """Start the bandwidth estimate afresh from the prior; the RTT measured so far stays."""
+        self._bandwidth = make_estimator(self.estimator_name)
+        self.samples = 0
+
     @property
     def measured_rtt_s(self) -> float:
         """The smoothed RTT measured so far (0 before any), whatever the override."""

@@ -1,12 +1,13 @@
 """Profiles and bundles of the experiments' models, measured once and cached.
 
-A model's edge profile is measured with ``edgesplit profile --device edge``
-inside a CPU cgroup of ``edge_cpu_quota`` of one core (a Jetson-class
-device on this host: its CPU limit is real, enforced by the kernel), with
-one ONNX Runtime thread and per-layer node profiling; the cloud profile
-unthrottled. The bundle is partitioned from the two (every cut kept, no
-pruning) and kept under ``cache/MODEL-KEY/`` with its profiles; the next run
-reuses them and its report says so.
+A model's edge profile is measured by experiments/edge_profile.py, which
+times every ONNX Runtime session inside a CPU cgroup of ``edge_cpu_quota``
+of one core (a Jetson-class device on this host: its CPU limit is real,
+enforced by the kernel), with one thread and per-layer node profiling; the
+cloud profile with ``edgesplit profile --device cloud``, unthrottled. The
+bundle is partitioned from the two (every cut kept, no pruning) and kept
+under ``cache/MODEL-KEY/`` with its profiles; the next run reuses them and
+its report says so.
 """
 
 from __future__ import annotations
@@ -224,3 +225,11 @@ def model_run(
         )
         bundle = partition(load_source(model, out), out / "bundle", config)
     return ModelRun(model, bundle, edge, cloud, reused, limit)
+
+
+def one_model_run(
+    model: str, settings: Settings, name: str, note: Callable[[str], None]
+) -> ModelRun:
+    """:func:`model_run` for an experiment of one model, in a cgroup of its own while profiling."""
+    with edge_cgroup(settings, name) as cgroup:
+        return model_run(model, settings, cgroup, note)

@@ -60,7 +60,7 @@ class CpuCgroup:
 
     def add(self, pid: int) -> None:
         """Move the running process ``pid``, every thread of it, into this cgroup."""
-        (self.path / "cgroup.procs").write_text(f"{pid}\n")
+        move_to(self.path, pid)
 
     def throttled_s(self) -> float:
         """Seconds the kernel has held this cgroup's processes back so far."""
@@ -80,6 +80,11 @@ class CpuCgroup:
             f"{self.fraction:g} of one core ({self.quota_us} us per {self.period_us} us, "
             f"cgroup v{self.version} {self.path} {files})"
         )
+
+
+def move_to(cgroup: Path, pid: int) -> None:
+    """Move the running process ``pid``, every thread of it, into the cgroup folder ``cgroup``."""
+    (cgroup / "cgroup.procs").write_text(f"{pid}\n")
 
 
 def find_cpu_controller(mounts: str | None = None) -> CpuController | str:

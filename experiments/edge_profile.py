@@ -26,13 +26,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from edgesplit.errors import EdgesplitError
+from experiments.cpulimit import move_to
 
 T = TypeVar("T")
-
-
-def join_cgroup(path: Path) -> None:
-    """Move this process, every thread of it, into the cgroup at ``path``."""
-    (path / "cgroup.procs").write_text(f"{os.getpid()}\n")
 
 
 def current_cgroup(limit: Path) -> Path:
@@ -52,11 +48,11 @@ def inside(limit: Path | None) -> Iterator[None]:
         yield
         return
     home = current_cgroup(limit)
-    join_cgroup(limit)
+    move_to(limit, os.getpid())
     try:
         yield
     finally:
-        join_cgroup(home)
+        move_to(home, os.getpid())
 
 
 def timed_inside(limit: Path | None, function: Callable[..., T]) -> Callable[..., T]:
@@ -70,7 +66,7 @@ def timed_inside(limit: Path | None, function: Callable[..., T]) -> Callable[...
 
 
 def layers_only(prepared: Any, config: Any) -> dict[str, Any]:
-    """The whole model's time and its per-layer profile (see load_layers)."""
+    """The whole model's time and its per-layer profile (read by bundles.layer_profile)."""
     from dataclasses import asdict
 
     import partitioner.profile as profile_module
@@ -96,13 +92,12 @@ def layers_only(prepared: Any, config: Any) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Prepare, join the cgroup, time, write the profile."""
+    """Prepare outside the cgroup, time inside it, write the profile."""
     parser = argparse.ArgumentParser(prog="python -m experiments.edge_profile")
     parser.add_argument("--model", required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cgroup", type=Path, help="cgroup folder to time in (default: none)")
-    parser.add_argument("--no-layers", action="store_true")
     parser.add_argument(
         "--layers-only",
         action="store_true",
@@ -121,9 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("time_session", "layer_timings", "_timed_session"):
         setattr(profile_module, name, timed_inside(args.cgroup, getattr(profile_module, name)))
 
-    config = ProfileConfig(
-        reps=Repetitions.quick(), threads=args.threads, layers=not args.no_layers
-    )
+    config = ProfileConfig(reps=Repetitions.quick(), threads=args.threads)
 
     def work(source, report):  # type: ignore[no-untyped-def]
         prepared = prepare(source, config.providers, config.threads, report)

@@ -18,7 +18,7 @@ from typing import Any
 
 from rich.console import Console
 
-from experiments.bundles import edge_cgroup, model_run
+from experiments.bundles import one_model_run
 from experiments.exp_split_curves import accuracy_floor
 from experiments.exp_traces import pick_traces
 from experiments.harness import Results, Settings, markdown_table, progress_bar
@@ -48,13 +48,10 @@ def run(settings: Settings, console: Console) -> Results:
 
     results = Results(NAME, TITLE, settings, console)
     model = (settings.models or (MODEL,))[0]
-    with edge_cgroup(settings, f"{NAME}-bundle") as cgroup:
-        mr = model_run(model, settings, cgroup, lambda text: console.print(text))
+    mr = one_model_run(model, settings, f"{NAME}-bundle", console.print)
     m = mr.bundle.manifest
-    hsdpa = [x for x in pick_traces(settings, 1) if x[0].family == "hsdpa"] or pick_traces(
-        settings, 1
-    )
-    trace = hsdpa[0][0]
+    picked = pick_traces(settings, 1)
+    trace, trace_file = next(((t, f) for t, f in picked if t.family == "hsdpa"), picked[0])
     capacity, hours = settings.battery_wh, settings.battery_hours
     base = SimConfig(
         interval_s=INTERVAL_S,
@@ -141,7 +138,7 @@ def run(settings: Settings, console: Console) -> Results:
     results.extra_settings = {
         "model": model,
         "trace": f"{trace.family}/{trace.name} x{SCALE:g} (wrapped around)",
-        "trace_file": str(hsdpa[0][1]),
+        "trace_file": str(trace_file),
         "battery_wh": capacity,
         "battery_hours_target": hours,
         "request_interval_s": INTERVAL_S,

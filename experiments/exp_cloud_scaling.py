@@ -17,7 +17,7 @@ from typing import Any
 
 from rich.console import Console
 
-from experiments.bundles import edge_cgroup, model_run
+from experiments.bundles import one_model_run
 from experiments.harness import Results, Settings, markdown_table, progress_bar, sized
 
 NAME = "cloud-scaling"
@@ -41,8 +41,7 @@ def run(settings: Settings, console: Console) -> Results:
     results = Results(NAME, TITLE, settings, console)
     size = sizes(settings)
     model = (settings.models or (MODEL,))[0]
-    with edge_cgroup(settings, f"{NAME}-bundle") as cgroup:
-        mr = model_run(model, settings, cgroup, lambda text: console.print(text))
+    mr = one_model_run(model, settings, f"{NAME}-bundle", console.print)
     bundle = mr.bundle
     cut = bundle.manifest.cuts[0]
     value = sample(bundle, 1)

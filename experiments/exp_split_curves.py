@@ -74,6 +74,7 @@ def run(settings: Settings, console: Console) -> Results:
     curves: list[dict[str, Any]] = []
     policies: list[dict[str, Any]] = []
     notes: list[str] = []
+    links: set[str] = set()
     work = results.path("work")
     with edge_cgroup(settings, NAME) as cgroup:
         runs = []
@@ -82,9 +83,10 @@ def run(settings: Settings, console: Console) -> Results:
                 runs.append(model_run(model, settings, cgroup, lambda text: step(0, text)))
                 step(1, model)
         for mr in runs:
-            c, p = _measure_model(mr, settings, size, work, cgroup, console, notes)
+            c, p, link = _measure_model(mr, settings, size, work, cgroup, console, notes)
             curves += c
             policies += p
+            links.add(link)
     results.write_csv("split_curves.csv", curves)
     results.write_csv("policies.csv", policies)
     for mr in runs:
@@ -94,6 +96,8 @@ def run(settings: Settings, console: Console) -> Results:
             [r for r in curves if r["model"] == mr.model],
             [r for r in policies if r["model"] == mr.model],
         )
+    for link in sorted(links):
+        results.measured("the link", link)
     _report(results, runs, curves, policies, size, notes)
     results.finish()
     return results
@@ -107,8 +111,10 @@ def _measure_model(
     cgroup: Any,
     console: Console,
     notes: list[str],
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str]:
+    """Every planned point of one model on one testbed; its curves, policies and link."""
     m = mr.bundle.manifest
+    floor = accuracy_floor(m)
     curves: list[dict[str, Any]] = []
     policies: list[dict[str, Any]] = []
     plans: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {}
@@ -176,7 +182,7 @@ def _measure_model(
     with Testbed(
         mr.bundle, work, first * 1e6, cgroup, name=mr.model, shaper=settings.shaper
     ) as bed:
-        notes.append(f"link: {bed.shaped_by}")
+        link = bed.shaped_by
         with progress_bar(console, f"{NAME}: {mr.model}", total) as step:
             for network, (rows, phases) in plans.items():
                 mbps = NETWORKS[network]
@@ -190,7 +196,7 @@ def _measure_model(
                     prior_mbps=mbps,
                     timeout_s=max(30.0, 4 * size["cap_s"]),
                     seed=settings.seed,
-                    accuracy_floor=accuracy_floor(m),
+                    accuracy_floor=floor,
                 )
                 worker = bed.start(plan, f"{mr.model}-{network}")
                 start_together([worker])
@@ -201,8 +207,9 @@ def _measure_model(
                     step(now - seen, network)
                     seen = now
                 wait(worker.proc, 60)
-                step(len(read_rows(out)) - seen, network)
-                by_phase = groups(read_rows(out))
+                answered = read_rows(out)
+                step(len(answered) - seen, network)
+                by_phase = groups(answered)
                 for row in rows:
                     label = f"{row['cut']}/{row['codec']}"
                     s = summary(by_phase.get(label, []), NETWORK_RADIO[network], settings.device)
@@ -221,17 +228,13 @@ def _measure_model(
                             "finished": s.get("finished", {}),
                         }
                     )
-    skipped = [
-        f"{r['network']} {r['cut']}/{r['codec']}"
-        for r in curves
-        if r["model"] == mr.model and not r["measured"]
-    ]
+    skipped = [f"{r['network']} {r['cut']}/{r['codec']}" for r in curves if not r["measured"]]
     if skipped:
         notes.append(
             f"{mr.model}: predicted only (predicted latency over the {size['cap_s']:g} s cap): "
             + ", ".join(skipped)
         )
-    return curves, policies
+    return curves, policies, link
 
 
 def _figures(s: dict[str, Any]) -> dict[str, Any]:
@@ -380,12 +383,8 @@ def _report(
             "uplink rate; TCP over the shaped link carries about 95.6% of it as payload, and "
             "the round trip of the veth pair (~0.1 ms) is left out.",
         )
-    links = sorted({n.removeprefix("link: ") for n in notes if n.startswith("link: ")})
-    skipped = [n for n in notes if not n.startswith("link: ")]
-    if skipped:
-        results.section("Not measured", "\n".join(f"- {n}" for n in skipped))
-    for link in links:
-        results.measured("the link", link)
+    if notes:
+        results.section("Not measured", "\n".join(f"- {n}" for n in notes))
     results.extra_settings = {
         "networks_mbps": NETWORKS,
         "requests_per_cut": size["requests"],

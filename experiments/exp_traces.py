@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
-from experiments.bundles import edge_cgroup, model_run
+from experiments.bundles import edge_cgroup, one_model_run
 from experiments.exp_split_curves import accuracy_floor
 from experiments.harness import (
     Results,
@@ -70,6 +70,16 @@ def scales_for(trace: Any, scales: Any) -> tuple[float, ...]:
     if isinstance(scales, dict):
         return tuple(scales.get(trace.family, (1.0, 10.0)))
     return tuple(scales)
+
+
+def radio_for_scale(scale: float) -> str:
+    """The radio model of a replay: 3G for the traces as recorded, WiFi once scaled up."""
+    return "wifi" if scale > 1 else "3g"
+
+
+def case_label(trace: Any, scale: float) -> str:
+    """How a (trace, scale) replay is named in the CSVs and reports."""
+    return f"{trace.family}/{trace.name} x{scale:g}"
 
 
 def pick_traces(settings: Settings, per_family: int) -> list[tuple[Any, Path]]:
@@ -117,11 +127,10 @@ def run(settings: Settings, console: Console) -> Results:
     files = {id(t): f for t, f in traces}
     work = results.path("work")
     rows: list[dict[str, Any]] = []
-    with edge_cgroup(settings, f"{NAME}-bundle") as cgroup:
-        mr = model_run(model, settings, cgroup, lambda text: console.print(text))
+    mr = one_model_run(model, settings, f"{NAME}-bundle", console.print)
     with progress_bar(console, NAME, len(cases)) as step:
         for trace, scale in cases:
-            label = f"{trace.family}/{trace.name} x{scale:g}"
+            label = case_label(trace, scale)
             step(0, label)
             rows += _replay_case(mr, trace, files[id(trace)], scale, settings, size, work, label)
             step(1, label)
@@ -131,7 +140,7 @@ def run(settings: Settings, console: Console) -> Results:
     for trace, scale in cases:
         _plot_case(
             results,
-            [r for r in rows if r["case"] == f"{trace.family}/{trace.name} x{scale:g}"],
+            [r for r in rows if r["case"] == case_label(trace, scale)],
             trace,
             scale,
             size["duration_s"],
@@ -157,6 +166,7 @@ def _replay_case(
     points = rate_points(trace, scale, size["duration_s"])
     mean_mbps = float(np.mean(trace.mbps)) * scale
     stem = f"{trace.family}-{trace.name}-x{scale:g}".replace("/", "_")
+    floor = accuracy_floor(m)
     workers = []
     links: set[str] = set()
     with ExitStack() as stack:
@@ -186,12 +196,12 @@ def _replay_case(
             plan = bed.plan(
                 [phase],
                 work / f"{stem}-{policy}.jsonl",
-                radio="wifi" if scale > 1 else "3g",
+                radio=radio_for_scale(scale),
                 device=settings.device,
                 prior_mbps=points[0][1] / 1e6,
                 timeout_s=10.0,
                 seed=settings.seed,
-                accuracy_floor=accuracy_floor(m),
+                accuracy_floor=floor,
                 trace={"path": str(path), "scale": scale},
             )
             workers.append(bed.start(plan, f"{stem}-{policy}"))
@@ -210,6 +220,7 @@ def _replay_case(
     for policy in POLICIES:
         for r in read_rows(work / f"{stem}-{policy}.jsonl"):
             r["case"] = label
+            r["radio"] = radio_for_scale(scale)
             r["link"] = "+".join(sorted(links))
             r["true_bps"] = trace.bandwidth_bps(r["t_s"]) * scale
             rows.append(r)
@@ -229,7 +240,7 @@ def policy_spec(policy: str, mean_mbps: float) -> dict[str, Any]:
 def _summaries(rows: list[dict[str, Any]], settings: Settings) -> list[dict[str, Any]]:
     out = []
     for case in dict.fromkeys(r["case"] for r in rows):
-        radio = "wifi" if case.endswith("x10") else "3g"
+        radio = next(r["radio"] for r in rows if r["case"] == case)
         oracle = summary(
             [r for r in rows if r["case"] == case and r["policy"] == "oracle"],
             radio,

@@ -363,13 +363,6 @@ def progress_bar(console: Console, description: str, total: int) -> Iterator[Cal
         yield advance
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """The ``q``-th percentile (linear), NaN for no values."""
-    import numpy as np
-
-    return float(np.percentile(values, q)) if len(values) else float("nan")
-
-
 def write_index(settings: Settings, entries: Sequence[Any], elapsed_s: float) -> Path:
     """``OUT/README.md``: every experiment's report, time, and its headline sections."""
     lines = [

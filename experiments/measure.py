@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from offload_policy.energy import device_power, radio
-from offload_policy.types import Decision, Observation
+from offload_policy.types import Decision
 
 
 def energy_j(row: dict[str, Any], radio_name: str, device_name: str) -> float:
@@ -86,10 +86,9 @@ def predicted(
     device_name: str,
 ) -> tuple[float, float]:
     """The partitioner's prediction for ``decision``: (latency s, energy J)."""
-    from offload_policy.cost import decision_terms, predict
+    from offload_policy.cost import decision_terms
     from offload_policy.energy import inference_energy_j
 
-    p = predict(manifest, decision, Observation(bandwidth_bps=bandwidth_bps, rtt_s=rtt_s))
     terms = decision_terms(manifest, decision)
     wait = rtt_s + terms.cloud_s
     energy = inference_energy_j(
@@ -101,7 +100,7 @@ def predicted(
         radio(radio_name),
         device_power(device_name),
     )
-    return p.latency_s, energy
+    return terms.latency_s(bandwidth_bps, rtt_s), energy
 
 
 def groups(rows: Iterable[dict[str, Any]], key: str = "phase") -> dict[str, list[dict[str, Any]]]:

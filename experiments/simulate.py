@@ -154,23 +154,50 @@ def slower_edge(manifest: Manifest, factor: float) -> Manifest:
     return replace(manifest, profiles={**manifest.profiles, "edge": replace(edge, timings=timings)})
 
 
-def make_policy(name: str, manifest: Manifest, trace: Trace, config: SimConfig) -> Policy:
-    """The policy ``name`` for this bundle, trace and scenario."""
+def named_policy(
+    name: str,
+    manifest: Manifest,
+    config: PolicyConfig,
+    *,
+    mean_bandwidth_bps: float | None = None,
+    rtt_s: float = 0.0,
+    deadline_s: float | None = None,
+) -> Policy:
+    """The policy ``name`` (one of :data:`POLICIES`) for this bundle.
+
+    Neurosurgeon plans its static cut for ``mean_bandwidth_bps`` and
+    ``rtt_s``; Edgent meets ``deadline_s``. The simulator and the real-link
+    worker (experiments/worker.py) both build their policies here.
+    """
     if name == "edgesplit":
-        return AdaptivePolicy(manifest, config.policy)
+        return AdaptivePolicy(manifest, config)
     if name == "oracle":
-        return AdaptivePolicy(manifest, config.policy, oracle=True)
+        return AdaptivePolicy(manifest, config, oracle=True)
     if name == "edge-only":
         return edge_only(manifest)
     if name == "cloud-only":
         return cloud_only(manifest)
     if name == "neurosurgeon":
-        mean = float(np.mean(trace.mbps)) * 1e6 * config.bandwidth_scale
-        return neurosurgeon(manifest, mean, config.rtt_s)
+        if mean_bandwidth_bps is None:
+            raise ConfigError("neurosurgeon: needs the mean bandwidth it plans its cut for")
+        return neurosurgeon(manifest, mean_bandwidth_bps, rtt_s)
     if name == "edgent":
-        deadline = config.slo_s or 0.1
-        return Edgent(manifest, deadline)
+        if deadline_s is None:
+            raise ConfigError("edgent: needs the deadline it meets")
+        return Edgent(manifest, deadline_s)
     raise ConfigError(f"--policy {name}: unknown; choose from {', '.join(POLICIES)}")
+
+
+def make_policy(name: str, manifest: Manifest, trace: Trace, config: SimConfig) -> Policy:
+    """The policy ``name`` for this bundle, trace and scenario."""
+    return named_policy(
+        name,
+        manifest,
+        config.policy,
+        mean_bandwidth_bps=float(np.mean(trace.mbps)) * 1e6 * config.bandwidth_scale,
+        rtt_s=config.rtt_s,
+        deadline_s=config.slo_s or 0.1,
+    )
 
 
 def _estimator(name: str, first_bps: float) -> ThroughputEstimator:

@@ -43,7 +43,9 @@ def make_link(uplink_bps: float, shaper: str) -> tuple[ShapedLink | RelayLink, s
     """
     if shaper not in SHAPERS:
         raise ConfigError(f"--shaper {shaper}: expected one of {', '.join(SHAPERS)}")
-    missing = netns_support() if shaper != "relay" else "asked for"
+    if shaper == "relay":
+        return RelayLink(uplink_bps), f"{RELAY_LINK} (--shaper relay)"
+    missing = netns_support()
     if missing is None:
         return ShapedLink(uplink_bps, None), TC_LINK
     if shaper == "tc":
@@ -57,7 +59,10 @@ RELAY_LINK = "in-process token-bucket relay on loopback (user-space pacing, not 
 
 
 class Testbed:
-    """See the module docstring. ``with Testbed(...) as bed: bed.run(plan)``."""
+    """See the module docstring.
+
+    ``with Testbed(...) as bed: start_together([bed.start(bed.plan(phases, out), name)])``.
+    """
 
     def __init__(
         self,
@@ -126,10 +131,10 @@ class Testbed:
         while not (ready.is_file() and ready.read_text().strip()):
             if self._cloud.poll() is not None or time.monotonic() > deadline:
                 tail = log.read_text(errors="replace")[-2000:]
-                raise ConfigError(f"edgesplit cloud did not start in the cloud namespace:\n{tail}")
+                raise ExperimentError(f"edgesplit cloud did not start:\n{tail}")
             time.sleep(0.05)
         self.endpoint = ready.read_text().strip()
-        if isinstance(self.link, RelayLink):
+        if relayed:
             host, _, cloud_port = self.endpoint.removeprefix("tcp://").rpartition(":")
             relay_host, relay_port = self.link.relay_to(host, int(cloud_port))
             self.endpoint = f"tcp://{relay_host}:{relay_port}"
@@ -215,15 +220,17 @@ def start_together(workers: list[Worker], timeout_s: float = 300.0) -> float:
 
 
 def wait(proc: subprocess.Popen[str], timeout_s: float) -> None:
-    """Wait for a worker; ConfigError with its output when it fails or overruns."""
+    """Wait for a worker; ExperimentError with its output when it fails or overruns."""
     try:
         out, err = proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
         proc.kill()
         out, err = proc.communicate()
-        raise ConfigError(f"the edge worker ran past {timeout_s:.0f} s:\n{err[-2000:]}") from None
+        raise ExperimentError(
+            f"the edge worker ran past {timeout_s:.0f} s:\n{err[-2000:]}"
+        ) from None
     if proc.returncode != 0:
-        raise ConfigError(
+        raise ExperimentError(
             f"the edge worker failed ({proc.returncode}):\n{out[-1000:]}\n{err[-3000:]}"
         )
 

@@ -56,32 +56,27 @@ class Told:
 
 
 def make_policy(spec: dict[str, Any], plan: dict[str, Any], bundle: Any) -> Told:
-    """The policy a phase names, wrapped in :class:`Told`."""
+    """The policy a phase names, wrapped in :class:`Told` (the simulator's, for the named ones)."""
+    from experiments.simulate import named_policy
     from offload_policy import FixedPolicy
-    from offload_policy.adaptive import AdaptivePolicy, PolicyConfig
-    from offload_policy.baselines import Edgent, cloud_only, edge_only, neurosurgeon
+    from offload_policy.adaptive import PolicyConfig
     from offload_policy.types import Decision
 
     m = bundle.manifest
     kind = spec["kind"]
-    config = PolicyConfig(radio=plan["radio"], device=plan["device"])
     if kind == "fixed":
         decision = Decision(spec["cut"], spec.get("threshold"), spec["codec"])
-        policy: Any = FixedPolicy(decision, m.edge_only.id)
-        return Told(policy)
-    if kind == "edgesplit":
-        return Told(AdaptivePolicy(m, config))
-    if kind == "oracle":
-        return Told(AdaptivePolicy(m, config, oracle=True), truth=_truth(plan))
-    if kind == "neurosurgeon":
-        return Told(neurosurgeon(m, spec["mean_mbps"] * 1e6, plan.get("rtt_s") or 0.0))
-    if kind == "edgent":
-        return Told(Edgent(m, spec["deadline_s"]))
-    if kind == "edge-only":
-        return Told(edge_only(m))
-    if kind == "cloud-only":
-        return Told(cloud_only(m))
-    raise ConfigError(f"plan: policy kind {kind!r} is unknown")
+        return Told(FixedPolicy(decision, m.edge_only.id))
+    mean_mbps = spec.get("mean_mbps")
+    policy = named_policy(
+        kind,
+        m,
+        PolicyConfig(radio=plan["radio"], device=plan["device"]),
+        mean_bandwidth_bps=None if mean_mbps is None else mean_mbps * 1e6,
+        rtt_s=plan.get("rtt_s") or 0.0,
+        deadline_s=spec.get("deadline_s"),
+    )
+    return Told(policy, truth=_truth(plan) if kind == "oracle" else None)
 
 
 def _truth(plan: dict[str, Any]) -> Any:
@@ -153,37 +148,21 @@ def run(plan: dict[str, Any]) -> int:
         device=plan["device"],
     )
     runner = HeadRunner(bundle, ["CPUExecutionProvider"], int(plan.get("threads", 1)))
-    first = make_policy(plan["phases"][0]["policy"], plan, bundle)
-    node = EdgeNode(bundle, first, client, config, runner)
+    policies = [make_policy(phase["policy"], plan, bundle) for phase in plan["phases"]]
+    node = EdgeNode(bundle, policies[0], client, config, runner)
     node.runner.warm(bundle.manifest.cuts)
     node.check_cloud()
     t0 = _go(plan)
     answered = 0
     with Path(plan["out"]).open("a", encoding="utf-8") as out:
-        for phase in plan["phases"]:
-            told = make_policy(phase["policy"], plan, bundle)
+        for phase, told in zip(plan["phases"], policies, strict=True):
             node.set_policy(told)
             if phase.get("fresh_link"):
-                _forget_bandwidth(node)
+                # The fixed-cut phases' samples are the experiment's traffic, not the policy's.
+                node.link.forget_bandwidth()
             answered += _phase(node, told, phase, inputs, labels, t0, out)
     client.close()
     return answered
-
-
-def _forget_bandwidth(node: Any) -> None:
-    """Start the bandwidth estimate afresh from the prior (the RTT measured so far is kept).
-
-    A phase measuring a policy must not inherit the samples of the fixed-cut
-    phases before it, which are the experiment's traffic, not the policy's.
-    """
-    from edge_node.link import LinkMonitor
-
-    old = node.link
-    node.link = LinkMonitor(
-        old.prior_bps, old.estimator_name, fixed_bps=old.fixed_bps, fixed_rtt_s=old.fixed_rtt_s
-    )
-    if old.measured_rtt_s > 0:
-        node.link.add_rtt(old.measured_rtt_s)
 
 
 def _phase(

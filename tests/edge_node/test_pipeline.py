@@ -10,7 +10,7 @@ import pytest
 
 from cloud_node.backends import OnnxRuntimeBackend
 from cloud_node.server import CloudConfig, CloudNode
-from edge_node.link import LinkMonitor
+from edge_node.link import LinkMonitor, LinkReading
 from edge_node.node import EdgeConfig, EdgeNode
 from edge_node.power import SimulatedMonitor
 from edge_node.transport import CloudClient
@@ -121,6 +121,10 @@ def test_link_monitor_estimates_from_transfers() -> None:
     assert link.add_transfer(6.8, 125_000, 0.115, 0.004, 0.001) == pytest.approx(10e6, rel=1e-6)
     # A cloud claiming more time than the round trip took is not believed.
     assert link.add_transfer(7.0, 125_000, 0.05, 0.06, 0.0) is None and link.rejected == 1
+    # Forgetting the bandwidth goes back to the prior and keeps the RTT.
+    rtt = link.reading().rtt_s
+    link.forget_bandwidth()
+    assert link.reading() == LinkReading(1e6, rtt, 0, "prior")
 
 
 def test_edge_metrics_and_simulated_battery(cloud, untrained_bundle: Bundle) -> None:
