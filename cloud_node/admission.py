@@ -7,21 +7,29 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from edgesplit.bundle import Cut
+from edgesplit.bundle import Bundle, Cut
 
 
 @dataclass
 class Job:
-    """An admitted request waiting for a worker."""
+    """An admitted request waiting for a worker.
+
+    ``bundle`` and ``backend`` are those of the bundle the request names (a cloud
+    serving a rollout serves two); jobs batch together only for the same cut of
+    the same bundle.
+    """
 
     identity: bytes
     request_id: int
     cut: Cut
     value: np.ndarray
     received: float
+    bundle: Bundle | None = None
+    backend: Any = None
 
     @property
     def rows(self) -> int:
@@ -85,7 +93,7 @@ class AdmissionQueue:
             batch, rows = [first], first.rows
             deadline = time.perf_counter() + window_s
             while rows < max_rows:
-                for job in [j for j in self._jobs if j.cut.id == first.cut.id]:
+                for job in [j for j in self._jobs if _same_tail(j, first)]:
                     if rows + job.rows <= max_rows:
                         self._jobs.remove(job)
                         batch.append(job)
@@ -119,3 +127,8 @@ class AdmissionQueue:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+
+
+def _same_tail(a: Job, b: Job) -> bool:
+    """Whether two jobs run the same tail (same cut of the same bundle)."""
+    return a.cut.id == b.cut.id and a.backend is b.backend

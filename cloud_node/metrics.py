@@ -71,3 +71,19 @@ class CloudMetrics:
         self.bytes_sent = Counter(
             "edgesplit_cloud_sent_bytes", "Bytes of reply frames sent.", registry=r
         )
+        self.release_bytes = Counter(
+            "edgesplit_cloud_release_sent_bytes",
+            "Bytes of release archives sent to edges in chunks (over-the-air updates).",
+            registry=r,
+        )
+        self.fleet_edges = Gauge(
+            "edgesplit_cloud_fleet_edges",
+            "Edges by the bundle version and update state they last reported (stale: silent).",
+            ["version", "state"],
+            registry=r,
+        )
+        self.rollout_fraction = Gauge(
+            "edgesplit_cloud_rollout_fraction",
+            "Share of the fleet offered the candidate release, 0..1.",
+            registry=r,
+        )

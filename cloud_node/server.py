@@ -15,6 +15,7 @@ finish what was admitted, and every admitted request is answered.
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import threading
 import time
@@ -28,6 +29,7 @@ import zmq
 import wire
 from cloud_node.admission import AdmissionQueue, Job
 from cloud_node.backends import TailBackend
+from cloud_node.fleet import Fleet
 from cloud_node.metrics import CloudMetrics
 from cloud_node.validate import RequestRejected, check_request
 from edgesplit.bundle import Bundle
@@ -105,9 +107,16 @@ class CloudNode:
         backend: TailBackend,
         config: CloudConfig | None = None,
         metrics: CloudMetrics | None = None,
+        *,
+        fleet: Fleet | None = None,
+        admins: frozenset[str] | None = None,
     ) -> None:
         self.bundle = bundle
         self.backend = backend
+        self.fleet = fleet or Fleet(bundle, bundle.id[:12])
+        # Who may change the rollout (CURVE key names); None: anyone (plaintext loopback).
+        self.admins = admins
+        self._served: dict[str, tuple[Bundle, TailBackend]] = {bundle.id: (bundle, backend)}
         self.config = config or CloudConfig()
         self.metrics = metrics or CloudMetrics()
         self.counts: Counter[str] = Counter()
@@ -123,9 +132,15 @@ class CloudNode:
         self._stop = threading.Event()
         self._inproc = f"inproc://edgesplit-replies-{next(_node_ids)}"
         self._cut_ids = {c.id for c in bundle.manifest.cuts}
+        self.metrics.rollout_fraction.set(self.fleet.fraction)
         # Only a backend that says so runs on the ingress thread: a Triton call made there
         # measured ~1 ms slower than the same call from a worker (gRPC's threads and ours).
         self._inline = self.config.inline_when_idle and bool(getattr(backend, "inline", False))
+
+    def serve_bundle(self, bundle: Bundle, backend: TailBackend) -> None:
+        """Also serve ``bundle``'s tails (a rollout's candidate), with their own backend."""
+        self._served[bundle.id] = (bundle, backend)
+        self._cut_ids |= {c.id for c in bundle.manifest.cuts}
 
     def _replicas_probe(self, backend: TailBackend) -> Callable[[], int] | None:
         """The backend's running replicas (exported as a gauge), if it has several."""
@@ -197,7 +212,8 @@ class CloudNode:
             worker.join(timeout=30.0)
         self._forward_replies(block=False)
         self._close_sockets()
-        self.backend.close()
+        for _, backend in self._served.values():
+            backend.close()
 
     def _close_sockets(self) -> None:
         if self._auth is not None:
@@ -247,7 +263,7 @@ class CloudNode:
             now = time.perf_counter()
             identity, body = frames[0].bytes, frames[1:]
             self.metrics.bytes_received.inc(sum(len(f.buffer) for f in body))
-            reply = self.handle(body, now, identity)
+            reply = self.handle(body, now, identity, _user_id(body[0]) if body else None)
             if reply is not None:
                 self._send(identity, reply)
         return n
@@ -284,7 +300,11 @@ class CloudNode:
         self.metrics.bytes_sent.inc(sum(memoryview(f).nbytes for f in reply))
 
     def handle(
-        self, frames: Sequence[zmq.Frame | bytes], received: float, identity: bytes = b""
+        self,
+        frames: Sequence[zmq.Frame | bytes],
+        received: float,
+        identity: bytes = b"",
+        client: str | None = None,
     ) -> list | None:
         """One request's frames in; the reply's frames, or ``None`` when it was admitted.
 
@@ -305,16 +325,22 @@ class CloudNode:
                 message.request_id,
                 meta={
                     "bundle": self.bundle.id,
+                    "bundles": ",".join(self._served),
                     "backend": self.backend.name,
                     "queue_s": self.queue.expected_wait_s(),
                 },
             )
+        if message.kind in ("hello", "fetch", "fleet"):
+            return self._fleet_message(message, client)
         try:
             if message.kind != "infer":
                 raise RequestRejected(
                     "kind", f"kind={message.kind!r}: the cloud node serves infer and ping"
                 )
-            cut = check_request(self.bundle, message, arrays, self.config.max_batch)
+            bundle, backend = self._served.get(
+                str(message.meta.get("bundle")), self._served[self.bundle.id]
+            )
+            cut = check_request(bundle, message, arrays, self.config.max_batch)
         except RequestRejected as exc:
             self._error(exc.code, received, self._cut_label(message.meta.get("cut")))
             log.warning(
@@ -323,7 +349,7 @@ class CloudNode:
             return wire.encode_message(
                 "error", message.request_id, meta={"code": exc.code, "message": str(exc)[:900]}
             )
-        job = Job(identity, message.request_id, cut, arrays[cut.name], received)
+        job = Job(identity, message.request_id, cut, arrays[cut.name], received, bundle, backend)
         if (
             self._inline
             and self.queue.service_s <= INLINE_MAX_S
@@ -385,15 +411,16 @@ class CloudNode:
         queue, the hop to the replica).
         """
         cut = batch[0].cut
+        backend = batch[0].backend or self.backend
         merged = batch[0].value if len(batch) == 1 else np.concatenate([j.value for j in batch])
-        timed = getattr(self.backend, "infer_timed", None)
+        timed = getattr(backend, "infer_timed", None)
         try:
             if timed is not None:
                 outputs, compute = timed(cut, {cut.name: merged})
                 finished = time.perf_counter()
                 started = finished - compute
             else:
-                outputs = self.backend.infer(cut, {cut.name: merged})
+                outputs = backend.infer(cut, {cut.name: merged})
                 finished = time.perf_counter()
         except BackendBusy as exc:
             log.warning("backend busy, %d request(s) answered busy error=%s", len(batch), exc)
@@ -423,7 +450,7 @@ class CloudNode:
     ) -> list[tuple[Job, list]]:
         """One ``result`` reply per job of a batch, each with its rows of the outputs."""
         cut = batch[0].cut
-        output = self.bundle.manifest.model.output
+        output = (batch[0].bundle or self.bundle).manifest.model.output
         self.metrics.compute.labels(cut.id).observe(compute)
         self.metrics.batch_size.observe(len(batch))
         replies = []
@@ -462,6 +489,71 @@ class CloudNode:
             },
         )
 
+    # -- fleet and releases ------------------------------------------------------------------
+
+    def _fleet_message(self, message: wire.Message, client: str | None) -> list:
+        """Answer a ``hello`` (heartbeat), ``fetch`` (a release chunk) or ``fleet`` (the view)."""
+        fleet = self.fleet
+        meta = message.meta
+        if message.kind == "hello":
+            self._count("hello")
+            welcome = fleet.hello(meta, client)
+            self._fleet_gauges()
+            return wire.encode_message("welcome", message.request_id, meta=welcome)
+        if message.kind == "fetch":
+            try:
+                data = fleet.chunk(meta.get("bundle"), meta.get("offset"), meta.get("length"))
+            except ValueError as exc:
+                self._count("error_fetch")
+                return wire.encode_message(
+                    "error", message.request_id, meta={"code": "fetch", "message": str(exc)}
+                )
+            self._count("fetch")
+            self.metrics.release_bytes.inc(len(data))
+            chunk = np.frombuffer(data, dtype=np.uint8)
+            return wire.encode_message(
+                "chunk", message.request_id, {"data": chunk}, meta={"offset": meta.get("offset")}
+            )
+        op = meta.get("op", "status")
+        if op == "rollout":
+            if self.admins is not None and client not in self.admins:
+                self._count("error_admin")
+                return wire.encode_message(
+                    "error",
+                    message.request_id,
+                    meta={
+                        "code": "forbidden",
+                        "message": f"client {client!r} may not change the rollout "
+                        "(the cloud's --fleet-admins)",
+                    },
+                )
+            fraction = meta.get("fraction")
+            try:
+                fleet.set_fraction(float(fraction) if isinstance(fraction, int | float) else -1.0)
+            except ConfigError as exc:
+                return wire.encode_message(
+                    "error", message.request_id, meta={"code": "rollout", "message": str(exc)}
+                )
+            self.metrics.rollout_fraction.set(fleet.fraction)
+            log.info("rollout fraction=%.3f by=%s", fleet.fraction, client)
+        elif op != "status":
+            return wire.encode_message(
+                "error",
+                message.request_id,
+                meta={"code": "fleet", "message": f"op={op!r}: expected status or rollout"},
+            )
+        self._count("fleet")
+        text = json.dumps(fleet.report(), allow_nan=True).encode()
+        return wire.encode_message(
+            "report", message.request_id, {"json": np.frombuffer(text, dtype=np.uint8)}
+        )
+
+    def _fleet_gauges(self) -> None:
+        gauge = self.metrics.fleet_edges
+        gauge.clear()
+        for (version, state), count in self.fleet.states().items():
+            gauge.labels(version, state).set(count)
+
     # -- bookkeeping -------------------------------------------------------------------------
 
     def _count(self, key: str) -> None:
@@ -485,3 +577,12 @@ class CloudNode:
         self._count(f"auth_{kind}")
         if kind != "allowed":
             self.metrics.errors.labels("auth").inc()
+
+
+def _user_id(frame: object) -> str | None:
+    """The CURVE client's name that the ZAP handler gave this frame (``None``: plaintext)."""
+    try:
+        value = frame.get("User-Id")  # type: ignore[attr-defined]
+    except (AttributeError, zmq.ZMQError):
+        return None
+    return value or None

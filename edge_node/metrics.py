@@ -90,6 +90,18 @@ class EdgeMetrics:
             "The cloud's last reported queueing delay.",
             registry=r,
         )
+        self.bundle_info = Gauge(
+            "edgesplit_edge_bundle_info",
+            "1 for the bundle (id and release version) this edge serves with.",
+            ["bundle", "version"],
+            registry=r,
+        )
+        self.updates = Counter(
+            "edgesplit_edge_updates",
+            "Over-the-air update events: offered, switched, committed, rolled_back, refused.",
+            ["result"],
+            registry=r,
+        )
         self.in_flight = Gauge(
             "edgesplit_edge_in_flight", "Offloaded requests awaiting their reply.", registry=r
         )

@@ -32,6 +32,7 @@ from edge_node.records import CloudHealth, EdgeConfig, Outcome
 from edge_node.transport import CloudClient, Pending, Reply
 from edgesplit.bundle import Bundle, Cut, segment_chain
 from edgesplit.errors import BundleError, TransportError, WireError
+from edgesplit.onnxrt import run_errors
 from offload_policy import Decision, Observation
 from offload_policy.energy import device_power, radio
 
@@ -59,14 +60,28 @@ class PowerSource(Protocol):
         ...
 
 
+class Updater(Protocol):
+    """What over-the-air updates (:class:`edge_node.update.Updater`) hook into the node."""
+
+    def tick(self, node: EdgeNode, now: float) -> None:
+        """Between requests: heartbeat, download progress, switch, probation verdict."""
+        ...
+
+    def record(self, outcome: Outcome) -> None:
+        """One request's outcome, for the health of the bundle serving."""
+        ...
+
+
 @dataclass
 class _Ticket:
-    """A request between its head and its answer."""
+    """A request between its head and its answer, with the bundle it started on."""
 
     began: float
     decision: Decision
     cut: Cut
     head: HeadResult
+    bundle: Bundle
+    runner: HeadRunner
     pending: Pending | None = None
     outcome: Outcome | None = None
 
@@ -116,11 +131,36 @@ class EdgeNode:
         self._power_read_at = -math.inf
         self._last_decision: tuple[str, str] | None = None
         self.metrics.cloud_up.set(1.0 if client is not None else 0.0)
+        self.updater: Updater | None = None
+        # The bundle served before an update, kept while the new one is on probation: a
+        # request whose head fails on the new bundle is answered by the old one.
+        self.spare: tuple[Bundle, HeadRunner] | None = None
 
     def set_policy(self, policy: Policy) -> None:
         """Use ``policy`` from the next request on (its state starts afresh)."""
         self.policy = policy
         self._state = getattr(policy, "initial_state", lambda: None)()
+
+    def switch(
+        self, bundle: Bundle, runner: HeadRunner, policy: Policy
+    ) -> tuple[Bundle, HeadRunner, Policy]:
+        """Serve ``bundle`` from the next request on; return what served until now.
+
+        Requests already started finish on the bundle they started with (each
+        carries its own), so a switch between two requests loses none.
+        """
+        old = (self.bundle, self.runner, self.policy)
+        self.bundle, self.runner = bundle, runner
+        self.set_policy(policy)
+        self._input = bundle.manifest.model.input.name
+        self._output = bundle.manifest.model.output
+        return old
+
+    def _serves(self, reply: Reply) -> bool:
+        """Whether a ``pong`` says the cloud serves this edge's bundle."""
+        meta = reply.message.meta
+        served = str(meta.get("bundles") or meta.get("bundle") or "").split(",")
+        return self.bundle.id in served
 
     @property
     def measured_rtt_s(self) -> float:
@@ -138,7 +178,7 @@ class EdgeNode:
             raise TransportError("no cloud endpoint configured")
         fastest, reply = self.client.measure_rtt(timeout_s, pings)
         theirs = reply.message.meta.get("bundle")
-        if theirs != self.bundle.id:
+        if not self._serves(reply):
             raise BundleError(
                 f"cloud at {self.client.endpoint} serves bundle={str(theirs)[:12]}, this edge has "
                 f"bundle={self.bundle.id[:12]}; deploy the same bundle on both sides"
@@ -155,10 +195,7 @@ class EdgeNode:
             reply = self._collect(self._probe, deadline=0.0)
             if reply is not None:
                 self._probe = None
-                if (
-                    reply.message.kind == "pong"
-                    and reply.message.meta.get("bundle") == self.bundle.id
-                ):
+                if reply.message.kind == "pong" and self._serves(reply):
                     self.health.succeeded()
                     self.recoveries += 1
                     self.counts["cloud_recovered"] += 1
@@ -266,15 +303,23 @@ class EdgeNode:
         """Decide, run the head, and send the cut tensor (or answer locally)."""
         began = time.perf_counter()
         now = self.clock() if now is None else now
+        if self.updater is not None:
+            self.updater.tick(self, now)
         self._tend_cloud(now)
         decision, self._state = self.policy.decide(self.observe(now), self._state, now)
         self._note_decision(decision)
-        manifest = self.bundle.manifest
+        bundle, runner = self.bundle, self.runner
+        manifest = bundle.manifest
         cut = manifest.cut(decision.cut)
-        head = self.runner.run(
-            segment_chain(manifest, cut), (self._input, x), decision.exit_threshold
-        )
-        ticket = _Ticket(began, decision, cut, head)
+        try:
+            head = runner.run(
+                segment_chain(manifest, cut), (self._input, x), decision.exit_threshold
+            )
+        except run_errors() as exc:
+            if self.spare is None:
+                raise
+            return self._on_spare(began, decision, x, exc)
+        ticket = _Ticket(began, decision, cut, head, bundle, runner)
         if head.exit is not None:
             ticket.outcome = self._done(ticket, head.value, head.exit)
         elif cut.tail is None:
@@ -289,11 +334,34 @@ class EdgeNode:
                     "infer",
                     {cut.name: head.value},
                     codec=decision.codec,
-                    meta={"bundle": self.bundle.id, "cut": cut.id},
+                    meta={"bundle": bundle.id, "cut": cut.id},
                 )
             except TransportError:
                 self._cloud_failed("unreachable")
                 ticket.outcome = self._fallback(ticket, "unreachable")
+        return ticket
+
+    def _on_spare(
+        self, began: float, decision: Decision, x: np.ndarray, exc: BaseException
+    ) -> _Ticket:
+        """Answer on the bundle kept from before an update: the new one's head failed."""
+        assert self.spare is not None
+        bundle, runner = self.spare
+        log.warning(
+            "head failed on bundle=%s, answered by bundle=%s error=%s",
+            self.bundle.id[:12],
+            bundle.id[:12],
+            exc,
+        )
+        manifest = bundle.manifest
+        cut = manifest.edge_only
+        head = runner.run(
+            segment_chain(manifest, cut),
+            (manifest.model.input.name, x),
+            decision.exit_threshold,
+        )
+        ticket = _Ticket(began, decision, cut, head, bundle, runner)
+        ticket.outcome = self._done(ticket, head.value, "fallback", reason="head_failed")
         return ticket
 
     def _finish(self, ticket: _Ticket) -> Outcome:
@@ -312,7 +380,8 @@ class EdgeNode:
             self._cloud_failed("timeout")
             return self._fallback(ticket, "timeout")
         meta = reply.message.meta
-        if reply.message.kind != "result" or self._output not in reply.arrays:
+        output = ticket.bundle.manifest.model.output
+        if reply.message.kind != "result" or output not in reply.arrays:
             code = str(meta.get("code", reply.message.kind))
             log.warning("cloud refused request code=%s message=%s", code, meta.get("message"))
             queue_s = meta.get("queue_s")
@@ -334,7 +403,7 @@ class EdgeNode:
         self.health.succeeded()
         return self._done(
             ticket,
-            reply.arrays[self._output],
+            reply.arrays[output],
             "cloud",
             cloud_compute_s=compute_s,
             cloud_queue_s=queue_s,
@@ -353,14 +422,14 @@ class EdgeNode:
 
     def _fallback(self, ticket: _Ticket, reason: str) -> Outcome:
         """Finish locally along the edge-only chain, from the deepest boundary reached."""
-        manifest = self.bundle.manifest
+        manifest = ticket.bundle.manifest
         chain = segment_chain(manifest, manifest.edge_only)
         head = ticket.head
         stop_name = head.last_stop[0]
         start = next((i for i, s in enumerate(chain) if s.input == stop_name), None)
         if start is None:
             raise BundleError(f"the edge-only chain cannot continue from tensor {stop_name!r}")
-        rest = self.runner.run(chain[start:], head.last_stop, ticket.decision.exit_threshold)
+        rest = ticket.runner.run(chain[start:], head.last_stop, ticket.decision.exit_threshold)
         return self._done(
             ticket, rest.value, "fallback", extra_compute_s=rest.compute_s, reason=reason
         )
@@ -411,7 +480,7 @@ class EdgeNode:
         spend = getattr(self.power, "spend", None)
         if spend is not None:
             spend(energy)
-        return Outcome(
+        outcome = Outcome(
             prediction=np.asarray(logits).argmax(axis=-1),
             finished=finished,
             cut=ticket.cut.id,
@@ -424,7 +493,11 @@ class EdgeNode:
             energy_j=energy,
             threshold=ticket.decision.exit_threshold,
             codec=ticket.decision.codec,
+            bundle=ticket.bundle.id,
         )
+        if self.updater is not None:
+            self.updater.record(outcome)
+        return outcome
 
     def _energy_j(self, compute_s: float, bytes_sent: int, latency_s: float) -> float:
         """Joules by the power model: compute, radio while sending, idle while waiting."""

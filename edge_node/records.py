@@ -78,6 +78,7 @@ class Outcome:
         energy_j: energy attributed to the request by the power model, joules.
         threshold: the exit threshold used (``None``: exits off).
         codec: the codec the cut tensor was (or would have been) sent with.
+        bundle: the id of the bundle that answered.
     """
 
     prediction: np.ndarray
@@ -92,6 +93,7 @@ class Outcome:
     energy_j: float = 0.0
     threshold: float | None = None
     codec: str = ""
+    bundle: str = ""
 
 
 @dataclass

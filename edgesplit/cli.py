@@ -511,6 +511,7 @@ def demo(
 
 # Commands kept in their own modules register themselves on ``app``.
 from edgesplit import cli_experiment as _cli_experiment  # noqa: E402,F401
+from edgesplit import cli_fleet as _cli_fleet  # noqa: E402,F401
 from edgesplit import cli_runtime as _cli_runtime  # noqa: E402,F401
 from edgesplit import cli_simulate as _cli_simulate  # noqa: E402,F401
 

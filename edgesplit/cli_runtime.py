@@ -183,12 +183,36 @@ def cloud(
     ready_file: Annotated[
         Path | None, typer.Option(help="Write the bound endpoint to this file once listening.")
     ] = None,
+    offer: Annotated[
+        Path | None,
+        typer.Option(
+            help="Roll this release archive (`edgesplit release`) out to --offer-fraction of "
+            "the edges; its tails are served beside the stable bundle's."
+        ),
+    ] = None,
+    offer_fraction: Annotated[
+        float | None, typer.Option(help="Share of the edges offered the release, 0..1.")
+    ] = None,
+    offer_url: Annotated[
+        str | None,
+        typer.Option(help="Edges download the release from this URL instead of over ZeroMQ."),
+    ] = None,
+    stable_version: Annotated[
+        str | None, typer.Option(help="Label of the stable bundle in the fleet view.")
+    ] = None,
+    fleet_admins: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated CURVE key names allowed to change the rollout."),
+    ] = None,
 ) -> None:
     """Serve a bundle's tails over ZeroMQ until SIGINT or SIGTERM.
 
     Requests queue up to --queue-size; beyond that the node answers `busy` at
     once with its expected delay, and the edge runs the request itself.
     Concurrent requests for the same cut are batched into one backend call.
+    Edges report to the fleet view (`edgesplit fleet status`) with every
+    heartbeat; with --offer, a share of them is offered a new release, which
+    they download, verify, try on probation and keep or roll back.
     """
     import wire
     from cloud_node.server import CloudConfig, CloudNode
@@ -216,6 +240,11 @@ def cloud(
             "ray.replica_gpus": replica_gpus,
             "security.secret_key": secret_key,
             "security.allowed_clients": allowed_clients,
+            "fleet.offer": offer,
+            "fleet.fraction": offer_fraction,
+            "fleet.url": offer_url,
+            "fleet.stable_version": stable_version,
+            "fleet.admins": None if fleet_admins is None else _names(fleet_admins),
             "metrics.port": metrics_port,
             "logging.level": log_level,
             "logging.format": log_format,
@@ -229,6 +258,7 @@ def cloud(
     b = load_bundle(c.bundle, verify="cloud")
     keys, allowed, security = _cloud_security(cfg, c.bind)
     tail_backend = _backend(b, cfg)
+    fleet, candidate, candidate_backend, staging = _fleet(b, cfg)
     workers = c.workers
     if cfg.ray.enabled and cfg.source_of("cloud", "workers") == "default":
         # One dispatcher per request the replicas can hold, so Serve sees the real load.
@@ -248,9 +278,13 @@ def cloud(
             keys=keys,
             allowed=allowed,
         ),
+        fleet=fleet,
+        admins=frozenset(cfg.fleet.admins) if cfg.security.curve else None,
     )
+    if candidate is not None:
+        node.serve_bundle(candidate.bundle, candidate_backend)
     metrics = None
-    with node:
+    with node, staging:
         signal.signal(signal.SIGTERM, lambda *_: node.stop())
         signal.signal(signal.SIGINT, lambda *_: node.stop())
         if cfg.metrics.port:
@@ -261,6 +295,14 @@ def cloud(
             f"queue {c.queue_size}, batch <= {c.max_batch} rows, {workers} worker(s)"
             + (f", metrics {metrics.url}" if metrics else "")
         )
+        if candidate is not None:
+            console.print(
+                f"rollout: release {candidate.release.version} (bundle "
+                f"{candidate.bundle.id[:12]}, {candidate.size / 1e6:.1f} MB"
+                f"{', signed' if candidate.release.signature else ', unsigned'}) offered to "
+                f"{fleet.fraction:.0%} of the edges"
+                + (f" from {candidate.url}" if candidate.url else " over ZeroMQ")
+            )
         if ready_file is not None:
             tmp = ready_file.with_suffix(".tmp")
             tmp.write_text(node.endpoint or "")
@@ -271,6 +313,49 @@ def cloud(
             if metrics is not None:
                 metrics.close()
     console.print(f"cloud node stopped: {dict(sorted(node.counts.items()))}")
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(n.strip() for n in text.split(",") if n.strip())
+
+
+def _fleet(bundle: Any, cfg: Any) -> tuple[Any, Any, Any, Any]:
+    """The fleet view, and the release on offer: its unpacked bundle and tail backend.
+
+    The release's tails run in the embedded ONNX Runtime backend whatever serves
+    the stable bundle (a Triton repository or a Ray deployment holds one bundle's
+    tails under fixed names); a promoted release becomes the stable bundle of the
+    next deployment.
+    """
+    import contextlib
+    import tempfile
+
+    from cloud_node.backends import OnnxRuntimeBackend
+    from cloud_node.fleet import Candidate, Fleet
+    from edge_node.providers import resolve_providers
+    from edgesplit.release import unpack_release
+
+    f = cfg.fleet
+    version = f.stable_version or bundle.id[:12]
+    if f.offer is None:
+        if cfg.source_of("fleet", "fraction") != "default" or f.url is not None:
+            raise ConfigError("--offer-fraction and --offer-url need --offer RELEASE.tar")
+        return Fleet(bundle, version), None, None, contextlib.nullcontext()
+    if not f.offer.is_file():
+        raise ConfigError(f"--offer {f.offer}: no such release archive (see `edgesplit release`)")
+    staging = tempfile.TemporaryDirectory(prefix="edgesplit-offer-")
+    try:
+        release, unpacked = unpack_release(f.offer, Path(staging.name))
+        if release.bundle_id == bundle.id:
+            raise ConfigError(f"--offer {f.offer}: it holds the bundle already served")
+        candidate = Candidate.from_archive(f.offer, unpacked, f.url)
+        backend = OnnxRuntimeBackend(
+            unpacked, resolve_providers(tuple(cfg.cloud.providers)), cfg.cloud.threads
+        )
+    except BaseException:
+        staging.cleanup()
+        raise
+    return Fleet(bundle, version, candidate, f.fraction), candidate, backend, staging
 
 
 def _backend(bundle: Any, cfg: Any) -> Any:
@@ -409,13 +494,41 @@ def edge(
     results: Annotated[
         Path | None, typer.Option(help="Write one JSON line per request to this file.")
     ] = None,
+    updates: Annotated[
+        bool | None,
+        typer.Option(
+            "--updates/--no-updates",
+            help="Take the bundle the cloud assigns (download, verify, switch, probation, "
+            "automatic rollback); --no-updates still reports to the fleet view.",
+        ),
+    ] = None,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(help="Where updates are downloaded, staged and committed."),
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option(help="This edge's name in the fleet view (default: host name).")
+    ] = None,
+    verify_key: Annotated[
+        Path | None,
+        typer.Option(
+            help="Take only releases signed with this key (NAME.verify_key from "
+            "`edgesplit keys --signing`)."
+        ),
+    ] = None,
+    probation_s: Annotated[
+        float | None,
+        typer.Option(help="Seconds a new bundle is watched, the old one kept, before commit."),
+    ] = None,
 ) -> None:
     """Classify inputs on the edge, offloading tails to a cloud node when it pays.
 
     Every request gets an answer: when the cloud is slow, busy, unreachable or
     refuses, the edge finishes the request locally and probes the cloud with
     exponential backoff. Prints what each monitor reads at start and a
-    summary at the end.
+    summary at the end. With a cloud, the edge reports to its fleet view and
+    takes the bundle it assigns: verified, switched between requests, watched
+    on probation and rolled back if its error rate or latency regress.
     """
     from edgesplit.runs import EdgeRun, run_edge_session
 
@@ -431,6 +544,11 @@ def edge(
         "edge.power": power,
         "edge.battery_level": battery_level,
         "edge.results": results,
+        "update.enabled": updates,
+        "update.state_dir": state_dir,
+        "update.name": name,
+        "update.verify_key": verify_key,
+        "update.probation_s": probation_s,
         "policy.name": policy,
         "policy.cut": cut,
         "policy.threshold": threshold,
@@ -471,14 +589,31 @@ def keys(
     name: Annotated[
         str, typer.Option(help="Key name: writes NAME.key (public) and NAME.key_secret.")
     ],
+    signing: Annotated[
+        bool,
+        typer.Option(
+            "--signing",
+            help="An Ed25519 release-signing pair instead: NAME.sign_key (for "
+            "`edgesplit release --sign-key`) and NAME.verify_key (for the edges' --verify-key).",
+        ),
+    ] = False,
 ) -> None:
-    """Create a CURVE key pair for a cloud or an edge node.
+    """Create a CURVE key pair for a cloud or an edge node, or a release-signing pair.
 
     The cloud gets its NAME.key_secret and a directory holding each allowed
     edge's public NAME.key; each edge gets its own NAME.key_secret and the
     cloud's public NAME.key. Secret files are written 0600 and never
     overwritten.
     """
+    if signing:
+        from edgesplit.release import write_signing_keys
+
+        secret_path, public_path = write_signing_keys(out, name)
+        console.print(
+            f"signing key {secret_path} (keep it where releases are made)\n"
+            f"verify key {public_path} (give it to every edge: --verify-key)"
+        )
+        return
     from edgesplit.security import generate_keys
 
     public, secret = generate_keys(out, name)

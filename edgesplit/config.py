@@ -310,6 +310,89 @@ class PolicySection:
     device: str = setting("jetson-nano-10w", "Power model of the edge device.")
 
 
+@dataclass(frozen=True)
+class UpdateSection:
+    """``[update]``: the edge's heartbeat to the cloud and over-the-air bundle updates."""
+
+    enabled: bool = setting(
+        True,
+        "Take the bundle the cloud assigns (download, verify, switch, probation, rollback); "
+        "false still reports to the fleet view but never changes bundle.",
+    )
+    state_dir: Path = setting(
+        Path("~/.local/state/edgesplit"),
+        "Where releases are downloaded, staged and committed (a restart serves the committed "
+        "one); /var/lib/edgesplit under systemd.",
+    )
+    name: str | None = setting(
+        None,
+        "This edge's name in the fleet; unset: the host name. With CURVE the cloud names an "
+        "edge by its key file's name instead.",
+        example='"gate-3"',
+    )
+    verify_key: Path | None = setting(
+        None,
+        "Ed25519 public key (NAME.verify_key from `edgesplit keys --signing`): only releases "
+        "signed with it are taken; unset: unsigned releases are taken (hashes still checked).",
+        example='"keys/release.verify_key"',
+    )
+    interval_s: float = setting(
+        10.0, "Seconds between heartbeats to the cloud.", minimum=0, above=True
+    )
+    probation_s: float = setting(
+        60.0,
+        "Seconds a new bundle serves, the old one kept loaded, before it is committed.",
+        minimum=0,
+        above=True,
+    )
+    min_requests: int = setting(
+        20, "Requests on a new bundle before it is judged (and rolled back if worse).", minimum=1
+    )
+    max_error_increase: float = setting(
+        0.05,
+        "Rise of the error rate (fallbacks per request) that rolls a new bundle back.",
+        minimum=0,
+        maximum=1,
+    )
+    max_latency_ratio: float = setting(
+        1.5,
+        "Ratio of median latencies, new / old, that rolls a new bundle back.",
+        minimum=1,
+    )
+
+
+@dataclass(frozen=True)
+class FleetSection:
+    """``[fleet]``: the cloud's fleet view and staged rollout of a new bundle release."""
+
+    offer: Path | None = setting(
+        None,
+        "A release archive (from `edgesplit release`) to roll out; the cloud serves its tails "
+        "beside the stable bundle's.",
+        example='"releases/resnet18-2.tar"',
+    )
+    fraction: float = setting(
+        0.1,
+        "Share of the edges offered the release (a stable hash of each edge's name); "
+        "`edgesplit fleet rollout` changes it live.",
+        minimum=0,
+        maximum=1,
+    )
+    url: str | None = setting(
+        None,
+        "Where edges download the release instead of over ZeroMQ (http, https or file URL).",
+        example='"https://releases.example.com/resnet18-2.tar"',
+    )
+    stable_version: str | None = setting(
+        None, "Label of the stable bundle in the fleet view; unset: its id.", example='"1"'
+    )
+    admins: tuple[str, ...] = setting(
+        (),
+        "CURVE key names allowed to change the rollout (`edgesplit fleet rollout`); with CURVE "
+        "off, any local client may.",
+    )
+
+
 SECTIONS: dict[str, type] = {
     "logging": LoggingSection,
     "metrics": MetricsSection,
@@ -318,6 +401,8 @@ SECTIONS: dict[str, type] = {
     "ray": RaySection,
     "edge": EdgeSection,
     "policy": PolicySection,
+    "update": UpdateSection,
+    "fleet": FleetSection,
 }
 """Section name -> its dataclass, in the order of the file and the docs."""
 
@@ -333,6 +418,8 @@ class Config:
     ray: RaySection = field(default_factory=RaySection)
     edge: EdgeSection = field(default_factory=EdgeSection)
     policy: PolicySection = field(default_factory=PolicySection)
+    update: UpdateSection = field(default_factory=UpdateSection)
+    fleet: FleetSection = field(default_factory=FleetSection)
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def source_of(self, section: str, key: str) -> str:
@@ -432,10 +519,12 @@ __all__ = [
     "CloudSection",
     "Config",
     "EdgeSection",
+    "FleetSection",
     "LoggingSection",
     "MetricsSection",
     "PolicySection",
     "SecuritySection",
+    "UpdateSection",
     "Setting",
     "check_security",
     "config_reference_markdown",

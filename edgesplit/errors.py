@@ -10,6 +10,7 @@ so a CLI or a server loop can catch the whole family at one boundary::
     ├── PolicyError        a policy given inconsistent observations or profiles
     ├── BackendError       an inference backend (ONNX Runtime, Triton) failed
     ├── TransportError     a socket could not bind, connect or exchange messages
+    ├── UpdateError        a bundle release refused: corrupt, unsigned, tampered or invalid
     └── WireError          a message frame that is not valid edgesplit wire format
         ├── HeaderError        the msgpack header frame is malformed or unsupported
         ├── PayloadError       a tensor frame disagrees with what its header declares
@@ -53,6 +54,10 @@ class BackendBusy(BackendError):
     """
 
 
+class UpdateError(EdgesplitError):
+    """A release (an over-the-air bundle update) was refused; the old bundle keeps serving."""
+
+
 class TransportError(EdgesplitError):
     """A socket could not bind, connect, or exchange messages."""
 
@@ -84,5 +89,6 @@ __all__ = [
     "PayloadError",
     "PolicyError",
     "TransportError",
+    "UpdateError",
     "WireError",
 ]

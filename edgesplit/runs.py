@@ -30,6 +30,7 @@ from edge_node.power import detect_monitor
 from edge_node.providers import options_by_provider, report_providers, resolve_providers
 from edge_node.report import RunSummary, summarize
 from edge_node.transport import CloudClient
+from edge_node.update import committed_bundle
 from edgesplit.bundle import Bundle, Manifest
 from edgesplit.errors import ConfigError, TransportError
 from edgesplit.tables import cut_table, startup_table, summary_table
@@ -163,12 +164,11 @@ def run_edge_session(run: EdgeRun, console: Console) -> RunSummary:
     A cloud that does not answer at start is marked down: the edge answers
     locally and probes it with backoff.
     """
-    from edgesplit.bundle import load_bundle
     from edgesplit.metrics import serve_metrics
 
     cfg = run.cfg
     e, p = cfg.edge, cfg.policy
-    bundle = run.bundle or load_bundle(e.bundle, verify="edge")
+    bundle, committed = _edge_bundle(run, console)
     inputs = run.inputs or open_inputs(e.inputs, bundle, e.samples)
     m = bundle.manifest
     threshold = p.threshold
@@ -179,9 +179,8 @@ def run_edge_session(run: EdgeRun, console: Console) -> RunSummary:
     providers = resolve_providers(e.providers)
     if e.engine_cache is not None:
         e.engine_cache.mkdir(parents=True, exist_ok=True)
-    runner = HeadRunner(
-        bundle, providers, e.threads, options_by_provider(providers, e.engine_cache, e.fp16)
-    )
+    options = options_by_provider(providers, e.engine_cache, e.fp16)
+    runner = HeadRunner(bundle, providers, e.threads, options)
     power = detect_monitor(e.power, simulated=Battery(e.battery_capacity_wh, e.battery_level))
     config = EdgeConfig(
         timeout_s=e.timeout_ms / 1e3,
@@ -204,18 +203,32 @@ def run_edge_session(run: EdgeRun, console: Console) -> RunSummary:
         node = EdgeNode(bundle, placeholder, client, config, runner, power=power)
         backend = _pair(node, console)
         decision = None
+        rtt = node.observe(0.0).rtt_s
+        policy_config = PolicyConfig(
+            radio=p.radio, device=p.device, capacity_wh=e.battery_capacity_wh
+        )
+
+        def make_policy(b: Bundle) -> Any:
+            manifest = b.manifest
+            if p.name == "fixed":
+                chosen = choose_decision(
+                    manifest, p.cut, p.codec, threshold, config.bandwidth_bps, rtt
+                )
+                return FixedPolicy(chosen, manifest.edge_only.id)
+            return AdaptivePolicy(manifest, policy_config)
+
+        policy = make_policy(bundle)
+        node.set_policy(policy)
         if p.name == "fixed":
-            rtt = node.observe(0.0).rtt_s
-            decision = choose_decision(m, p.cut, p.codec, threshold, config.bandwidth_bps, rtt)
-            node.set_policy(FixedPolicy(decision, m.edge_only.id))
+            decision = policy.decision
             console.print(cut_table(m, p.codec, threshold, config.bandwidth_bps, rtt, decision.cut))
             node.runner.warm([m.cut(decision.cut), m.edge_only])
         else:
-            policy_config = PolicyConfig(
-                radio=p.radio, device=p.device, capacity_wh=e.battery_capacity_wh
-            )
-            node.set_policy(AdaptivePolicy(m, policy_config))
             node.runner.warm(m.cuts)
+        if client is not None:
+            node.updater = _updater(
+                run, committed, lambda b: HeadRunner(b, providers, e.threads, options), make_policy
+            )
         if cfg.metrics.port:
             metrics_server = serve_metrics(
                 node.metrics.registry, cfg.metrics.port, cfg.metrics.address
@@ -244,6 +257,55 @@ def run_edge_session(run: EdgeRun, console: Console) -> RunSummary:
         write_outcomes(e.results, outcomes, inputs.labels)
         console.print(f"per-request results: {e.results}")
     return summary
+
+
+def _edge_bundle(run: EdgeRun, console: Console) -> tuple[Bundle, Any]:
+    """The bundle to serve: given, else the one an update committed, else the configured one."""
+    from edgesplit.bundle import load_bundle
+
+    cfg = run.cfg
+    if run.bundle is not None:
+        return run.bundle, None
+    committed = None
+    if cfg.edge.connect and cfg.update.enabled:
+        committed = committed_bundle(cfg.update.state_dir)
+    if committed is None:
+        return load_bundle(cfg.edge.bundle, verify="edge"), None
+    console.print(
+        f"serving bundle {committed[0].id[:12]} (release {committed[1]}), committed by an "
+        f"update in {cfg.update.state_dir}"
+    )
+    return committed[0], committed
+
+
+def _updater(run: EdgeRun, committed: Any, make_runner: Any, make_policy: Any) -> Any:
+    """The edge's heartbeat and over-the-air updates, from the ``[update]`` config."""
+    import socket
+
+    from edge_node.update import UpdateConfig, Updater
+    from edgesplit.release import load_verify_key
+
+    cfg = run.cfg
+    u = cfg.update
+    config = UpdateConfig(
+        state_dir=u.state_dir,
+        name=u.name or socket.gethostname(),
+        interval_s=u.interval_s,
+        probation_s=u.probation_s,
+        min_requests=u.min_requests,
+        max_error_increase=u.max_error_increase,
+        max_latency_ratio=u.max_latency_ratio,
+        verify_keys=None if u.verify_key is None else (load_verify_key(u.verify_key),),
+        accept=u.enabled,
+    )
+    version = committed[1] if committed else ""
+    return Updater(
+        config,
+        version,
+        lambda: CloudClient(cfg.edge.connect, keys=run.keys, server_key=run.server_key),
+        make_runner,
+        make_policy,
+    )
 
 
 def _accuracy_floor(manifest: Manifest, p: Any) -> float:

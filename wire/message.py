@@ -38,7 +38,23 @@ from wire.codecs import (
 )
 
 PROTOCOL_VERSION = 1
-KINDS: tuple[str, ...] = ("infer", "result", "busy", "error", "ping", "pong")
+KINDS: tuple[str, ...] = (
+    "infer",
+    "result",
+    "busy",
+    "error",
+    "ping",
+    "pong",
+    # Fleet and over-the-air updates (edge_node.update, cloud_node.fleet): an edge's
+    # heartbeat and the cloud's answer (which may offer a release), a release chunk asked
+    # for and sent (one uint8 tensor), and a fleet query with its JSON report.
+    "hello",
+    "welcome",
+    "fetch",
+    "chunk",
+    "fleet",
+    "report",
+)
 
 MetaValue = str | int | float | bool | None
 """A value in a message's ``meta`` map: a msgpack scalar."""

@@ -1,0 +1,570 @@
+"""Over-the-air bundle updates on the edge: heartbeat, download, verify, switch, probation.
+
+The edge says ``hello`` to the cloud every ``interval_s`` with its bundle,
+version, update state and its health over the bundle serving (requests,
+errors, latency percentiles). The cloud's ``welcome`` names the bundle the
+edge should run. When that is another bundle, the edge:
+
+1. downloads the release archive in a background thread, over the same
+   authenticated ZeroMQ channel in chunks, or from the offer's URL, into
+   ``state_dir/downloads``, checking the sha256 the offer announced;
+2. verifies it (:func:`edgesplit.release.unpack_release`): the signature when
+   verification keys are configured (an unsigned release is then refused), the
+   bundle's id against the release and every file against the manifest; and
+   stages it in ``state_dir/bundles/<id>``, loading its head sessions there;
+3. switches between two requests: requests already started finish on the old
+   bundle, the next one runs on the new;
+4. keeps the old bundle loaded for a probation window: a request whose head
+   fails on the new bundle is answered by the old one; when at least
+   ``min_requests`` requests have run on the new bundle its error rate and
+   median latency are compared with the old one's last window, and a
+   regression switches back at once (rolled back; that release is never taken
+   again). After ``probation_s`` without a regression the new bundle is
+   committed: ``state_dir/current`` names it, so a restart serves it.
+
+Nothing here blocks a request for long: the hello is sent and collected
+without waiting, and downloads, checks and session loading run off the
+request path.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_node.head import HeadRunner
+from edge_node.records import Outcome
+from edge_node.transport import CloudClient, Pending
+from edgesplit.bundle import Bundle, load_bundle, sha256_file
+from edgesplit.errors import EdgesplitError, TransportError, UpdateError, WireError
+from edgesplit.release import unpack_release
+
+log = logging.getLogger(__name__)
+
+CURRENT = "current"
+REFUSED = "refused.json"
+_WINDOW = 500
+_DOWNLOAD_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class UpdateConfig:
+    """How the edge takes updates.
+
+    Attributes:
+        state_dir: where releases are downloaded, staged and committed.
+        name: this edge's name in the fleet (the CURVE key's name wins at the cloud).
+        interval_s: seconds between heartbeats.
+        probation_s: seconds a new bundle serves before it is committed.
+        min_requests: requests on a new bundle (and of the old one's window) needed
+            to judge it; a regression found with this many rolls back at once.
+        max_error_increase: tolerated rise of the error rate (absolute, 0..1).
+        max_latency_ratio: tolerated ratio of median latencies, new / old.
+        verify_keys: Ed25519 public keys a release must be signed by; ``None``:
+            signatures are not required (hashes are still checked).
+        fetch_timeout_s: deadline of one chunk (or of the URL's connection).
+        keep: committed bundles kept in the store (the current one included).
+        accept: take assigned bundles; ``False`` only reports to the fleet view.
+    """
+
+    state_dir: Path
+    name: str = "edge"
+    interval_s: float = 10.0
+    probation_s: float = 60.0
+    min_requests: int = 20
+    max_error_increase: float = 0.05
+    max_latency_ratio: float = 1.5
+    verify_keys: tuple[Any, ...] | None = None
+    fetch_timeout_s: float = 10.0
+    keep: int = 2
+    accept: bool = True
+
+    def __post_init__(self) -> None:
+        for key in ("interval_s", "probation_s", "fetch_timeout_s", "max_latency_ratio"):
+            value = getattr(self, key)
+            if not value > 0 or math.isinf(value):
+                from edgesplit.errors import ConfigError
+
+                raise ConfigError(f"update {key}={value!r}: expected a number > 0")
+
+
+@dataclass
+class Health:
+    """Outcomes of one bundle: how many failed, how long they took."""
+
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=_WINDOW))
+    failed: deque[bool] = field(default_factory=lambda: deque(maxlen=_WINDOW))
+    requests: int = 0
+    errors: int = 0
+
+    def add(self, outcome: Outcome) -> None:
+        """Count ``outcome``: an error is an answer the decision did not plan (a fallback)."""
+        error = outcome.finished == "fallback"
+        self.requests += 1
+        self.errors += error
+        self.latencies.append(outcome.latency_s)
+        self.failed.append(error)
+
+    @property
+    def window(self) -> int:
+        """Outcomes in the window."""
+        return len(self.failed)
+
+    def error_rate(self) -> float:
+        """Errors per request over the window (NaN when empty)."""
+        return sum(self.failed) / len(self.failed) if self.failed else math.nan
+
+    def percentile_ms(self, q: float) -> float:
+        """Latency percentile over the window, ms (NaN when empty)."""
+        return float(np.percentile(self.latencies, q) * 1e3) if self.latencies else math.nan
+
+
+@dataclass
+class _Staged:
+    bundle: Bundle
+    version: str
+    runner: HeadRunner
+    policy: Any
+
+
+@dataclass
+class Verdict:
+    """A probation's outcome and its figures."""
+
+    regressed: bool
+    reason: str
+
+
+def judge(old: Health, new: Health, config: UpdateConfig) -> Verdict | None:
+    """Compare the new bundle's health with the old one's; ``None``: too few requests yet."""
+    if new.window < config.min_requests:
+        return None
+    new_rate, new_p50 = new.error_rate(), new.percentile_ms(50)
+    base_rate = old.error_rate() if old.window >= config.min_requests else 0.0
+    figures = f"error rate {new_rate:.1%} vs {base_rate:.1%}"
+    if new_rate > base_rate + config.max_error_increase:
+        return Verdict(True, f"{figures} (tolerated +{config.max_error_increase:.0%})")
+    if old.window >= config.min_requests:
+        base_p50 = old.percentile_ms(50)
+        figures += f", p50 {new_p50:.1f} ms vs {base_p50:.1f} ms"
+        if new_p50 > base_p50 * config.max_latency_ratio:
+            return Verdict(True, f"{figures} (tolerated x{config.max_latency_ratio:g})")
+    return Verdict(False, figures)
+
+
+class Updater:
+    """Takes the bundle the cloud assigns, safely; hooks into an :class:`EdgeNode`.
+
+    Args:
+        config: see :class:`UpdateConfig`.
+        version: the release version of the bundle serving at start.
+        client_factory: a new :class:`CloudClient` to the same cloud (for downloads,
+            on their own socket); ``None`` (no cloud): URLs only.
+        make_runner: head sessions for a staged bundle (same providers as the node's).
+        make_policy: the policy for a staged bundle (raises ConfigError if the edge's
+            configuration cannot serve it, e.g. a fixed cut it lacks).
+    """
+
+    def __init__(
+        self,
+        config: UpdateConfig,
+        version: str,
+        client_factory: Callable[[], CloudClient] | None,
+        make_runner: Callable[[Bundle], HeadRunner],
+        make_policy: Callable[[Bundle], Any],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.version = version
+        self._client_factory = client_factory
+        self._make_runner = make_runner
+        self._make_policy = make_policy
+        self._clock = clock
+        self.state = "serving"
+        self.note = ""
+        self.candidate = ""
+        self.health = Health()
+        self._old_health = Health()
+        self._old_version = ""
+        self._hello: Pending | None = None
+        self._next_hello = -math.inf
+        self._worker: threading.Thread | None = None
+        self._staged: _Staged | None = None
+        self._failure: tuple[str, str, bool] | None = None  # (bundle id, message, permanent)
+        self._switched_at: float | None = None
+        self._attempts: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self.events: list[tuple[str, str]] = []
+        self.refused: set[str] = _read_refused(config.state_dir / REFUSED)
+
+    # -- hooks called by the node ------------------------------------------------------------
+
+    def record(self, outcome: Outcome) -> None:
+        """Count an outcome against the bundle that answered it."""
+        on_old = (
+            self._switched_at is not None
+            and outcome.bundle != self.candidate
+            and outcome.reason != "head_failed"  # the new bundle failed; the old one answered
+        )
+        (self._old_health if on_old else self.health).add(outcome)
+
+    def tick(self, node: Any, now: float) -> None:
+        """Heartbeat, take finished downloads, switch, judge; between two requests."""
+        self._heartbeat(node, now)
+        with self._lock:
+            staged, self._staged = self._staged, None
+            failure, self._failure = self._failure, None
+        if failure is not None:
+            self._refuse(node, *failure)
+        if staged is not None:
+            self._switch(node, staged)
+        if self.state == "probation":
+            self._probation(node)
+
+    # -- heartbeat ---------------------------------------------------------------------------
+
+    def _heartbeat(self, node: Any, now: float) -> None:
+        if self._next_hello == -math.inf:
+            node.metrics.bundle_info.labels(node.bundle.id[:12], self.version).set(1)
+        client = node.client
+        if client is None:
+            return
+        if self._hello is not None:
+            try:
+                reply = client.poll(self._hello)
+            except (WireError, TransportError) as exc:
+                log.warning("invalid welcome from the cloud error=%s", exc)
+                reply, self._hello = None, None
+            if reply is not None:
+                self._hello = None
+                self._welcome(node, reply.message.kind, dict(reply.message.meta))
+            elif (
+                self._hello is not None
+                and time.perf_counter() > self._hello.sent_at + self.config.fetch_timeout_s
+            ):
+                client.abandon(self._hello)
+                self._hello = None
+        if self._hello is None and now >= self._next_hello:
+            self._next_hello = now + self.config.interval_s
+            try:
+                self._hello = client.send("hello", None, meta=self.status(node))
+            except TransportError:
+                self._hello = None
+
+    def status(self, node: Any) -> dict[str, Any]:
+        """What the heartbeat tells the cloud."""
+        h = self.health
+        return {
+            "name": self.config.name,
+            "bundle": node.bundle.id,
+            "version": self.version,
+            "state": self.state,
+            "requests": h.window,
+            "errors": sum(h.failed),
+            "p50_ms": _finite(h.percentile_ms(50)),
+            "p95_ms": _finite(h.percentile_ms(95)),
+            "candidate": self.candidate,
+            "note": self.note[:500],
+        }
+
+    def _welcome(self, node: Any, kind: str, meta: dict[str, Any]) -> None:
+        if kind != "welcome":
+            log.warning("the cloud does not take heartbeats (%s): %s", kind, meta.get("message"))
+            self._next_hello = math.inf if meta.get("code") == "no_fleet" else self._next_hello
+            return
+        assigned = meta.get("assigned")
+        if not isinstance(assigned, str) or not assigned or assigned == node.bundle.id:
+            return
+        if not self.config.accept:
+            if self.note != f"not taking {assigned[:12]} (updates off)":
+                self.note = f"not taking {assigned[:12]} (updates off)"
+                log.info("update offered bundle=%s; updates are off", assigned[:12])
+            return
+        if self.state in ("downloading", "probation") or assigned in self.refused:
+            return
+        if node.spare is not None and node.spare[0].id == assigned:
+            return
+        self._start_download(node, assigned, meta)
+
+    # -- download, verify, stage (background thread) -----------------------------------------
+
+    def _start_download(self, node: Any, bundle_id: str, offer: dict[str, Any]) -> None:
+        self.state, self.candidate = "downloading", bundle_id
+        self.note = f"version {offer.get('version')}"
+        self._event(node, "offered", f"{bundle_id[:12]} ({offer.get('version')})")
+        input_spec = node.bundle.manifest.model.input
+        self._worker = threading.Thread(
+            target=self._download_and_stage,
+            args=(bundle_id, offer, input_spec),
+            name="edgesplit-update",
+            daemon=True,
+        )
+        self._worker.start()
+
+    def _download_and_stage(self, bundle_id: str, offer: dict[str, Any], input_spec: Any) -> None:
+        downloads = self.config.state_dir / "downloads"
+        downloads.mkdir(parents=True, exist_ok=True)
+        archive = downloads / f"{bundle_id}.tar"
+        try:
+            kept = self.config.state_dir / "bundles" / bundle_id
+            if kept.is_dir():
+                # Taken before (a rollout stopped, a bundle committed then left): the store
+                # holds it checked; hash every file again rather than trust the disk.
+                bundle = load_bundle(kept, verify="all")
+                self._stage(bundle, str(offer.get("version") or ""), input_spec)
+                return
+            sha, size = offer.get("sha256"), offer.get("size")
+            if not isinstance(sha, str) or not isinstance(size, int) or size <= 0:
+                raise UpdateError(f"offer of {bundle_id[:12]} has no valid sha256 and size")
+            url = offer.get("url")
+            if isinstance(url, str) and url:
+                self._fetch_url(url, archive, size)
+            else:
+                self._fetch_chunks(bundle_id, archive, size, offer.get("chunk"))
+            actual = sha256_file(archive)
+            if actual != sha:
+                raise _Retryable(
+                    f"download of {bundle_id[:12]}: sha256 {actual[:12]} does not match the "
+                    f"offer's {sha[:12]}: corrupt"
+                )
+            release, bundle = unpack_release(
+                archive,
+                self.config.state_dir / "bundles",
+                verify_keys=None
+                if self.config.verify_keys is None
+                else list(self.config.verify_keys),
+            )
+            if release.bundle_id != bundle_id:
+                raise UpdateError(
+                    f"offered bundle {bundle_id[:12]} but the release holds "
+                    f"{release.bundle_id[:12]}"
+                )
+            self._stage(bundle, release.version, input_spec)
+        except _Retryable as exc:
+            with self._lock:
+                self._failure = (bundle_id, str(exc), False)
+        except (EdgesplitError, OSError) as exc:
+            with self._lock:
+                self._failure = (bundle_id, str(exc), True)
+        except Exception as exc:  # noqa: BLE001 - a staged bundle's sessions may fail any way
+            with self._lock:
+                self._failure = (bundle_id, f"{type(exc).__name__}: {exc}", True)
+        finally:
+            archive.unlink(missing_ok=True)
+
+    def _stage(self, bundle: Bundle, version: str, input_spec: Any) -> None:
+        """Load a checked bundle's sessions and policy; the next tick switches to it."""
+        if bundle.manifest.model.input != input_spec:
+            raise UpdateError(
+                f"bundle {bundle.id[:12]} takes input {bundle.manifest.model.input}, this edge "
+                f"feeds {input_spec}"
+            )
+        runner = self._make_runner(bundle)
+        runner.warm(bundle.manifest.cuts)
+        policy = self._make_policy(bundle)
+        with self._lock:
+            self._staged = _Staged(bundle, version or bundle.id[:12], runner, policy)
+
+    def _fetch_chunks(self, bundle_id: str, archive: Path, size: int, chunk: object) -> None:
+        if self._client_factory is None:
+            raise _Retryable("no cloud connection to download over and no URL in the offer")
+        step = chunk if isinstance(chunk, int) and 0 < chunk <= 4 * 1024 * 1024 else 256 * 1024
+        client = self._client_factory()
+        try:
+            with archive.open("wb") as fh:
+                offset = 0
+                while offset < size:
+                    length = min(step, size - offset)
+                    fh.write(self._fetch_one(client, bundle_id, offset, length))
+                    offset += length
+        finally:
+            client.close()
+
+    def _fetch_one(self, client: CloudClient, bundle_id: str, offset: int, length: int) -> bytes:
+        problem = ""
+        for _ in range(3):
+            try:
+                pending = client.send(
+                    "fetch", None, meta={"bundle": bundle_id, "offset": offset, "length": length}
+                )
+                reply = client.wait(pending, pending.sent_at + self.config.fetch_timeout_s)
+            except (TransportError, WireError) as exc:
+                problem = str(exc)
+                time.sleep(0.2)
+                continue
+            if reply is None:
+                problem = f"no answer within {self.config.fetch_timeout_s:g} s"
+                continue
+            data = reply.arrays.get("data")
+            if reply.message.kind != "chunk" or data is None:
+                raise _Retryable(
+                    f"the cloud refused chunk offset={offset}: {reply.message.meta.get('message')}"
+                )
+            if data.dtype != np.uint8 or data.ndim != 1 or data.size != length:
+                raise _Retryable(f"chunk offset={offset} has {data.size} bytes, asked {length}")
+            return data.tobytes()
+        raise _Retryable(f"chunk offset={offset} of {bundle_id[:12]} failed 3 times: {problem}")
+
+    def _fetch_url(self, url: str, archive: Path, size: int) -> None:
+        if not url.startswith(("http://", "https://", "file://")):
+            raise UpdateError(f"offer URL {url[:80]!r}: expected http(s):// or file://")
+        try:
+            with urllib.request.urlopen(url, timeout=self.config.fetch_timeout_s) as response:
+                with archive.open("wb") as fh:
+                    copied = 0
+                    while block := response.read(1 << 20):
+                        copied += len(block)
+                        if copied > size:
+                            raise _Retryable(f"{url}: longer than the offer's {size} bytes")
+                        fh.write(block)
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise _Retryable(f"download {url}: {exc}") from exc
+
+    # -- switch, probation, rollback ---------------------------------------------------------
+
+    def _switch(self, node: Any, staged: _Staged) -> None:
+        old_bundle, old_runner, _ = node.switch(staged.bundle, staged.runner, staged.policy)
+        node.spare = (old_bundle, old_runner)
+        self._old_health, self.health = self.health, Health()
+        self._old_version, self.version = self.version, staged.version
+        self._switched_at = self._clock()
+        self.state = "probation"
+        self.note = f"on probation from {old_bundle.id[:12]}"
+        self._gauge(node, old_bundle.id, self._old_version, staged.bundle.id, staged.version)
+        self._event(node, "switched", f"{old_bundle.id[:12]} -> {staged.bundle.id[:12]}")
+
+    def _probation(self, node: Any) -> None:
+        assert self._switched_at is not None
+        verdict = judge(self._old_health, self.health, self.config)
+        if verdict is None:
+            return
+        if verdict.regressed:
+            self._rollback(node, verdict.reason)
+        elif self._clock() - self._switched_at >= self.config.probation_s:
+            self._commit(node, verdict.reason)
+
+    def _rollback(self, node: Any, reason: str) -> None:
+        assert node.spare is not None
+        bad = node.bundle
+        bundle, runner = node.spare
+        node.switch(bundle, runner, self._make_policy(bundle))
+        node.spare = None
+        self.version, self._old_version = self._old_version, ""
+        self.health, self._old_health = self._old_health, Health()
+        self._switched_at = None
+        self._gauge(node, bad.id, "", bundle.id, self.version)
+        self._remember_refused(bad.id)
+        self.state, self.candidate, self.note = "rolled_back", bad.id, f"rolled back: {reason}"
+        self._event(node, "rolled_back", f"{bad.id[:12]}: {reason}")
+        shutil.rmtree(bad.root, ignore_errors=True)
+
+    def _commit(self, node: Any, figures: str) -> None:
+        node.spare = None
+        self._switched_at = None
+        self._old_health = Health()
+        current = self.config.state_dir / CURRENT
+        tmp = current.with_suffix(".tmp")
+        tmp.write_text(
+            json.dumps(
+                {"bundle": node.bundle.id, "version": self.version, "path": str(node.bundle.root)}
+            )
+        )
+        tmp.replace(current)
+        self.state, self.candidate, self.note = "serving", "", f"committed: {figures}"
+        self._event(node, "committed", f"{node.bundle.id[:12]} ({figures})")
+        self._prune(node.bundle.id)
+
+    def _refuse(self, node: Any, bundle_id: str, message: str, permanent: bool) -> None:
+        attempts = self._attempts.get(bundle_id, 0) + 1
+        self._attempts[bundle_id] = attempts
+        if permanent or attempts >= _DOWNLOAD_ATTEMPTS:
+            self._remember_refused(bundle_id)
+        self.state, self.candidate, self.note = "refused", bundle_id, message
+        self._event(node, "refused", f"{bundle_id[:12]}: {message}")
+
+    def _remember_refused(self, bundle_id: str) -> None:
+        self.refused.add(bundle_id)
+        path = self.config.state_dir / REFUSED
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(sorted(self.refused)))
+        tmp.replace(path)
+
+    def _prune(self, current: str) -> None:
+        store = self.config.state_dir / "bundles"
+        if not store.is_dir():
+            return
+        kept = sorted(
+            (p for p in store.iterdir() if p.is_dir() and not p.name.startswith(".")),
+            key=lambda p: p.stat().st_mtime,
+            reverse=True,
+        )
+        for old in [p for p in kept if p.name != current][max(0, self.config.keep - 1) :]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def _gauge(self, node: Any, old: str, old_version: str, new: str, version: str) -> None:
+        gauge = node.metrics.bundle_info
+        gauge.labels(old[:12], old_version).set(0)
+        gauge.labels(new[:12], version).set(1)
+
+    def _event(self, node: Any, result: str, detail: str) -> None:
+        node.metrics.updates.labels(result).inc()
+        self.events.append((result, detail))
+        level = logging.WARNING if result in ("refused", "rolled_back") else logging.INFO
+        log.log(level, "update %s %s", result, detail)
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Wait for a download in progress to finish (tests and shutdown)."""
+        worker = self._worker
+        if worker is not None:
+            worker.join(timeout_s)
+            return not worker.is_alive()
+        return True
+
+
+class _Retryable(UpdateError):
+    """A download that may succeed if tried again (the offer stays takeable)."""
+
+
+def committed_bundle(state_dir: Path) -> tuple[Bundle, str] | None:
+    """The bundle a previous run committed in ``state_dir`` and its version, if it loads."""
+    path = state_dir / CURRENT
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        bundle = load_bundle(state_dir / "bundles" / data["bundle"], verify="edge")
+    except (OSError, ValueError, KeyError, TypeError, EdgesplitError) as exc:
+        log.warning("committed bundle in %s does not load, using the configured one: %s", path, exc)
+        return None
+    if bundle.id != data["bundle"]:
+        return None
+    return bundle, str(data.get("version", ""))
+
+
+def _read_refused(path: Path) -> set[str]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return set()
+    return {x for x in data if isinstance(x, str)} if isinstance(data, list) else set()
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+__all__ = ["Health", "UpdateConfig", "Updater", "Verdict", "committed_bundle", "judge"]
