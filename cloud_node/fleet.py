@@ -36,7 +36,7 @@ MAX_CHUNK_BYTES = 4 * 1024 * 1024
 #: Edges not heard from for this long are shown as stale.
 STALE_S = 60.0
 #: States an edge reports (edge_node.update.UpdateState).
-EDGE_STATES = ("serving", "downloading", "probation", "rolled_back", "refused")
+EDGE_STATES = ("serving", "downloading", "retrying", "probation", "rolled_back", "refused")
 _MAX_EDGES = 100_000
 
 

@@ -490,8 +490,13 @@ class Updater:
     def _refuse(self, node: Any, bundle_id: str, message: str, permanent: bool) -> None:
         attempts = self._attempts.get(bundle_id, 0) + 1
         self._attempts[bundle_id] = attempts
-        if permanent or attempts >= _DOWNLOAD_ATTEMPTS:
-            self._remember_refused(bundle_id)
+        if not permanent and attempts < _DOWNLOAD_ATTEMPTS:
+            # A transfer gone wrong: the next heartbeat's offer is taken again.
+            self.state, self.candidate = "retrying", bundle_id
+            self.note = f"attempt {attempts} of {_DOWNLOAD_ATTEMPTS} failed: {message}"
+            self._event(node, "retrying", f"{bundle_id[:12]}: {message}")
+            return
+        self._remember_refused(bundle_id)
         self.state, self.candidate, self.note = "refused", bundle_id, message
         self._event(node, "refused", f"{bundle_id[:12]}: {message}")
 

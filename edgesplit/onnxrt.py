@@ -76,5 +76,8 @@ def create_session(
 
 
 def run_errors() -> tuple[type[BaseException], ...]:
-    """The exception types ``InferenceSession.run`` raises for bad inputs or failures."""
-    return _ORT_ERRORS
+    """The exception types ``InferenceSession.run`` raises for bad inputs or failures.
+
+    ValueError included: the Python binding checks the input names itself.
+    """
+    return (*_ORT_ERRORS, ValueError)

@@ -34,6 +34,8 @@ ALLOWED = {
         "edgesplit.onnxrt",
         "edgesplit.security",
         "edgesplit.metrics",
+        # Releases (over-the-air bundle updates): the bundle reader's packed form.
+        "edgesplit.release",
     },
     "cloud_node": {
         "cloud_node",
@@ -43,6 +45,7 @@ ALLOWED = {
         "edgesplit.onnxrt",
         "edgesplit.security",
         "edgesplit.metrics",
+        "edgesplit.release",
         # The Ray tier's replicas pick the execution providers the edge does.
         "edge_node.providers",
     },
@@ -55,6 +58,7 @@ ROOT_MODULES = {
     "edgesplit/onnxrt.py": {"edgesplit.errors"},
     "edgesplit/security.py": {"edgesplit.errors"},
     "edgesplit/metrics.py": {"edgesplit.errors"},
+    "edgesplit/release.py": {"edgesplit.errors", "edgesplit.bundle"},
     # config.py reaches its loader and renderer inside functions only (they import it).
     "edgesplit/config.py": {"edgesplit.errors", "edgesplit.config_load", "edgesplit.config_render"},
     "edgesplit/config_load.py": {"edgesplit.errors", "edgesplit.config"},
