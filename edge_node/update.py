@@ -78,6 +78,9 @@ class UpdateConfig:
         fetch_timeout_s: deadline of one chunk (or of the URL's connection).
         keep: committed bundles kept in the store (the current one included).
         accept: take assigned bundles; ``False`` only reports to the fleet view.
+        base: the id of the bundle the edge is configured with; a commit records it,
+            and a restart serves the committed bundle only while the configured one
+            is still this (a newly deployed bundle wins over an older update).
     """
 
     state_dir: Path
@@ -91,6 +94,7 @@ class UpdateConfig:
     fetch_timeout_s: float = 10.0
     keep: int = 2
     accept: bool = True
+    base: str = ""
 
     def __post_init__(self) -> None:
         for key in ("interval_s", "probation_s", "fetch_timeout_s", "max_latency_ratio"):
@@ -127,9 +131,10 @@ class Health:
         """Errors per request over the window (NaN when empty)."""
         return sum(self.failed) / len(self.failed) if self.failed else math.nan
 
-    def percentile_ms(self, q: float) -> float:
-        """Latency percentile over the window, ms (NaN when empty)."""
-        return float(np.percentile(self.latencies, q) * 1e3) if self.latencies else math.nan
+    def percentile_ms(self, q: float, skip: int = 0) -> float:
+        """Latency percentile over the window, ms, leaving out the first ``skip`` (NaN if none)."""
+        values = list(self.latencies)[skip:]
+        return float(np.percentile(values, q) * 1e3) if values else math.nan
 
 
 @dataclass
@@ -148,16 +153,26 @@ class Verdict:
     reason: str
 
 
-def judge(old: Health, new: Health, config: UpdateConfig) -> Verdict | None:
-    """Compare the new bundle's health with the old one's; ``None``: too few requests yet."""
+def judge(old: Health, new: Health, config: UpdateConfig, final: bool) -> Verdict | None:
+    """Compare the new bundle's health with the old one's; ``None``: no verdict yet.
+
+    Errors are judged as soon as ``min_requests`` ran on the new bundle: a rise
+    rolls back at once. Latency is judged only at the end of probation
+    (``final``), over the requests after the first fifth (at most 20), which
+    warm the new sessions and caches: a verdict on a few cold requests would
+    roll back a healthy bundle.
+    """
     if new.window < config.min_requests:
         return None
-    new_rate, new_p50 = new.error_rate(), new.percentile_ms(50)
+    new_rate = new.error_rate()
     base_rate = old.error_rate() if old.window >= config.min_requests else 0.0
     figures = f"error rate {new_rate:.1%} vs {base_rate:.1%}"
     if new_rate > base_rate + config.max_error_increase:
         return Verdict(True, f"{figures} (tolerated +{config.max_error_increase:.0%})")
+    if not final:
+        return None
     if old.window >= config.min_requests:
+        new_p50 = new.percentile_ms(50, skip=min(new.window // 5, 20))
         base_p50 = old.percentile_ms(50)
         figures += f", p50 {new_p50:.1f} ms vs {base_p50:.1f} ms"
         if new_p50 > base_p50 * config.max_latency_ratio:
@@ -448,12 +463,13 @@ class Updater:
 
     def _probation(self, node: Any) -> None:
         assert self._switched_at is not None
-        verdict = judge(self._old_health, self.health, self.config)
+        final = self._clock() - self._switched_at >= self.config.probation_s
+        verdict = judge(self._old_health, self.health, self.config, final)
         if verdict is None:
             return
         if verdict.regressed:
             self._rollback(node, verdict.reason)
-        elif self._clock() - self._switched_at >= self.config.probation_s:
+        else:
             self._commit(node, verdict.reason)
 
     def _rollback(self, node: Any, reason: str) -> None:
@@ -479,7 +495,12 @@ class Updater:
         tmp = current.with_suffix(".tmp")
         tmp.write_text(
             json.dumps(
-                {"bundle": node.bundle.id, "version": self.version, "path": str(node.bundle.root)}
+                {
+                    "bundle": node.bundle.id,
+                    "version": self.version,
+                    "base": self.config.base,
+                    "path": str(node.bundle.root),
+                }
             )
         )
         tmp.replace(current)
@@ -544,13 +565,20 @@ class _Retryable(UpdateError):
     """A download that may succeed if tried again (the offer stays takeable)."""
 
 
-def committed_bundle(state_dir: Path) -> tuple[Bundle, str] | None:
-    """The bundle a previous run committed in ``state_dir`` and its version, if it loads."""
+def committed_bundle(state_dir: Path, base: str | None = None) -> tuple[Bundle, str] | None:
+    """The bundle an update committed in ``state_dir`` and its version, if it loads.
+
+    With ``base``, only if that update was taken over the bundle of id ``base``
+    (the edge is still configured as it was then).
+    """
     path = state_dir / CURRENT
     if not path.is_file():
         return None
     try:
         data = json.loads(path.read_text())
+        if base is not None and data.get("base") != base:
+            log.info("%s: committed over another configured bundle; serving the configured", path)
+            return None
         bundle = load_bundle(state_dir / "bundles" / data["bundle"], verify="edge")
     except (OSError, ValueError, KeyError, TypeError, EdgesplitError) as exc:
         log.warning("committed bundle in %s does not load, using the configured one: %s", path, exc)

@@ -125,9 +125,9 @@ ExitsOption = Annotated[
 ProvidersOption = Annotated[
     str,
     typer.Option(
-        help="ONNX Runtime execution providers in order of preference, comma-separated, e.g. "
-        "TensorrtExecutionProvider,CUDAExecutionProvider (CPU is always the fallback; the "
-        "profile records the one really used)."
+        help="ONNX Runtime execution providers in order of preference, comma-separated, by "
+        "short or full name, e.g. tensorrt,cuda,cpu (CPU is always the fallback; the profile "
+        "records the one really used)."
     ),
 ]
 QuickOption = Annotated[
@@ -136,17 +136,29 @@ QuickOption = Annotated[
 
 
 def _profile_config(
-    quick: bool, providers: str, threads: int, batch_size: int = 1, layers: bool = True
+    quick: bool,
+    providers: str,
+    threads: int,
+    batch_size: int = 1,
+    layers: bool = True,
+    engine_cache: Path | None = None,
+    fp16: bool = False,
 ):
+    """How to profile; providers by short or full name (``tensorrt,cuda,cpu``)."""
+    from edge_node.providers import options_by_provider, resolve_providers
     from partitioner.profile import ProfileConfig
     from partitioner.profiling import Repetitions
 
+    order = resolve_providers(providers)
+    if engine_cache is not None:
+        engine_cache.mkdir(parents=True, exist_ok=True)
     return ProfileConfig(
         reps=Repetitions.quick() if quick else Repetitions(),
-        providers=tuple(p for p in providers.split(",") if p),
+        providers=tuple(order),
         threads=threads,
         batch_size=batch_size,
         layers=layers,
+        provider_options=options_by_provider(order, engine_cache, fp16) or None,
     )
 
 
@@ -187,6 +199,16 @@ def profile(
             help="Read an existing profile (e.g. BUNDLE/profiles/edge.json) instead of measuring.",
         ),
     ] = None,
+    fp16: Annotated[
+        bool,
+        typer.Option(
+            "--fp16", help="TensorRT in FP16, as the edge serves with [edge] fp16 = true."
+        ),
+    ] = False,
+    engine_cache: Annotated[
+        Path | None,
+        typer.Option(help="TensorRT/OpenVINO engine cache directory, as the edge's."),
+    ] = None,
 ) -> None:
     """Measure a model on this machine as the edge device or the cloud machine.
 
@@ -213,7 +235,9 @@ def profile(
         measured = run_profile(
             model,
             device,
-            config=_profile_config(quick, providers, threads, batch_size, layers),
+            config=_profile_config(
+                quick, providers, threads, batch_size, layers, engine_cache, fp16
+            ),
             exits=tuple(e for e in exits.split(",") if e),
             input_shape=_shape(input_shape),
             console=console,

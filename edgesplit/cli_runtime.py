@@ -520,6 +520,14 @@ def edge(
         float | None,
         typer.Option(help="Seconds a new bundle is watched, the old one kept, before commit."),
     ] = None,
+    fp16: Annotated[
+        bool | None,
+        typer.Option("--fp16/--no-fp16", help="Let TensorRT run the heads in FP16."),
+    ] = None,
+    engine_cache: Annotated[
+        Path | None,
+        typer.Option(help="TensorRT/OpenVINO engine cache directory (built once, reused)."),
+    ] = None,
 ) -> None:
     """Classify inputs on the edge, offloading tails to a cloud node when it pays.
 
@@ -549,6 +557,8 @@ def edge(
         "update.name": name,
         "update.verify_key": verify_key,
         "update.probation_s": probation_s,
+        "edge.fp16": fp16,
+        "edge.engine_cache": engine_cache,
         "policy.name": policy,
         "policy.cut": cut,
         "policy.threshold": threshold,
@@ -570,6 +580,13 @@ def edge(
     keys, server, security = (
         _edge_security(cfg, cfg.edge.connect) if cfg.edge.connect else (None, None, "no cloud")
     )
+    import threading
+
+    # SIGTERM (systemctl stop, a pod's deletion) and SIGINT stop reading inputs; the
+    # requests taken are answered and the summary and results written before exit.
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
     run_edge_session(
         EdgeRun(
             cfg,
@@ -578,6 +595,7 @@ def edge(
             security=security,
             rtt_s=None if rtt_ms is None else rtt_ms / 1e3,
             fixed_bandwidth=fixed_bandwidth,
+            stop=stop,
         ),
         console,
     )

@@ -13,8 +13,9 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -146,6 +147,8 @@ class EdgeRun:
         fixed_bandwidth: tell the policy the configured bandwidth throughout.
         inputs: inputs already loaded (``None``: from ``cfg.edge.inputs``).
         bundle: the bundle already loaded (``None``: from ``cfg.edge.bundle``).
+        stop: set (by SIGTERM, say) to stop reading inputs; requests in flight are
+            still answered and the summary and results are written.
     """
 
     cfg: Any
@@ -156,6 +159,7 @@ class EdgeRun:
     fixed_bandwidth: bool = False
     inputs: InputSource | None = None
     bundle: Bundle | None = None
+    stop: threading.Event | None = None
 
 
 def run_edge_session(run: EdgeRun, console: Console) -> RunSummary:
@@ -168,7 +172,7 @@ def run_edge_session(run: EdgeRun, console: Console) -> RunSummary:
 
     cfg = run.cfg
     e, p = cfg.edge, cfg.policy
-    bundle, committed = _edge_bundle(run, console)
+    bundle, base, committed = _edge_bundle(run, console)
     inputs = run.inputs or open_inputs(e.inputs, bundle, e.samples)
     m = bundle.manifest
     threshold = p.threshold
@@ -227,7 +231,11 @@ def run_edge_session(run: EdgeRun, console: Console) -> RunSummary:
             node.runner.warm(m.cuts)
         if client is not None:
             node.updater = _updater(
-                run, committed, lambda b: HeadRunner(b, providers, e.threads, options), make_policy
+                run,
+                committed,
+                base,
+                lambda b: HeadRunner(b, providers, e.threads, options),
+                make_policy,
             )
         if cfg.metrics.port:
             metrics_server = serve_metrics(
@@ -245,7 +253,7 @@ def run_edge_session(run: EdgeRun, console: Console) -> RunSummary:
                 None if metrics_server is None else metrics_server.url,
             )
         )
-        outcomes, summary = run_edge(node, inputs, console)
+        outcomes, summary = run_edge(node, inputs, console, run.stop)
     finally:
         if client is not None:
             client.close()
@@ -259,26 +267,31 @@ def run_edge_session(run: EdgeRun, console: Console) -> RunSummary:
     return summary
 
 
-def _edge_bundle(run: EdgeRun, console: Console) -> tuple[Bundle, Any]:
-    """The bundle to serve: given, else the one an update committed, else the configured one."""
+def _edge_bundle(run: EdgeRun, console: Console) -> tuple[Bundle, str, Any]:
+    """The bundle to serve, the configured one's id, and the update committed if served.
+
+    The bundle given, else the one an update committed over the configured one,
+    else the configured one.
+    """
     from edgesplit.bundle import load_bundle
 
     cfg = run.cfg
     if run.bundle is not None:
-        return run.bundle, None
+        return run.bundle, run.bundle.id, None
+    configured = load_bundle(cfg.edge.bundle, verify="edge")
     committed = None
     if cfg.edge.connect and cfg.update.enabled:
-        committed = committed_bundle(cfg.update.state_dir)
+        committed = committed_bundle(cfg.update.state_dir, base=configured.id)
     if committed is None:
-        return load_bundle(cfg.edge.bundle, verify="edge"), None
+        return configured, configured.id, None
     console.print(
         f"serving bundle {committed[0].id[:12]} (release {committed[1]}), committed by an "
         f"update in {cfg.update.state_dir}"
     )
-    return committed[0], committed
+    return committed[0], configured.id, committed
 
 
-def _updater(run: EdgeRun, committed: Any, make_runner: Any, make_policy: Any) -> Any:
+def _updater(run: EdgeRun, committed: Any, base: str, make_runner: Any, make_policy: Any) -> Any:
     """The edge's heartbeat and over-the-air updates, from the ``[update]`` config."""
     import socket
 
@@ -297,6 +310,7 @@ def _updater(run: EdgeRun, committed: Any, make_runner: Any, make_policy: Any) -
         max_latency_ratio=u.max_latency_ratio,
         verify_keys=None if u.verify_key is None else (load_verify_key(u.verify_key),),
         accept=u.enabled,
+        base=base,
     )
     version = committed[1] if committed else ""
     return Updater(
@@ -353,18 +367,27 @@ def write_outcomes(path: Path, outcomes: Sequence[Outcome], labels: np.ndarray |
 
 
 def run_edge(
-    node: EdgeNode, inputs: InputSource, console: Console
+    node: EdgeNode, inputs: InputSource, console: Console, stop: threading.Event | None = None
 ) -> tuple[list[Outcome], RunSummary]:
     """Answer every input with a live progress bar; return outcomes and their summary.
 
-    A stream (a video, a camera) is consumed as it is read.
+    A stream (a video, a camera) is consumed as it is read. Once ``stop`` is set
+    no more inputs are read; those already taken are answered.
     """
     outcomes: list[Outcome] = []
     started = time.perf_counter()
     total = inputs.count
+
+    def batches() -> Iterator[np.ndarray]:
+        for batch in inputs.batches():
+            if stop is not None and stop.is_set():
+                log.warning("stopping: no more inputs read; answering those in flight")
+                return
+            yield batch
+
     with progress_bar(console) as bar:
         task = bar.add_task("classify", total=total, status="")
-        for i, outcome in enumerate(node.stream(inputs.batches())):
+        for i, outcome in enumerate(node.stream(batches())):
             outcomes.append(outcome)
             if i % 25 == 0 or (total is not None and i == total - 1):
                 counts = " ".join(f"{k}={v}" for k, v in sorted(node.counts.items()))

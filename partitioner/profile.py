@@ -62,6 +62,8 @@ class ProfileConfig:
         codecs: wire codecs whose sizes are measured.
         size_samples: samples encoded per cut for the codec sizes.
         layers: whether to run ONNX Runtime's per-layer node profiling.
+        provider_options: options per provider (full name), e.g. TensorRT's fp16 and
+            engine cache: profile with the options the edge serves with.
     """
 
     reps: Repetitions = field(default_factory=Repetitions)
@@ -71,6 +73,7 @@ class ProfileConfig:
     codecs: tuple[str, ...] = field(default_factory=lambda: tuple(wire.SUPPORTED_CODECS))
     size_samples: int = 32
     layers: bool = True
+    provider_options: Mapping[str, Mapping[str, str]] | None = None
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -158,7 +161,12 @@ def _timed_session(proto, feeds, config: ProfileConfig, measure_memory: bool):
     """Create a session on ``proto``, run it once, time it; memory of the first two steps."""
 
     def load_and_run():
-        session = create_session(proto.SerializeToString(), config.providers, config.threads)
+        session = create_session(
+            proto.SerializeToString(),
+            config.providers,
+            config.threads,
+            provider_options=config.provider_options,
+        )
         session.run(None, feeds)
         return session
 
@@ -194,10 +202,18 @@ def profile_target(
 
     feeds = {prepared.input_name: samples[:batch]}
     full = prepared.model.SerializeToString()
-    whole = time_session(create_session(full, config.providers, config.threads), feeds, config.reps)
+    whole = time_session(
+        create_session(
+            full, config.providers, config.threads, provider_options=config.provider_options
+        ),
+        feeds,
+        config.reps,
+    )
     layers: list[LayerTiming] = []
     if config.layers:
-        layers = layer_timings(full, feeds, config.reps, config.providers, config.threads)
+        layers = layer_timings(
+            full, feeds, config.reps, config.providers, config.threads, config.provider_options
+        )
     done += 1
     progress(f"{role}: layers", done, steps)
 
@@ -401,14 +417,20 @@ def measure_split_s(prepared: Prepared, plan: CutPlan, config: ProfileConfig) ->
         None
         if plan.kind == "input"
         else create_session(
-            prepared.head(plan).SerializeToString(), config.providers, config.threads
+            prepared.head(plan).SerializeToString(),
+            config.providers,
+            config.threads,
+            provider_options=config.provider_options,
         )
     )
     tail = (
         None
         if plan.kind == "output"
         else create_session(
-            prepared.tail(plan).SerializeToString(), config.providers, config.threads
+            prepared.tail(plan).SerializeToString(),
+            config.providers,
+            config.threads,
+            provider_options=config.provider_options,
         )
     )
 

@@ -132,6 +132,7 @@ def layer_timings(
     reps: Repetitions,
     providers: Sequence[str],
     threads: int,
+    provider_options: Mapping[str, Mapping[str, str]] | None = None,
 ) -> list[LayerTiming]:
     """Per-kernel latency from ONNX Runtime's node profiling of ``model``.
 
@@ -140,13 +141,17 @@ def layer_timings(
     optimized graph (a Conv with its Relu fused counts once), which is what
     really runs.
     """
-    warm = create_session(model, providers, threads)
+    warm = create_session(model, providers, threads, provider_options=provider_options)
     for _ in range(reps.warmup):
         warm.run(None, dict(feeds))
     del warm
     with tempfile.TemporaryDirectory(prefix="edgesplit-ortprof-") as tmp:
         session = create_session(
-            model, providers, threads, profile_prefix=str(Path(tmp) / "layers")
+            model,
+            providers,
+            threads,
+            profile_prefix=str(Path(tmp) / "layers"),
+            provider_options=provider_options,
         )
         for _ in range(reps.runs + 1):
             session.run(None, dict(feeds))

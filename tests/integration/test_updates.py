@@ -662,3 +662,73 @@ def test_rollout_changes_need_an_admin_key(
             assert reply.message.kind == "report" and cloud.fleet.fraction == 0.9
         else:
             assert reply.message.meta["code"] == "forbidden" and cloud.fleet.fraction == 0.1
+
+
+@pytest.mark.slow
+def test_edge_process_takes_the_update_stops_cleanly_on_sigterm_and_restarts_on_it(
+    untrained_bundle: Bundle, tmp_path: Path
+) -> None:
+    import os
+    import signal
+
+    from edgesplit.runs import start_cloud_process, stop_process
+
+    v2 = variant(untrained_bundle, tmp_path / "v2", "v2")
+    archive = release_of(v2, tmp_path, "2", None)
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    shape = untrained_bundle.manifest.model.input.shape
+    rng = np.random.default_rng(0)
+    for i in range(20000):
+        np.save(inputs / f"{i:05d}.npy", rng.standard_normal(shape, dtype=np.float32))
+    proc, endpoint = start_cloud_process(
+        untrained_bundle.root,
+        "tcp://127.0.0.1:*",
+        tmp_path / "cloud.log",
+        extra=["--insecure", "--offer", str(archive), "--offer-fraction", "1"],
+    )
+    state = tmp_path / "state"
+    env = {
+        **os.environ,
+        "EDGESPLIT_UPDATE_INTERVAL_S": "0.1",
+        "EDGESPLIT_UPDATE_PROBATION_S": "1",
+        "EDGESPLIT_UPDATE_MIN_REQUESTS": "5",
+    }
+
+    def edge(results: Path, *extra: str) -> subprocess.Popen:
+        args = [sys.executable, "-m", "edgesplit", "edge", "--bundle", str(untrained_bundle.root),
+                "--connect", endpoint, "--insecure", "--policy", "fixed", "--cut", CUT,
+                "--threshold", "off", "--codec", "raw", "--state-dir", str(state), "--name",
+                "gate-1", "--results", str(results), "--log-level", "info", *extra]  # fmt: skip
+        return subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        )
+
+    try:
+        first = edge(tmp_path / "r1.jsonl", "--inputs", str(inputs))
+        deadline = time.monotonic() + 120
+        while not (state / "current").exists():
+            assert first.poll() is None, first.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "no update committed"
+            time.sleep(0.05)
+        first.send_signal(signal.SIGTERM)
+        out, err = first.communicate(timeout=60)
+        assert first.returncode == 0, err[-3000:]
+        rows = [json.loads(line) for line in (tmp_path / "r1.jsonl").read_text().splitlines()]
+        # Stopped early, every request taken answered and written, the switch inside the run.
+        assert 0 < len(rows) < 20000 and "stopping" in err
+        assert {r["bundle"] for r in rows} == {untrained_bundle.id, v2.id}
+        assert {r["finished"] for r in rows} == {"cloud"}
+        assert "update committed" in err
+
+        second = edge(tmp_path / "r2.jsonl", "--inputs", "bundle", "--samples", "10")
+        out, err = second.communicate(timeout=120)
+        assert second.returncode == 0, err[-3000:]
+        assert "committed by an update" in out
+        rows = [json.loads(line) for line in (tmp_path / "r2.jsonl").read_text().splitlines()]
+        assert [r["bundle"] for r in rows] == [v2.id] * 10
+    finally:
+        stop_process(proc)
+    # A bundle deployed afresh wins over an update committed on top of another.
+    assert committed_bundle(state, base=untrained_bundle.id) is not None
+    assert committed_bundle(state, base="0" * 64) is None
