@@ -139,8 +139,16 @@ class Fleet:
         return "B" if int.from_bytes(digest[:8], "big") / 2**64 < self.fraction else "A"
 
     def hello(self, meta: Mapping[str, object], key_name: str | None) -> dict[str, Any]:
-        """Record an edge's heartbeat; return the ``welcome`` meta (its assigned bundle)."""
-        name = key_name or _text(meta.get("name"), "unnamed")
+        """Record an edge's heartbeat; return the ``welcome`` meta (its assigned bundle).
+
+        An edge is named by its CURVE key's name (authenticated); edges sharing one
+        key (a DaemonSet's) are told apart by the name they give, as ``key/name``.
+        """
+        declared = _text(meta.get("name"), "")
+        if key_name and declared and declared != key_name:
+            name = f"{key_name}/{declared}"
+        else:
+            name = key_name or declared or "unnamed"
         now = self.clock()
         with self._lock:
             old = self.edges.get(name)

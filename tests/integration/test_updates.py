@@ -380,6 +380,21 @@ def test_fleet_groups_are_stable_and_grow_with_the_fraction(
             fleet.set_fraction(bad)
 
 
+def test_edges_sharing_a_key_are_told_apart_by_the_name_they_give(
+    untrained_bundle: Bundle,
+) -> None:
+    fleet = Fleet(untrained_bundle, "1")
+    for key, name in (
+        ("edge", "jetson-a"),
+        ("edge", "jetson-b"),
+        ("gate-1", "gate-1"),
+        (None, "x"),
+    ):
+        fleet.hello({"bundle": untrained_bundle.id, "name": name}, key)
+    assert sorted(fleet.edges) == ["edge/jetson-a", "edge/jetson-b", "gate-1", "x"]
+    assert fleet.edges["edge/jetson-a"].key == "edge" and fleet.edges["x"].key == ""
+
+
 # -- edges and a cloud, end to end -------------------------------------------------------------
 
 
