@@ -58,6 +58,8 @@ CURRENT = "current"
 REFUSED = "refused.json"
 _WINDOW = 500
 _DOWNLOAD_ATTEMPTS = 3
+#: Chunks asked for ahead of the one being written.
+_WINDOW_CHUNKS = 4
 
 
 @dataclass(frozen=True)
@@ -394,19 +396,53 @@ class Updater:
             self._staged = _Staged(bundle, version or bundle.id[:12], runner, policy)
 
     def _fetch_chunks(self, bundle_id: str, archive: Path, size: int, chunk: object) -> None:
+        """Download the archive in chunks over ZeroMQ, several asked for ahead.
+
+        ``_WINDOW_CHUNKS`` are in flight ahead of the one being written: on a long
+        round trip one at a time would idle the link between chunks.
+        """
         if self._client_factory is None:
             raise _Retryable("no cloud connection to download over and no URL in the offer")
         step = chunk if isinstance(chunk, int) and 0 < chunk <= 4 * 1024 * 1024 else 256 * 1024
         client = self._client_factory()
+        ahead: deque[tuple[int, int, Pending | None]] = deque()
+        offset = 0
         try:
             with archive.open("wb") as fh:
-                offset = 0
-                while offset < size:
-                    length = min(step, size - offset)
-                    fh.write(self._fetch_one(client, bundle_id, offset, length))
-                    offset += length
+                while offset < size or ahead:
+                    while offset < size and len(ahead) < _WINDOW_CHUNKS:
+                        length = min(step, size - offset)
+                        ahead.append((offset, length, self._ask(client, bundle_id, offset, length)))
+                        offset += length
+                    start, length, pending = ahead.popleft()
+                    data = None if pending is None else self._take(client, pending, start, length)
+                    if data is None:  # lost or refused on the way: once more, alone
+                        data = self._fetch_one(client, bundle_id, start, length)
+                    fh.write(data)
         finally:
             client.close()
+
+    def _ask(self, client: CloudClient, bundle_id: str, offset: int, length: int) -> Pending | None:
+        try:
+            return client.send(
+                "fetch", None, meta={"bundle": bundle_id, "offset": offset, "length": length}
+            )
+        except TransportError:
+            return None
+
+    def _take(
+        self, client: CloudClient, pending: Pending, offset: int, length: int
+    ) -> bytes | None:
+        try:
+            reply = client.wait(pending, pending.sent_at + self.config.fetch_timeout_s)
+        except WireError:
+            return None
+        if reply is None or reply.message.kind != "chunk":
+            return None
+        data = reply.arrays.get("data")
+        if data is None or data.dtype != np.uint8 or data.ndim != 1 or data.size != length:
+            return None
+        return data.tobytes()
 
     def _fetch_one(self, client: CloudClient, bundle_id: str, offset: int, length: int) -> bytes:
         problem = ""
