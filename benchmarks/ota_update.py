@@ -91,12 +91,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.bundle is not None:
             bundle = load_bundle(args.bundle)
         else:
-            from benchmarks.triton_direct import build
-
-            print(f"partitioning {args.model} (quick profile)...", flush=True)
-            bundle = build(args.model, tmp / "v1")
+            print(f"partitioning {args.model} (quick profile, cuts pruned)...", flush=True)
+            bundle = _partition(args.model, tmp / "v1")
         run(bundle, tmp, args)
     return 0
+
+
+def _partition(model: str, out: Path) -> Bundle:
+    """The bundle a user deploys: cuts that can never win pruned, a quick profile."""
+    from partitioner.partition import PartitionConfig, partition
+    from partitioner.profile import ProfileConfig
+    from partitioner.profiling import Repetitions
+    from partitioner.sources import load_source
+
+    source = load_source(model, out.parent)
+    config = PartitionConfig(profile=ProfileConfig(reps=Repetitions.quick(), size_samples=8))
+    return partition(source, out, config)
 
 
 def run(bundle: Bundle, tmp: Path, args: argparse.Namespace) -> None:

@@ -83,6 +83,8 @@ class UpdateConfig:
         base: the id of the bundle the edge is configured with; a commit records it,
             and a restart serves the committed bundle only while the configured one
             is still this (a newly deployed bundle wins over an older update).
+        base_root: the configured bundle's directory: assigned back to it (a rollout
+            stopped), the edge switches to it from there, without a download.
     """
 
     state_dir: Path
@@ -97,6 +99,7 @@ class UpdateConfig:
     keep: int = 2
     accept: bool = True
     base: str = ""
+    base_root: Path | None = None
 
     def __post_init__(self) -> None:
         for key in ("interval_s", "probation_s", "fetch_timeout_s", "max_latency_ratio"):
@@ -337,6 +340,8 @@ class Updater:
         archive = downloads / f"{bundle_id}.tar"
         try:
             kept = self.config.state_dir / "bundles" / bundle_id
+            if bundle_id == self.config.base and self.config.base_root is not None:
+                kept = self.config.base_root
             if kept.is_dir():
                 # Taken before (a rollout stopped, a bundle committed then left): the store
                 # holds it checked; hash every file again rather than trust the disk.
@@ -408,6 +413,7 @@ class Updater:
         ahead: deque[tuple[int, int, Pending | None]] = deque()
         offset = 0
         try:
+            self._connected(client)
             with archive.open("wb") as fh:
                 while offset < size or ahead:
                     while offset < size and len(ahead) < _WINDOW_CHUNKS:
@@ -421,6 +427,20 @@ class Updater:
                     fh.write(data)
         finally:
             client.close()
+
+    def _connected(self, client: CloudClient) -> None:
+        """Wait for the new socket's connection (it refuses to queue before it is up)."""
+        deadline = time.perf_counter() + self.config.fetch_timeout_s
+        while True:
+            try:
+                pending = client.send("ping", None)
+                break
+            except TransportError as exc:
+                if time.perf_counter() > deadline:
+                    raise _Retryable(f"cannot reach the cloud to download: {exc}") from exc
+                time.sleep(0.01)
+        if client.wait(pending, deadline) is None:
+            raise _Retryable(f"the cloud did not answer within {self.config.fetch_timeout_s:g} s")
 
     def _ask(self, client: CloudClient, bundle_id: str, offset: int, length: int) -> Pending | None:
         try:
@@ -615,7 +635,8 @@ def committed_bundle(state_dir: Path, base: str | None = None) -> tuple[Bundle, 
         if base is not None and data.get("base") != base:
             log.info("%s: committed over another configured bundle; serving the configured", path)
             return None
-        bundle = load_bundle(state_dir / "bundles" / data["bundle"], verify="edge")
+        where = Path(data.get("path") or state_dir / "bundles" / data["bundle"])
+        bundle = load_bundle(where, verify="edge")
     except (OSError, ValueError, KeyError, TypeError, EdgesplitError) as exc:
         log.warning("committed bundle in %s does not load, using the configured one: %s", path, exc)
         return None

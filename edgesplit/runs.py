@@ -311,6 +311,7 @@ def _updater(run: EdgeRun, committed: Any, base: str, make_runner: Any, make_pol
         verify_keys=None if u.verify_key is None else (load_verify_key(u.verify_key),),
         accept=u.enabled,
         base=base,
+        base_root=cfg.edge.bundle if run.bundle is None else run.bundle.root,
     )
     version = committed[1] if committed else ""
     return Updater(

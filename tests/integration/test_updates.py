@@ -199,6 +199,8 @@ class Edge:
                 min_requests=8,
                 verify_keys=None if verify is None else (load_verify_key(verify),),
                 fetch_timeout_s=5.0,
+                base=bundle.id,
+                base_root=bundle.root,
             ),
             "1",
             client,
@@ -462,6 +464,28 @@ def test_switch_with_offloads_in_flight_answers_each_on_the_bundle_it_started_on
     # The requests in flight at the switch were answered by the old bundle's tails.
     assert {o.finished for o in outcomes} == {"cloud"}
     assert cloud.node.counts["error_bundle_mismatch"] == 0
+
+
+def test_stopping_a_rollout_sends_edges_back_to_the_stable_bundle_without_a_download(
+    untrained_bundle: Bundle, tmp_path: Path, clouds: list[Cloud]
+) -> None:
+    v2 = variant(untrained_bundle, tmp_path / "v2", "v2")
+    cloud = Cloud(untrained_bundle, release_of(v2, tmp_path, "2", None), tmp_path / "u")
+    clouds.append(cloud)
+    edge = Edge(untrained_bundle, cloud.endpoint, tmp_path / "state", probation_s=0.3)
+    edge.node.check_cloud()
+    edge.run(lambda: "committed" in results(edge))
+    fetched = cloud.node.counts["fetch"]
+    cloud.fleet.set_fraction(0.0)
+    edge.run(lambda: results(edge).count("committed") == 2)
+    edge.more(5)
+    edge.close()
+    assert results(edge) == ["offered", "switched", "committed"] * 2
+    assert edge.node.bundle.id == untrained_bundle.id and edge.updater.version == "1"
+    assert cloud.node.counts["fetch"] == fetched  # back from the configured bundle on disk
+    assert edge.outcomes[-1].bundle == untrained_bundle.id and len(edge.outcomes) == edge.inputs
+    committed = committed_bundle(tmp_path / "state", base=untrained_bundle.id)
+    assert committed is not None and committed[0].id == untrained_bundle.id
 
 
 @pytest.mark.parametrize("problem", ["corrupt", "unsigned", "foreign"])
