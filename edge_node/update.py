@@ -85,6 +85,8 @@ class UpdateConfig:
             is still this (a newly deployed bundle wins over an older update).
         base_root: the configured bundle's directory: assigned back to it (a rollout
             stopped), the edge switches to it from there, without a download.
+        download_bps: most bits per second a download may take (``None``: as fast as
+            the link goes); on a thin uplink, leave room for the offloaded tensors.
     """
 
     state_dir: Path
@@ -100,6 +102,7 @@ class UpdateConfig:
     accept: bool = True
     base: str = ""
     base_root: Path | None = None
+    download_bps: float | None = None
 
     def __post_init__(self) -> None:
         for key in ("interval_s", "probation_s", "fetch_timeout_s", "max_latency_ratio"):
@@ -412,11 +415,16 @@ class Updater:
         client = self._client_factory()
         ahead: deque[tuple[int, int, Pending | None]] = deque()
         offset = 0
+        pace = self._pacer()
+        if self.config.download_bps is not None:
+            ahead_most = 1  # paced: one chunk at a time keeps the rate even
+        else:
+            ahead_most = _WINDOW_CHUNKS
         try:
             self._connected(client)
             with archive.open("wb") as fh:
                 while offset < size or ahead:
-                    while offset < size and len(ahead) < _WINDOW_CHUNKS:
+                    while offset < size and len(ahead) < ahead_most:
                         length = min(step, size - offset)
                         ahead.append((offset, length, self._ask(client, bundle_id, offset, length)))
                         offset += length
@@ -425,8 +433,25 @@ class Updater:
                     if data is None:  # lost or refused on the way: once more, alone
                         data = self._fetch_one(client, bundle_id, start, length)
                     fh.write(data)
+                    pace(len(data))
         finally:
             client.close()
+
+    def _pacer(self) -> Callable[[int], None]:
+        """A function to call after each block: sleeps to hold ``download_bps``."""
+        rate = self.config.download_bps
+        began = time.perf_counter()
+        done = 0
+
+        def pace(nbytes: int) -> None:
+            nonlocal done
+            done += nbytes
+            if rate is not None:
+                ahead_s = done * 8.0 / rate - (time.perf_counter() - began)
+                if ahead_s > 0:
+                    time.sleep(ahead_s)
+
+        return pace
 
     def _connected(self, client: CloudClient) -> None:
         """Wait for the new socket's connection (it refuses to queue before it is up)."""
@@ -496,11 +521,13 @@ class Updater:
             with urllib.request.urlopen(url, timeout=self.config.fetch_timeout_s) as response:
                 with archive.open("wb") as fh:
                     copied = 0
-                    while block := response.read(1 << 20):
+                    pace = self._pacer()
+                    while block := response.read(256 * 1024):
                         copied += len(block)
                         if copied > size:
                             raise _Retryable(f"{url}: longer than the offer's {size} bytes")
                         fh.write(block)
+                        pace(len(block))
         except (urllib.error.URLError, OSError, ValueError) as exc:
             raise _Retryable(f"download {url}: {exc}") from exc
 

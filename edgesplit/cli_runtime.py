@@ -520,6 +520,10 @@ def edge(
         float | None,
         typer.Option(help="Seconds a new bundle is watched, the old one kept, before commit."),
     ] = None,
+    download_mbps: Annotated[
+        float | None,
+        typer.Option(help="Most Mbit/s an update's download may take (default: no cap)."),
+    ] = None,
     fp16: Annotated[
         bool | None,
         typer.Option("--fp16/--no-fp16", help="Let TensorRT run the heads in FP16."),
@@ -557,6 +561,7 @@ def edge(
         "update.name": name,
         "update.verify_key": verify_key,
         "update.probation_s": probation_s,
+        "update.download_mbps": download_mbps,
         "edge.fp16": fp16,
         "edge.engine_cache": engine_cache,
         "policy.name": policy,

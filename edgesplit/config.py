@@ -359,6 +359,15 @@ class UpdateSection:
         "Ratio of median latencies, new / old, that rolls a new bundle back.",
         minimum=1,
     )
+    download_mbps: float | None = setting(
+        None,
+        "Most Mbit/s a release download may take, leaving the rest of a thin uplink to "
+        "offloads; unset: as fast as the link goes.",
+        minimum=0,
+        above=True,
+        off=True,
+        example="2.0",
+    )
 
 
 @dataclass(frozen=True)

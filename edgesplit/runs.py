@@ -312,6 +312,7 @@ def _updater(run: EdgeRun, committed: Any, base: str, make_runner: Any, make_pol
         accept=u.enabled,
         base=base,
         base_root=cfg.edge.bundle if run.bundle is None else run.bundle.root,
+        download_bps=None if u.download_mbps is None else u.download_mbps * 1e6,
     )
     version = committed[1] if committed else ""
     return Updater(

@@ -488,6 +488,29 @@ def test_stopping_a_rollout_sends_edges_back_to_the_stable_bundle_without_a_down
     assert committed is not None and committed[0].id == untrained_bundle.id
 
 
+def test_a_capped_download_keeps_to_its_rate(
+    untrained_bundle: Bundle, tmp_path: Path, clouds: list[Cloud]
+) -> None:
+    v2 = variant(untrained_bundle, tmp_path / "v2", "v2")
+    archive = release_of(v2, tmp_path, "2", None)
+    cloud = Cloud(untrained_bundle, archive, tmp_path / "u")
+    clouds.append(cloud)
+    size = archive.stat().st_size
+    rate = size * 8 / 1.5  # the whole archive in 1.5 s
+    updater = Updater(
+        UpdateConfig(state_dir=tmp_path / "s", download_bps=rate),
+        "1",
+        lambda: CloudClient(cloud.endpoint),
+        HeadRunner,
+        lambda b: None,
+    )
+    began = time.perf_counter()
+    updater._fetch_chunks(v2.id, tmp_path / "x.tar", size, 256 * 1024)
+    elapsed = time.perf_counter() - began
+    assert sha256_file(tmp_path / "x.tar") == sha256_file(archive)
+    assert 1.3 <= elapsed <= 4.0, elapsed
+
+
 @pytest.mark.parametrize("problem", ["corrupt", "unsigned", "foreign"])
 def test_corrupt_or_unsigned_release_is_refused_and_the_old_bundle_keeps_serving(
     problem: str,
