@@ -95,13 +95,9 @@ def write_signing_keys(directory: Path, name: str) -> tuple[Path, Path]:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    if not name or "/" in name or name.startswith("."):
-        raise ConfigError(f"key name {name!r}: expected a plain file name such as 'release'")
-    directory.mkdir(parents=True, exist_ok=True)
-    secret, public = directory / f"{name}.sign_key", directory / f"{name}.verify_key"
-    for path in (secret, public):
-        if path.exists():
-            raise ConfigError(f"{path}: exists; keys are never overwritten (remove it first)")
+    from edgesplit.security import new_key_paths
+
+    secret, public = new_key_paths(directory, name, (".sign_key", ".verify_key"))
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()

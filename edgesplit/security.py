@@ -40,19 +40,29 @@ class KeyPair:
     path: Path
 
 
+def new_key_paths(directory: Path, name: str, suffixes: tuple[str, ...]) -> list[Path]:
+    """``directory/NAME+suffix`` for each suffix, none existing yet; the directory is made.
+
+    Raises:
+        ConfigError: a bad name, or a key of that name exists (never overwritten).
+    """
+    if not name or "/" in name or name.startswith("."):
+        raise ConfigError(f"key name {name!r}: expected a plain file name such as 'cloud'")
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = [directory / f"{name}{suffix}" for suffix in suffixes]
+    for path in paths:
+        if path.exists():
+            raise ConfigError(f"{path}: exists; keys are never overwritten (remove it first)")
+    return paths
+
+
 def generate_keys(directory: Path, name: str) -> tuple[Path, Path]:
     """Write a new key pair ``NAME.key`` and ``NAME.key_secret`` (0600) into ``directory``.
 
     Raises:
         ConfigError: a bad name, or a key of that name already exists (never overwritten).
     """
-    if not name or "/" in name or name.startswith("."):
-        raise ConfigError(f"key name {name!r}: expected a plain file name such as 'cloud'")
-    directory.mkdir(parents=True, exist_ok=True)
-    public, secret = directory / f"{name}.key", directory / f"{name}.key_secret"
-    for path in (public, secret):
-        if path.exists():
-            raise ConfigError(f"{path}: exists; keys are never overwritten (remove it first)")
+    new_key_paths(directory, name, (".key", ".key_secret"))
     public_str, secret_str = zmq.auth.create_certificates(str(directory), name)
     os.chmod(secret_str, 0o600)
     return Path(public_str), Path(secret_str)

@@ -9,6 +9,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -66,9 +67,13 @@ class RunningCloud:
         *,
         backend: TailBackend | None = None,
         config: CloudConfig | None = None,
+        **node_options: Any,
     ) -> None:
         backend = backend or OnnxRuntimeBackend(bundle, threads=1)
-        self.node = CloudNode(bundle, backend, config or CloudConfig(bind=bind))
+        self.node = CloudNode(bundle, backend, config or CloudConfig(bind=bind), **node_options)
+        self._start()
+
+    def _start(self) -> None:
         self.node.__enter__()
         self.endpoint = self.node.endpoint or ""
         self._thread = threading.Thread(target=self.node.serve_forever, daemon=True)

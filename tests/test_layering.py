@@ -58,7 +58,7 @@ ROOT_MODULES = {
     "edgesplit/onnxrt.py": {"edgesplit.errors"},
     "edgesplit/security.py": {"edgesplit.errors"},
     "edgesplit/metrics.py": {"edgesplit.errors"},
-    "edgesplit/release.py": {"edgesplit.errors", "edgesplit.bundle"},
+    "edgesplit/release.py": {"edgesplit.errors", "edgesplit.bundle", "edgesplit.security"},
     # config.py reaches its loader and renderer inside functions only (they import it).
     "edgesplit/config.py": {"edgesplit.errors", "edgesplit.config_load", "edgesplit.config_render"},
     "edgesplit/config_load.py": {"edgesplit.errors", "edgesplit.config"},

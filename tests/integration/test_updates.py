@@ -12,7 +12,6 @@ import functools
 import http.server
 import io
 import json
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -25,17 +24,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks.ota_update import variant
 from cloud_node.backends import OnnxRuntimeBackend
 from cloud_node.fleet import Candidate, Fleet
-from cloud_node.server import CloudConfig, CloudNode
+from cloud_node.server import CloudConfig
 from edge_node.head import HeadRunner
 from edge_node.node import EdgeConfig, EdgeNode
 from edge_node.records import Outcome
 from edge_node.transport import CloudClient
 from edge_node.update import UpdateConfig, Updater, committed_bundle
-from edgesplit.bundle import MANIFEST, Bundle, compute_bundle_id, load_bundle, sha256_file
+from edgesplit.bundle import MANIFEST, Bundle, sha256_file
 from edgesplit.errors import UpdateError
-from edgesplit.manifest_json import manifest_from_dict
 from edgesplit.release import (
     load_signing_key,
     load_verify_key,
@@ -46,27 +45,12 @@ from edgesplit.release import (
 )
 from edgesplit.security import generate_keys, load_allowed, load_keypair, load_public_key
 from offload_policy import Decision, FixedPolicy
+from tests.conftest import RunningCloud
 
 CUT = "c03"  # every request is offloaded at this cut: the tail matters
 
 
 # -- bundles and releases ----------------------------------------------------------------------
-
-
-def variant(
-    src: Bundle, dest: Path, label: str, edit: Callable[[Path], None] | None = None
-) -> Bundle:
-    """A copy of ``src`` with a new id (and ``edit`` applied to its files), re-hashed."""
-    shutil.copytree(src.root, dest)
-    if edit is not None:
-        edit(dest)
-    path = dest / MANIFEST
-    data = json.loads(path.read_text())
-    data["created_by"] = f"{data['created_by']} ({label})"
-    data["files"] = {rel: sha256_file(dest / rel) for rel in data["files"]}
-    data["bundle_id"] = compute_bundle_id(manifest_from_dict(data, path))
-    path.write_text(json.dumps(data, indent=1, allow_nan=True))
-    return load_bundle(dest)
 
 
 def swap_tails(root: Path) -> None:
@@ -105,7 +89,7 @@ def release_of(bundle: Bundle, out: Path, version: str, sign_key: Path | None) -
 # -- a cloud offering a release, edges taking it -----------------------------------------------
 
 
-class Cloud:
+class Cloud(RunningCloud):
     """A cloud node serving ``stable`` and offering ``archive`` to ``fraction`` of the edges."""
 
     def __init__(
@@ -129,26 +113,19 @@ class Cloud:
                 keys=load_keypair(keys["root"] / "cloud" / "cloud.key_secret"),
                 allowed=load_allowed(keys["root"] / "edges"),
             )
-        self.node = CloudNode(
+        self.candidate = candidate
+        super().__init__(
             stable,
-            OnnxRuntimeBackend(stable, threads=1),
-            config,
+            config=config,
             fleet=self.fleet,
             admins=frozenset({"admin"}) if keys is not None else None,
         )
-        if candidate is not None:
-            self.node.serve_bundle(
-                candidate.bundle, OnnxRuntimeBackend(candidate.bundle, threads=1)
-            )
-        self.node.__enter__()
-        self.endpoint = self.node.endpoint or ""
-        self._thread = threading.Thread(target=self.node.serve_forever, daemon=True)
-        self._thread.start()
 
-    def stop(self) -> None:
-        self.node.stop()
-        self._thread.join(timeout=10)
-        self.node.__exit__(None, None, None)
+    def _start(self) -> None:
+        if self.candidate is not None:
+            bundle = self.candidate.bundle
+            self.node.serve_bundle(bundle, OnnxRuntimeBackend(bundle, threads=1))
+        super()._start()
 
 
 @pytest.fixture
