@@ -125,7 +125,7 @@ class Fleet:
 
     def set_fraction(self, fraction: float) -> None:
         """Offer the candidate to this share of the fleet (0 stops the rollout, 1 everyone)."""
-        if not 0.0 <= fraction <= 1.0 or math.isnan(fraction):
+        if isinstance(fraction, bool) or not 0.0 <= fraction <= 1.0 or math.isnan(fraction):
             raise ConfigError(f"rollout fraction={fraction}: expected 0..1")
         if fraction > 0 and self.candidate is None:
             raise ConfigError("rollout fraction > 0 but no candidate release: give --offer")
@@ -156,7 +156,11 @@ class Fleet:
                 return {"assigned": "", "group": "A", "note": "fleet full; not tracked"}
             state = _text(meta.get("state"), "serving")
             candidate = _text(meta.get("candidate"), "")
-            if state in ("rolled_back", "refused") and candidate:
+            if (
+                state in ("rolled_back", "refused")
+                and self.candidate is not None
+                and candidate == self.candidate.release.bundle_id
+            ):
                 self.refused.setdefault(name, set()).add(candidate)
             group = self.group(name)
             record = EdgeRecord(
@@ -204,16 +208,20 @@ class Fleet:
         c = self.candidate
         if c is None or bundle_id != c.release.bundle_id:
             raise ValueError(f"bundle {str(bundle_id)[:12]} is not offered here")
-        if not isinstance(offset, int) or not isinstance(length, int):
+        if not _is_count(offset) or not _is_count(length):
             raise ValueError("fetch needs int offset and length")
+        assert isinstance(offset, int) and isinstance(length, int)
         if not 0 <= offset < c.size or not 0 < length <= MAX_CHUNK_BYTES:
             raise ValueError(
                 f"range offset={offset} length={length} outside the archive of {c.size} bytes "
                 f"(chunks of at most {MAX_CHUNK_BYTES})"
             )
-        with c.archive.open("rb") as fh:
-            fh.seek(offset)
-            return fh.read(length)
+        try:
+            with c.archive.open("rb") as fh:
+                fh.seek(offset)
+                return fh.read(length)
+        except OSError as exc:
+            raise ValueError(f"the release archive cannot be read on the cloud: {exc}") from exc
 
     def report(self) -> dict[str, Any]:
         """The fleet view and the A/B comparison, JSON-ready."""
@@ -235,15 +243,21 @@ class Fleet:
         }
 
     def states(self) -> dict[tuple[str, str], int]:
-        """Edges by (version, state), the stale ones apart."""
+        """Edges by (version, state), the stale ones apart.
+
+        Versions are the stable's and the candidate's labels, any other is ``other``:
+        edges choose what they report, the metric's labels stay bounded.
+        """
         now = self.clock()
+        known = {self.stable.id: self.stable_version}
+        if self.candidate is not None:
+            known[self.candidate.release.bundle_id] = self.candidate.release.version
         counts: dict[tuple[str, str], int] = {}
         with self._lock:
             for e in self.edges.values():
                 state = "stale" if now - e.last_seen > STALE_S else e.state
-                counts[(e.version or e.bundle[:12], state)] = (
-                    counts.get((e.version or e.bundle[:12], state), 0) + 1
-                )
+                key = (known.get(e.bundle, "other"), state)
+                counts[key] = counts.get(key, 0) + 1
         return counts
 
 
@@ -276,8 +290,12 @@ def _text(value: object, default: str) -> str:
     return value[:200] if isinstance(value, str) and value else default
 
 
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def _count(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+    return value if isinstance(value, int) and _is_count(value) else 0
 
 
 def _number(value: object) -> float:

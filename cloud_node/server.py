@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import math
 import threading
 import time
 from collections import Counter
@@ -133,6 +134,8 @@ class CloudNode:
         self._inproc = f"inproc://edgesplit-replies-{next(_node_ids)}"
         self._cut_ids = {c.id for c in bundle.manifest.cuts}
         self.metrics.rollout_fraction.set(self.fleet.fraction)
+        self._gauged: set[tuple[str, str]] = set()
+        self._gauged_at = -math.inf
         # Only a backend that says so runs on the ingress thread: a Triton call made there
         # measured ~1 ms slower than the same call from a worker (gRPC's threads and ours).
         self._inline = self.config.inline_when_idle and bool(getattr(backend, "inline", False))
@@ -331,7 +334,16 @@ class CloudNode:
                 },
             )
         if message.kind in ("hello", "fetch", "fleet"):
-            return self._fleet_message(message, client)
+            try:
+                return self._fleet_message(message, client)
+            except Exception as exc:  # noqa: BLE001 - the ingress stays up whatever comes
+                log.exception("fleet message kind=%s failed", message.kind)
+                self._count(f"error_{message.kind}")
+                return wire.encode_message(
+                    "error",
+                    message.request_id,
+                    meta={"code": "fleet", "message": f"{type(exc).__name__}: {exc}"[:900]},
+                )
         try:
             if message.kind != "infer":
                 raise RequestRejected(
@@ -528,8 +540,10 @@ class CloudNode:
                     },
                 )
             fraction = meta.get("fraction")
+            if not isinstance(fraction, int | float) or isinstance(fraction, bool):
+                fraction = -1.0
             try:
-                fleet.set_fraction(float(fraction) if isinstance(fraction, int | float) else -1.0)
+                fleet.set_fraction(float(fraction))
             except ConfigError as exc:
                 return wire.encode_message(
                     "error", message.request_id, meta={"code": "rollout", "message": str(exc)}
@@ -540,7 +554,10 @@ class CloudNode:
             return wire.encode_message(
                 "error",
                 message.request_id,
-                meta={"code": "fleet", "message": f"op={op!r}: expected status or rollout"},
+                meta={
+                    "code": "fleet",
+                    "message": f"op={str(op)[:40]!r}: expected status or rollout",
+                },
             )
         self._count("fleet")
         text = json.dumps(fleet.report(), allow_nan=True).encode()
@@ -549,10 +566,18 @@ class CloudNode:
         )
 
     def _fleet_gauges(self) -> None:
+        """Edges by version and state; recounted at most once a second (hellos are many)."""
+        now = time.monotonic()
+        if now - self._gauged_at < 1.0:
+            return
+        self._gauged_at = now
         gauge = self.metrics.fleet_edges
-        gauge.clear()
-        for (version, state), count in self.fleet.states().items():
-            gauge.labels(version, state).set(count)
+        counts = self.fleet.states()
+        for key in self._gauged - counts.keys():
+            gauge.labels(*key).set(0)
+        for key, count in counts.items():
+            gauge.labels(*key).set(count)
+        self._gauged |= counts.keys()
 
     # -- bookkeeping -------------------------------------------------------------------------
 

@@ -82,6 +82,7 @@ class _Ticket:
     head: HeadResult
     bundle: Bundle
     runner: HeadRunner
+    x: np.ndarray
     pending: Pending | None = None
     outcome: Outcome | None = None
 
@@ -316,10 +317,11 @@ class EdgeNode:
                 segment_chain(manifest, cut), (self._input, x), decision.exit_threshold
             )
         except run_errors() as exc:
-            if self.spare is None:
+            rescuer = self._rescuer(bundle)
+            if rescuer is None:
                 raise
-            return self._on_spare(began, decision, x, exc)
-        ticket = _Ticket(began, decision, cut, head, bundle, runner)
+            return self._rescue(began, decision, x, rescuer, exc)
+        ticket = _Ticket(began, decision, cut, head, bundle, runner, x)
         if head.exit is not None:
             ticket.outcome = self._done(ticket, head.value, head.exit)
         elif cut.tail is None:
@@ -341,17 +343,30 @@ class EdgeNode:
                 ticket.outcome = self._fallback(ticket, "unreachable")
         return ticket
 
-    def _on_spare(
-        self, began: float, decision: Decision, x: np.ndarray, exc: BaseException
+    def _rescuer(self, failed: Bundle) -> tuple[Bundle, HeadRunner] | None:
+        """Another bundle to answer with when ``failed``'s models fail.
+
+        The one kept from before an update (on probation), or the one serving now
+        (for a request in flight on a bundle rolled back meanwhile).
+        """
+        if self.spare is not None and self.spare[0] is not failed:
+            return self.spare
+        if self.bundle is not failed:
+            return self.bundle, self.runner
+        return None
+
+    def _rescue(
+        self,
+        began: float,
+        decision: Decision,
+        x: np.ndarray,
+        rescuer: tuple[Bundle, HeadRunner],
+        exc: BaseException,
     ) -> _Ticket:
-        """Answer on the bundle kept from before an update: the new one's head failed."""
-        assert self.spare is not None
-        bundle, runner = self.spare
+        """Answer ``x`` edge-only on ``rescuer``: the bundle it started on failed."""
+        bundle, runner = rescuer
         log.warning(
-            "head failed on bundle=%s, answered by bundle=%s error=%s",
-            self.bundle.id[:12],
-            bundle.id[:12],
-            exc,
+            "models failed on a new bundle, answered by bundle=%s error=%s", bundle.id[:12], exc
         )
         manifest = bundle.manifest
         cut = manifest.edge_only
@@ -360,7 +375,7 @@ class EdgeNode:
             (manifest.model.input.name, x),
             decision.exit_threshold,
         )
-        ticket = _Ticket(began, decision, cut, head, bundle, runner)
+        ticket = _Ticket(began, decision, cut, head, bundle, runner, x)
         ticket.outcome = self._done(ticket, head.value, "fallback", reason="head_failed")
         return ticket
 
@@ -429,7 +444,15 @@ class EdgeNode:
         start = next((i for i, s in enumerate(chain) if s.input == stop_name), None)
         if start is None:
             raise BundleError(f"the edge-only chain cannot continue from tensor {stop_name!r}")
-        rest = ticket.runner.run(chain[start:], head.last_stop, ticket.decision.exit_threshold)
+        try:
+            rest = ticket.runner.run(chain[start:], head.last_stop, ticket.decision.exit_threshold)
+        except run_errors() as exc:
+            rescuer = self._rescuer(ticket.bundle)
+            if rescuer is None:
+                raise
+            rescued = self._rescue(ticket.began, ticket.decision, ticket.x, rescuer, exc)
+            assert rescued.outcome is not None
+            return rescued.outcome
         return self._done(
             ticket, rest.value, "fallback", extra_compute_s=rest.compute_s, reason=reason
         )

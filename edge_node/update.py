@@ -1,8 +1,8 @@
 """Over-the-air bundle updates on the edge: heartbeat, download, verify, switch, probation.
 
-The edge says ``hello`` to the cloud every ``interval_s`` with its bundle,
-version, update state and its health over the bundle serving (requests,
-errors, latency percentiles). The cloud's ``welcome`` names the bundle the
+Between two requests, at most every ``interval_s``, the edge says ``hello`` to
+the cloud with its bundle, version, update state and its health over the
+bundle serving (requests, errors, latency percentiles). The cloud's ``welcome`` names the bundle the
 edge should run. When that is another bundle, the edge:
 
 1. downloads the release archive in a background thread, over the same
@@ -49,8 +49,21 @@ from edge_node.head import HeadRunner
 from edge_node.records import Outcome
 from edge_node.transport import CloudClient, Pending
 from edgesplit.bundle import Bundle, load_bundle, sha256_file
-from edgesplit.errors import EdgesplitError, TransportError, UpdateError, WireError
-from edgesplit.release import unpack_release
+from edgesplit.errors import (
+    BundleError,
+    ConfigError,
+    EdgesplitError,
+    TransportError,
+    UpdateError,
+    WireError,
+)
+from edgesplit.release import (
+    MAX_RELEASE_BYTES,
+    RELEASE,
+    parse_release,
+    unpack_release,
+    verify_signature,
+)
 
 log = logging.getLogger(__name__)
 
@@ -232,6 +245,7 @@ class Updater:
         self._lock = threading.Lock()
         self.events: list[tuple[str, str]] = []
         self.refused: set[str] = _read_refused(config.state_dir / REFUSED)
+        _clean_leftovers(config.state_dir)
 
     # -- hooks called by the node ------------------------------------------------------------
 
@@ -245,7 +259,19 @@ class Updater:
         (self._old_health if on_old else self.health).add(outcome)
 
     def tick(self, node: Any, now: float) -> None:
-        """Heartbeat, take finished downloads, switch, judge; between two requests."""
+        """Heartbeat, take finished downloads, switch, judge; between two requests.
+
+        Never raises: an update that cannot go on (a full disk, say) is logged and
+        counted, and the request that called this is served all the same.
+        """
+        try:
+            self._tick(node, now)
+        except Exception as exc:  # noqa: BLE001 - the request must be served regardless
+            log.exception("update step failed; serving on error=%s", exc)
+            self.note = f"update step failed: {type(exc).__name__}: {exc}"[:300]
+            node.metrics.updates.labels("error").inc()
+
+    def _tick(self, node: Any, now: float) -> None:
         self._heartbeat(node, now)
         with self._lock:
             staged, self._staged = self._staged, None
@@ -300,7 +326,7 @@ class Updater:
             "p50_ms": _finite(h.percentile_ms(50)),
             "p95_ms": _finite(h.percentile_ms(95)),
             "candidate": self.candidate,
-            "note": self.note[:500],
+            "note": self.note[:300],
         }
 
     def _welcome(self, node: Any, kind: str, meta: dict[str, Any]) -> None:
@@ -311,6 +337,9 @@ class Updater:
         assigned = meta.get("assigned")
         if not isinstance(assigned, str) or not assigned or assigned == node.bundle.id:
             return
+        if not _is_bundle_id(assigned):
+            self.note = f"ignored an assignment that is not a bundle id: {assigned[:20]!r}"
+            return
         if not self.config.accept:
             if self.note != f"not taking {assigned[:12]} (updates off)":
                 self.note = f"not taking {assigned[:12]} (updates off)"
@@ -320,7 +349,22 @@ class Updater:
             return
         if node.spare is not None and node.spare[0].id == assigned:
             return
+        if self._local(assigned) is None and not _downloadable(meta):
+            # The stable bundle after a promotion, say: nothing to download it from. Not a
+            # refusal: a later offer (or a redeployment) may bring it.
+            note = f"assigned bundle {assigned[:12]} is not on this edge and not offered"
+            if self.note != note:
+                self.note = note
+                log.warning("update %s", note)
+            return
         self._start_download(node, assigned, meta)
+
+    def _local(self, bundle_id: str) -> Path | None:
+        """Where ``bundle_id`` already is on this edge: the configured bundle or the store."""
+        if bundle_id == self.config.base and self.config.base_root is not None:
+            return self.config.base_root
+        kept = self.config.state_dir / "bundles" / bundle_id
+        return kept if (kept / "manifest.json").is_file() else None
 
     # -- download, verify, stage (background thread) -----------------------------------------
 
@@ -342,28 +386,28 @@ class Updater:
         downloads.mkdir(parents=True, exist_ok=True)
         archive = downloads / f"{bundle_id}.tar"
         try:
-            kept = self.config.state_dir / "bundles" / bundle_id
-            if bundle_id == self.config.base and self.config.base_root is not None:
-                kept = self.config.base_root
-            if kept.is_dir():
-                # Taken before (a rollout stopped, a bundle committed then left): the store
-                # holds it checked; hash every file again rather than trust the disk.
-                bundle = load_bundle(kept, verify="all")
+            kept = self._local(bundle_id)
+            if kept is not None:
+                # Taken before (a rollout stopped, a bundle committed then left): hash every
+                # file again rather than trust the disk, and check its signature again.
+                bundle = self._reuse(kept, bundle_id)
                 self._stage(bundle, str(offer.get("version") or ""), input_spec)
                 return
-            sha, size = offer.get("sha256"), offer.get("size")
-            if not isinstance(sha, str) or not isinstance(size, int) or size <= 0:
-                raise UpdateError(f"offer of {bundle_id[:12]} has no valid sha256 and size")
+            sha, size = offer["sha256"], offer["size"]
+            if size > MAX_RELEASE_BYTES:
+                raise UpdateError(
+                    f"offer of {bundle_id[:12]}: {size} bytes, over the limit of "
+                    f"{MAX_RELEASE_BYTES}"
+                )
             url = offer.get("url")
             if isinstance(url, str) and url:
                 self._fetch_url(url, archive, size)
             else:
                 self._fetch_chunks(bundle_id, archive, size, offer.get("chunk"))
-            actual = sha256_file(archive)
-            if actual != sha:
+            if sha256_file(archive) != sha:
                 raise _Retryable(
-                    f"download of {bundle_id[:12]}: sha256 {actual[:12]} does not match the "
-                    f"offer's {sha[:12]}: corrupt"
+                    f"download of {bundle_id[:12]}: its sha256 does not match the offer's "
+                    f"{sha[:12]}: corrupt"
                 )
             release, bundle = unpack_release(
                 archive,
@@ -381,14 +425,36 @@ class Updater:
         except _Retryable as exc:
             with self._lock:
                 self._failure = (bundle_id, str(exc), False)
-        except (EdgesplitError, OSError) as exc:
+        except (UpdateError, ConfigError) as exc:
+            # What the release is: unsigned, tampered, invalid, or not for this edge.
             with self._lock:
                 self._failure = (bundle_id, str(exc), True)
-        except Exception as exc:  # noqa: BLE001 - a staged bundle's sessions may fail any way
+        except Exception as exc:  # noqa: BLE001 - disk, network, a session (GPU memory...)
+            # Local or passing trouble: tried again, refused after the last attempt.
             with self._lock:
-                self._failure = (bundle_id, f"{type(exc).__name__}: {exc}", True)
+                self._failure = (bundle_id, f"{type(exc).__name__}: {exc}", False)
         finally:
             archive.unlink(missing_ok=True)
+
+    def _reuse(self, root: Path, bundle_id: str) -> Bundle:
+        """A bundle already on this edge, checked again as if it had just arrived."""
+        try:
+            bundle = load_bundle(root, verify="all")
+        except BundleError as exc:
+            raise UpdateError(f"bundle {bundle_id[:12]} on this edge is damaged: {exc}") from exc
+        if bundle.id != bundle_id:
+            raise UpdateError(f"{root} holds bundle {bundle.id[:12]}, not {bundle_id[:12]}")
+        keys = self.config.verify_keys
+        if keys is not None and root != self.config.base_root:
+            # A bundle stored before a verify key was configured must be signed too.
+            try:
+                release = parse_release((root / RELEASE).read_bytes(), root)
+            except OSError as exc:
+                raise UpdateError(f"{root}: no {RELEASE} kept with the bundle") from exc
+            verify_signature(release, list(keys), str(root))
+            if release.bundle_id != bundle_id:
+                raise UpdateError(f"{root}: {RELEASE} names another bundle")
+        return bundle
 
     def _stage(self, bundle: Bundle, version: str, input_spec: Any) -> None:
         """Load a checked bundle's sessions and policy; the next tick switches to it."""
@@ -515,8 +581,8 @@ class Updater:
         raise _Retryable(f"chunk offset={offset} of {bundle_id[:12]} failed 3 times: {problem}")
 
     def _fetch_url(self, url: str, archive: Path, size: int) -> None:
-        if not url.startswith(("http://", "https://", "file://")):
-            raise UpdateError(f"offer URL {url[:80]!r}: expected http(s):// or file://")
+        if not url.startswith(("http://", "https://")):
+            raise UpdateError(f"offer URL {url[:80]!r}: expected http:// or https://")
         try:
             with urllib.request.urlopen(url, timeout=self.config.fetch_timeout_s) as response:
                 with archive.open("wb") as fh:
@@ -557,18 +623,18 @@ class Updater:
 
     def _rollback(self, node: Any, reason: str) -> None:
         assert node.spare is not None
-        bad = node.bundle
+        bad, bad_version = node.bundle, self.version
         bundle, runner = node.spare
         node.switch(bundle, runner, self._make_policy(bundle))
         node.spare = None
         self.version, self._old_version = self._old_version, ""
         self.health, self._old_health = self._old_health, Health()
         self._switched_at = None
-        self._gauge(node, bad.id, "", bundle.id, self.version)
-        self._remember_refused(bad.id)
+        self._gauge(node, bad.id, bad_version, bundle.id, self.version)
         self.state, self.candidate, self.note = "rolled_back", bad.id, f"rolled back: {reason}"
         self._event(node, "rolled_back", f"{bad.id[:12]}: {reason}")
-        shutil.rmtree(bad.root, ignore_errors=True)
+        self._remember_refused(bad.id)
+        self._discard(bad.id)
 
     def _commit(self, node: Any, figures: str) -> None:
         node.spare = None
@@ -600,9 +666,17 @@ class Updater:
             self.note = f"attempt {attempts} of {_DOWNLOAD_ATTEMPTS} failed: {message}"
             self._event(node, "retrying", f"{bundle_id[:12]}: {message}")
             return
-        self._remember_refused(bundle_id)
         self.state, self.candidate, self.note = "refused", bundle_id, message
         self._event(node, "refused", f"{bundle_id[:12]}: {message}")
+        self._remember_refused(bundle_id)
+        if bundle_id != node.bundle.id and (node.spare is None or node.spare[0].id != bundle_id):
+            self._discard(bundle_id)
+
+    def _discard(self, bundle_id: str) -> None:
+        """Delete a refused bundle from the store (never anything outside it)."""
+        kept = self.config.state_dir / "bundles" / bundle_id
+        if _is_bundle_id(bundle_id) and kept.is_dir():
+            shutil.rmtree(kept, ignore_errors=True)
 
     def _remember_refused(self, bundle_id: str) -> None:
         self.refused.add(bundle_id)
@@ -659,6 +733,8 @@ def committed_bundle(state_dir: Path, base: str | None = None) -> tuple[Bundle, 
         return None
     try:
         data = json.loads(path.read_text())
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} holds no JSON object")
         if base is not None and data.get("base") != base:
             log.info("%s: committed over another configured bundle; serving the configured", path)
             return None
@@ -670,6 +746,30 @@ def committed_bundle(state_dir: Path, base: str | None = None) -> tuple[Bundle, 
     if bundle.id != data["bundle"]:
         return None
     return bundle, str(data.get("version", ""))
+
+
+def _is_bundle_id(value: str) -> bool:
+    return len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+
+
+def _downloadable(offer: dict[str, Any]) -> bool:
+    """Whether an offer says where and what to download: a sha256 and a size."""
+    sha, size = offer.get("sha256"), offer.get("size")
+    return (
+        isinstance(sha, str)
+        and _is_bundle_id(sha)
+        and isinstance(size, int)
+        and not isinstance(size, bool)
+        and size > 0
+    )
+
+
+def _clean_leftovers(state_dir: Path) -> None:
+    """Partial downloads and half-unpacked stagings of a run that was stopped."""
+    for partial in (state_dir / "downloads").glob("*.tar"):
+        partial.unlink(missing_ok=True)
+    for staging in (state_dir / "bundles").glob(".staging-*"):
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _read_refused(path: Path) -> set[str]:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from edgesplit.cli import app, console
@@ -132,7 +133,9 @@ def status(
     """
     report = _ask(config, connect, secret_key, server_key, insecure, {"op": "status"}, timeout_s)
     if as_json:
-        print(json.dumps(report, indent=1))  # noqa: T201 - the report itself, for a pipe
+        # Strict JSON for other tools: no NaN (unknown figures are null).
+        text = json.dumps(_nulls(report), indent=1, allow_nan=False)
+        print(text)  # noqa: T201 - the report itself, for a pipe
         return
     show_report(report)
 
@@ -165,9 +168,9 @@ def rollout(
 def show_report(report: dict[str, Any]) -> None:
     """The fleet view and the A/B comparison as tables."""
     stable, candidate = report["stable"], report["candidate"]
-    line = f"stable {stable['version']} ({stable['bundle'][:12]})"
+    line = escape(f"stable {stable['version']} ({stable['bundle'][:12]})")
     if candidate:
-        line += (
+        line += escape(
             f"; candidate {candidate['version']} ({candidate['bundle'][:12]}) offered to "
             f"{report['fraction']:.0%} of the edges"
         )
@@ -179,17 +182,17 @@ def show_report(report: dict[str, Any]) -> None:
         edges.add_column(column, justify="left" if column == "note" else "right")
     for e in report["edges"]:
         edges.add_row(
-            e["name"],
+            escape(e["name"]),
             e["group"],
-            e["version"] or "-",
-            e["bundle"][:12],
+            escape(e["version"] or "-"),
+            escape(e["bundle"][:12]),
             e["state"],
             str(e["requests"]),
             _rate(e["error_rate"]),
             _ms(e["p50_ms"]),
             _ms(e["p95_ms"]),
             f"{e['age_s']:.0f} s ago" + (" (stale)" if e["stale"] else ""),
-            e["note"][:60],
+            escape(e["note"][:60]),
         )
     console.print(edges)
     rows = report["comparison"]
@@ -200,7 +203,7 @@ def show_report(report: dict[str, Any]) -> None:
         table.add_column(column, justify="left" if column == "version" else "right")
     for r in rows:
         table.add_row(
-            r["version"],
+            escape(r["version"]),
             str(r["edges"]),
             str(r["requests"]),
             _rate(r["error_rate"]),
@@ -208,6 +211,17 @@ def show_report(report: dict[str, Any]) -> None:
             _ms(r["p95_ms"]),
         )
     console.print(table)
+
+
+def _nulls(value: Any) -> Any:
+    """``value`` with every NaN or infinity replaced by ``None``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _nulls(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_nulls(v) for v in value]
+    return value
 
 
 def _rate(value: float | None) -> str:

@@ -222,12 +222,13 @@ def read_release(archive: Path) -> Release:
                 raise UpdateError(f"{archive}: {RELEASE} has {member.size} bytes (most 65536)")
             fh = tar.extractfile(member)
             assert fh is not None
-            return _parse_release(fh.read(), archive)
+            return parse_release(fh.read(), archive)
     except (OSError, tarfile.TarError) as exc:
         raise UpdateError(f"{archive}: not a readable release archive: {exc}") from exc
 
 
-def _parse_release(data: bytes, where: Path) -> Release:
+def parse_release(data: bytes, where: Path) -> Release:
+    """``release.json``'s bytes, validated."""
     try:
         raw = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -353,11 +354,21 @@ def _load_checked(root: Path, release: Release, where: str) -> Bundle:
 def _extract(archive: Path, dest: Path, max_bytes: int) -> None:
     total = 0
     manifest_files: set[str] | None = None
+    seen: set[str] = set()
     try:
         with tarfile.open(archive, "r:") as tar:
             for member in tar:
                 name = member.name
+                if name in seen:
+                    raise UpdateError(f"{archive.name}: member {name!r} appears twice")
+                seen.add(name)
                 if name == RELEASE:
+                    if not member.isfile() or member.size > 64 * 1024:
+                        raise UpdateError(f"{archive.name}: {RELEASE} is not a small file")
+                    source = tar.extractfile(member)
+                    assert source is not None
+                    # Kept with the bundle: its signature is checked again if it is reused.
+                    (dest / RELEASE).write_bytes(source.read())
                     continue
                 parts = Path(name).parts
                 if not member.isfile() or name.startswith("/") or ".." in parts or not parts:
@@ -404,6 +415,7 @@ __all__ = [
     "load_signing_key",
     "load_verify_key",
     "make_release",
+    "parse_release",
     "read_release",
     "unpack_release",
     "verify_signature",

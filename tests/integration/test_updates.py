@@ -148,7 +148,10 @@ class Edge:
         verify: Path | None = None,
         curve: dict[str, Path] | None = None,
         probation_s: float = 0.6,
+        base: Bundle | None = None,
     ) -> None:
+        base = base or bundle
+
         def client() -> CloudClient:
             if curve is None:
                 return CloudClient(endpoint)
@@ -176,8 +179,8 @@ class Edge:
                 min_requests=8,
                 verify_keys=None if verify is None else (load_verify_key(verify),),
                 fetch_timeout_s=5.0,
-                base=bundle.id,
-                base_root=bundle.root,
+                base=base.id,
+                base_root=base.root,
             ),
             "1",
             client,
