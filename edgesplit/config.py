@@ -389,7 +389,7 @@ class FleetSection:
     )
     url: str | None = setting(
         None,
-        "Where edges download the release instead of over ZeroMQ (http, https or file URL).",
+        "Where edges download the release instead of over ZeroMQ (an http or https URL).",
         example='"https://releases.example.com/resnet18-2.tar"',
     )
     stable_version: str | None = setting(
