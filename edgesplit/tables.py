@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
@@ -110,10 +110,23 @@ def startup_table(
         ("power", power),
         ("link", node.link.describe()),
         ("metrics", metrics_url or "off (--metrics-port)"),
+        ("updates", _updates(node)),
     ]
     for name, value in rows:
         table.add_row(name, value)
     return table
+
+
+def _updates(node: Any) -> str:
+    """How the edge takes updates, in one line."""
+    updater = getattr(node, "updater", None)
+    if updater is None:
+        return "none (no cloud)"
+    c = updater.config
+    if not c.accept:
+        return f"off (--no-updates): reports to the fleet as {c.name!r}"
+    signed = "signed releases only" if c.verify_keys is not None else "signed or not"
+    return f"on: as {c.name!r}, {signed}, probation {c.probation_s:g} s, state in {c.state_dir}"
 
 
 def summary_table(
