@@ -281,7 +281,7 @@ def _edge_bundle(run: EdgeRun, console: Console) -> tuple[Bundle, str, Any]:
     configured = load_bundle(cfg.edge.bundle, verify="edge")
     committed = None
     if cfg.edge.connect and cfg.update.enabled:
-        committed = committed_bundle(cfg.update.state_dir, base=configured.id)
+        committed = committed_bundle(cfg.update.state_dir.expanduser(), base=configured.id)
     if committed is None:
         return configured, configured.id, None
     console.print(
@@ -301,7 +301,7 @@ def _updater(run: EdgeRun, committed: Any, base: str, make_runner: Any, make_pol
     cfg = run.cfg
     u = cfg.update
     config = UpdateConfig(
-        state_dir=u.state_dir,
+        state_dir=u.state_dir.expanduser(),
         name=u.name or socket.gethostname(),
         interval_s=u.interval_s,
         probation_s=u.probation_s,
