@@ -28,8 +28,8 @@ class Job:
     cut: Cut
     value: np.ndarray
     received: float
-    bundle: Bundle | None = None
-    backend: Any = None
+    bundle: Bundle
+    backend: Any
 
     @property
     def rows(self) -> int:

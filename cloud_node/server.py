@@ -423,7 +423,7 @@ class CloudNode:
         queue, the hop to the replica).
         """
         cut = batch[0].cut
-        backend = batch[0].backend or self.backend
+        backend = batch[0].backend
         merged = batch[0].value if len(batch) == 1 else np.concatenate([j.value for j in batch])
         timed = getattr(backend, "infer_timed", None)
         try:
@@ -462,7 +462,7 @@ class CloudNode:
     ) -> list[tuple[Job, list]]:
         """One ``result`` reply per job of a batch, each with its rows of the outputs."""
         cut = batch[0].cut
-        output = (batch[0].bundle or self.bundle).manifest.model.output
+        output = batch[0].bundle.manifest.model.output
         self.metrics.compute.labels(cut.id).observe(compute)
         self.metrics.batch_size.observe(len(batch))
         replies = []

@@ -123,8 +123,6 @@ class EdgeNode:
         self._state: Any = getattr(policy, "initial_state", lambda: None)()
         self._radio = radio(c.radio)
         self._device = device_power(c.device)
-        self._input = bundle.manifest.model.input.name
-        self._output = bundle.manifest.model.output
         self._probe: Pending | None = None
         self._cloud_queue_s = 0.0
         self._cloud_queue_at = -math.inf
@@ -153,8 +151,6 @@ class EdgeNode:
         old = (self.bundle, self.runner, self.policy)
         self.bundle, self.runner = bundle, runner
         self.set_policy(policy)
-        self._input = bundle.manifest.model.input.name
-        self._output = bundle.manifest.model.output
         return old
 
     def _serves(self, reply: Reply) -> bool:
@@ -314,7 +310,9 @@ class EdgeNode:
         cut = manifest.cut(decision.cut)
         try:
             head = runner.run(
-                segment_chain(manifest, cut), (self._input, x), decision.exit_threshold
+                segment_chain(manifest, cut),
+                (manifest.model.input.name, x),
+                decision.exit_threshold,
             )
         except run_errors() as exc:
             rescuer = self._rescuer(bundle)

@@ -47,7 +47,7 @@ import numpy as np
 
 from edge_node.head import HeadRunner
 from edge_node.records import Outcome
-from edge_node.transport import CloudClient, Pending
+from edge_node.transport import CloudClient, Pending, Reply
 from edgesplit.bundle import Bundle, load_bundle, sha256_file
 from edgesplit.errors import (
     BundleError,
@@ -60,6 +60,7 @@ from edgesplit.errors import (
 from edgesplit.release import (
     MAX_RELEASE_BYTES,
     RELEASE,
+    is_bundle_id,
     parse_release,
     unpack_release,
     verify_signature,
@@ -121,8 +122,6 @@ class UpdateConfig:
         for key in ("interval_s", "probation_s", "fetch_timeout_s", "max_latency_ratio"):
             value = getattr(self, key)
             if not value > 0 or math.isinf(value):
-                from edgesplit.errors import ConfigError
-
                 raise ConfigError(f"update {key}={value!r}: expected a number > 0")
 
 
@@ -132,16 +131,11 @@ class Health:
 
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=_WINDOW))
     failed: deque[bool] = field(default_factory=lambda: deque(maxlen=_WINDOW))
-    requests: int = 0
-    errors: int = 0
 
     def add(self, outcome: Outcome) -> None:
         """Count ``outcome``: an error is an answer the decision did not plan (a fallback)."""
-        error = outcome.finished == "fallback"
-        self.requests += 1
-        self.errors += error
         self.latencies.append(outcome.latency_s)
-        self.failed.append(error)
+        self.failed.append(outcome.finished == "fallback")
 
     @property
     def window(self) -> int:
@@ -332,12 +326,11 @@ class Updater:
     def _welcome(self, node: Any, kind: str, meta: dict[str, Any]) -> None:
         if kind != "welcome":
             log.warning("the cloud does not take heartbeats (%s): %s", kind, meta.get("message"))
-            self._next_hello = math.inf if meta.get("code") == "no_fleet" else self._next_hello
             return
         assigned = meta.get("assigned")
         if not isinstance(assigned, str) or not assigned or assigned == node.bundle.id:
             return
-        if not _is_bundle_id(assigned):
+        if not is_bundle_id(assigned):
             self.note = f"ignored an assignment that is not a bundle id: {assigned[:20]!r}"
             return
         if not self.config.accept:
@@ -521,17 +514,10 @@ class Updater:
 
     def _connected(self, client: CloudClient) -> None:
         """Wait for the new socket's connection (it refuses to queue before it is up)."""
-        deadline = time.perf_counter() + self.config.fetch_timeout_s
-        while True:
-            try:
-                pending = client.send("ping", None)
-                break
-            except TransportError as exc:
-                if time.perf_counter() > deadline:
-                    raise _Retryable(f"cannot reach the cloud to download: {exc}") from exc
-                time.sleep(0.01)
-        if client.wait(pending, deadline) is None:
-            raise _Retryable(f"the cloud did not answer within {self.config.fetch_timeout_s:g} s")
+        if client.ping(self.config.fetch_timeout_s) is None:
+            raise _Retryable(
+                f"cannot reach the cloud to download within {self.config.fetch_timeout_s:g} s"
+            )
 
     def _ask(self, client: CloudClient, bundle_id: str, offset: int, length: int) -> Pending | None:
         try:
@@ -544,25 +530,23 @@ class Updater:
     def _take(
         self, client: CloudClient, pending: Pending, offset: int, length: int
     ) -> bytes | None:
+        """A chunk asked for ahead, or ``None`` when it was lost, late or wrong."""
         try:
             reply = client.wait(pending, pending.sent_at + self.config.fetch_timeout_s)
-        except WireError:
+            return None if reply is None else _chunk(reply, offset, length)
+        except (WireError, _Retryable):
             return None
-        if reply is None or reply.message.kind != "chunk":
-            return None
-        data = reply.arrays.get("data")
-        if data is None or data.dtype != np.uint8 or data.ndim != 1 or data.size != length:
-            return None
-        return data.tobytes()
 
     def _fetch_one(self, client: CloudClient, bundle_id: str, offset: int, length: int) -> bytes:
         problem = ""
         for _ in range(3):
             try:
-                pending = client.send(
-                    "fetch", None, meta={"bundle": bundle_id, "offset": offset, "length": length}
+                reply, _ = client.request(
+                    "fetch",
+                    None,
+                    meta={"bundle": bundle_id, "offset": offset, "length": length},
+                    timeout_s=self.config.fetch_timeout_s,
                 )
-                reply = client.wait(pending, pending.sent_at + self.config.fetch_timeout_s)
             except (TransportError, WireError) as exc:
                 problem = str(exc)
                 time.sleep(0.2)
@@ -570,14 +554,7 @@ class Updater:
             if reply is None:
                 problem = f"no answer within {self.config.fetch_timeout_s:g} s"
                 continue
-            data = reply.arrays.get("data")
-            if reply.message.kind != "chunk" or data is None:
-                raise _Retryable(
-                    f"the cloud refused chunk offset={offset}: {reply.message.meta.get('message')}"
-                )
-            if data.dtype != np.uint8 or data.ndim != 1 or data.size != length:
-                raise _Retryable(f"chunk offset={offset} has {data.size} bytes, asked {length}")
-            return data.tobytes()
+            return _chunk(reply, offset, length)
         raise _Retryable(f"chunk offset={offset} of {bundle_id[:12]} failed 3 times: {problem}")
 
     def _fetch_url(self, url: str, archive: Path, size: int) -> None:
@@ -640,9 +617,8 @@ class Updater:
         node.spare = None
         self._switched_at = None
         self._old_health = Health()
-        current = self.config.state_dir / CURRENT
-        tmp = current.with_suffix(".tmp")
-        tmp.write_text(
+        _write_atomic(
+            self.config.state_dir / CURRENT,
             json.dumps(
                 {
                     "bundle": node.bundle.id,
@@ -650,9 +626,8 @@ class Updater:
                     "base": self.config.base,
                     "path": str(node.bundle.root),
                 }
-            )
+            ),
         )
-        tmp.replace(current)
         self.state, self.candidate, self.note = "serving", "", f"committed: {figures}"
         self._event(node, "committed", f"{node.bundle.id[:12]} ({figures})")
         self._prune(node.bundle.id)
@@ -675,16 +650,12 @@ class Updater:
     def _discard(self, bundle_id: str) -> None:
         """Delete a refused bundle from the store (never anything outside it)."""
         kept = self.config.state_dir / "bundles" / bundle_id
-        if _is_bundle_id(bundle_id) and kept.is_dir():
+        if is_bundle_id(bundle_id) and kept.is_dir():
             shutil.rmtree(kept, ignore_errors=True)
 
     def _remember_refused(self, bundle_id: str) -> None:
         self.refused.add(bundle_id)
-        path = self.config.state_dir / REFUSED
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(sorted(self.refused)))
-        tmp.replace(path)
+        _write_atomic(self.config.state_dir / REFUSED, json.dumps(sorted(self.refused)))
 
     def _prune(self, current: str) -> None:
         store = self.config.state_dir / "bundles"
@@ -748,8 +719,28 @@ def committed_bundle(state_dir: Path, base: str | None = None) -> tuple[Bundle, 
     return bundle, str(data.get("version", ""))
 
 
-def _is_bundle_id(value: str) -> bool:
-    return len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+def _chunk(reply: Reply, offset: int, length: int) -> bytes:
+    """The bytes of a ``chunk`` reply to a fetch of ``length`` bytes at ``offset``.
+
+    Raises:
+        _Retryable: the cloud refused, or sent a chunk of another size or type.
+    """
+    data = reply.arrays.get("data")
+    if reply.message.kind != "chunk" or data is None:
+        raise _Retryable(
+            f"the cloud refused chunk offset={offset}: {reply.message.meta.get('message')}"
+        )
+    if data.dtype != np.uint8 or data.ndim != 1 or data.size != length:
+        raise _Retryable(f"chunk offset={offset} has {data.size} bytes, asked {length}")
+    return data.tobytes()
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def _downloadable(offer: dict[str, Any]) -> bool:
@@ -757,7 +748,7 @@ def _downloadable(offer: dict[str, Any]) -> bool:
     sha, size = offer.get("sha256"), offer.get("size")
     return (
         isinstance(sha, str)
-        and _is_bundle_id(sha)
+        and is_bundle_id(sha)
         and isinstance(size, int)
         and not isinstance(size, bool)
         and size > 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -94,17 +93,7 @@ def _ask(
         raise ConfigError("no cloud endpoint: give --connect tcp://HOST:PORT")
     keys, server, _ = _edge_security(cfg, endpoint)
     with CloudClient(endpoint, keys=keys, server_key=server) as client:
-        deadline = time.perf_counter() + timeout_s
-        while True:
-            try:
-                pending = client.send("fleet", None, meta=meta)
-                break
-            except TransportError:
-                # IMMEDIATE sockets refuse to queue before the connection is up.
-                if time.perf_counter() > deadline:
-                    raise
-                time.sleep(0.05)
-        reply = client.wait(pending, deadline)
+        reply, _ = client.request("fleet", None, meta=meta, timeout_s=timeout_s)
     if reply is None:
         raise TransportError(f"{endpoint}: no answer within {timeout_s:g} s")
     if reply.message.kind != "report" or "json" not in reply.arrays:

@@ -312,7 +312,7 @@ def unpack_release(
     release = read_release(archive)
     if verify_keys is not None:
         verify_signature(release, verify_keys, archive.name)
-    if not all(c in "0123456789abcdef" for c in release.bundle_id) or len(release.bundle_id) != 64:
+    if not is_bundle_id(release.bundle_id):
         raise UpdateError(f"{archive.name}: bundle_id {release.bundle_id[:20]!r} is not a sha256")
     final = store / release.bundle_id
     if (final / MANIFEST).is_file():
@@ -332,6 +332,11 @@ def unpack_release(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return release, Bundle(final, bundle.manifest)
+
+
+def is_bundle_id(value: str) -> bool:
+    """Whether ``value`` looks like a bundle id: 64 lowercase hex digits (a sha256)."""
+    return len(value) == 64 and all(c in "0123456789abcdef" for c in value)
 
 
 def _load_checked(root: Path, release: Release, where: str) -> Bundle:
@@ -414,6 +419,7 @@ __all__ = [
     "key_id",
     "load_signing_key",
     "load_verify_key",
+    "is_bundle_id",
     "make_release",
     "parse_release",
     "read_release",
