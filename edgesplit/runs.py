@@ -273,16 +273,19 @@ def _edge_bundle(run: EdgeRun, console: Console) -> tuple[Bundle, str, Any]:
     The bundle given, else the one an update committed over the configured one,
     else the configured one.
     """
-    from edgesplit.bundle import load_bundle
+    from edgesplit.bundle import load_bundle, verify_files
 
     cfg = run.cfg
     if run.bundle is not None:
         return run.bundle, run.bundle.id, None
-    configured = load_bundle(cfg.edge.bundle, verify="edge")
+    # Its manifest for its id; its files are hashed only if it is the one served (a
+    # committed bundle is hashed when it is loaded).
+    configured = load_bundle(cfg.edge.bundle, verify="none")
     committed = None
     if cfg.edge.connect and cfg.update.enabled:
         committed = committed_bundle(cfg.update.state_dir.expanduser(), base=configured.id)
     if committed is None:
+        verify_files(configured, configured.files_for("edge"))
         return configured, configured.id, None
     console.print(
         f"serving bundle {committed[0].id[:12]} (release {committed[1]}), committed by an "
