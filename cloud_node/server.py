@@ -18,6 +18,7 @@ import itertools
 import json
 import logging
 import math
+import struct
 import threading
 import time
 from collections import Counter
@@ -31,8 +32,10 @@ import wire
 from cloud_node.admission import AdmissionQueue, Job
 from cloud_node.backends import TailBackend
 from cloud_node.fleet import Fleet
+from cloud_node.guard import GuardLimits, PeerGuard
 from cloud_node.metrics import CloudMetrics
-from cloud_node.validate import RequestRejected, check_request
+from cloud_node.throttle import LogThrottle
+from cloud_node.validate import RequestRejected, check_request, largest_request_bytes
 from edgesplit.bundle import Bundle
 from edgesplit.errors import BackendBusy, BackendError, ConfigError, TransportError, WireError
 from edgesplit.security import Authenticator, KeyPair, make_curve_server
@@ -43,6 +46,13 @@ log = logging.getLogger(__name__)
 _node_ids = itertools.count(1)
 # The idle fast path takes only tails whose average compute is at most this.
 INLINE_MAX_S = 0.002
+# Messages one client may have complete and unread (an edge keeps at most 16 in flight);
+# beyond it libzmq stops reading from that client, which TCP then slows down.
+RCVHWM = 64
+# Replies one client may have unsent (its budget in bytes is the guard's).
+SNDHWM = 64
+# The smallest frame cap, whatever the bundle: fleet messages, a small cut's bombs.
+MIN_FRAME_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -70,6 +80,10 @@ class CloudConfig:
         busy_retry_s: the least delay a ``busy`` reply announces when the backend
             itself could not take an admitted request (a Ray replica lost): the
             edge keeps its requests for that long.
+        memory: what libzmq may hold for one client and for all together
+            (``cloud_node.guard``); ``None`` turns the guard off.
+        log_interval_s: at most one WARNING line per kind of refusal per interval
+            (each refusal is counted in the metrics).
     """
 
     bind: str = "tcp://127.0.0.1:5555"
@@ -83,6 +97,8 @@ class CloudConfig:
     allowed: dict[bytes, str] | None = None
     inline_when_idle: bool = True
     busy_retry_s: float = 0.5
+    memory: GuardLimits | None = field(default_factory=GuardLimits)
+    log_interval_s: float = 10.0
 
     def __post_init__(self) -> None:
         for name in ("max_batch", "queue_size", "workers"):
@@ -132,6 +148,9 @@ class CloudNode:
         self._workers: list[threading.Thread] = []
         self._stop = threading.Event()
         self._inproc = f"inproc://edgesplit-replies-{next(_node_ids)}"
+        self._monitor: zmq.Socket | None = None
+        self._guard: PeerGuard | None = None
+        self._quiet = LogThrottle(log, self.config.log_interval_s)
         self._cut_ids = {c.id for c in bundle.manifest.cuts}
         self.metrics.rollout_fraction.set(self.fleet.fraction)
         self._gauged: set[tuple[str, str]] = set()
@@ -192,8 +211,17 @@ class CloudNode:
         self._socket = sock
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
-        # A frame larger than any valid tensor drops the peer before it is allocated.
-        sock.setsockopt(zmq.MAXMSGSIZE, cfg.limits.max_tensor_bytes + cfg.limits.max_header_bytes)
+        sock.setsockopt(zmq.RCVHWM, RCVHWM)
+        sock.setsockopt(zmq.SNDHWM, SNDHWM)
+        # A frame larger than any valid request to the bundles served drops the peer
+        # before it is allocated.
+        sock.setsockopt(zmq.MAXMSGSIZE, self.max_frame_bytes())
+        if cfg.memory is not None:
+            # Before bind: every connection's accept is seen.
+            self._monitor = sock.get_monitor_socket(
+                zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED
+            )
+            self._guard = PeerGuard(cfg.memory, curve=cfg.keys is not None, on_drop=self._dropped)
         if cfg.keys is not None:
             assert cfg.allowed is not None  # checked in CloudConfig
             self._auth = Authenticator(context, cfg.allowed, self._auth_decision)
@@ -208,6 +236,15 @@ class CloudNode:
             )
             raise TransportError(f"cannot bind {cfg.bind}: {exc.strerror}{hint}") from exc
         self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        if self._guard is not None:
+            self._guard.start()
+
+    def max_frame_bytes(self) -> int:
+        """The largest frame accepted: the wire limits, cut to what the bundles can take."""
+        limits = self.config.limits
+        served = [bundle for bundle, _ in self._served.values()]
+        largest = max(largest_request_bytes(served, self.config.max_batch), MIN_FRAME_BYTES)
+        return min(limits.max_tensor_bytes, largest) + limits.max_header_bytes
 
     def __exit__(self, *exc_info: object) -> None:
         self.queue.close()
@@ -219,9 +256,13 @@ class CloudNode:
             backend.close()
 
     def _close_sockets(self) -> None:
+        if self._guard is not None:
+            self._guard.stop()
         if self._auth is not None:
             self._auth.close()
-        for sock in (self._socket, self._replies):
+        if self._monitor is not None and self._socket is not None:
+            self._socket.disable_monitor()
+        for sock in (self._monitor, self._socket, self._replies):
             if sock is not None:
                 sock.close(linger=0)
         if self._context is not None:
@@ -243,10 +284,14 @@ class CloudNode:
         poller = zmq.Poller()
         poller.register(self._socket, zmq.POLLIN)
         poller.register(self._replies, zmq.POLLIN)
+        if self._monitor is not None:
+            poller.register(self._monitor, zmq.POLLIN)
         received = 0
         timeout_ms = int(self.config.poll_interval_s * 1000)
         while not self._stop.is_set() and (max_requests is None or received < max_requests):
             ready = dict(poller.poll(timeout_ms))
+            if self._monitor is not None and self._monitor in ready:
+                self._connections()
             if self._replies in ready:
                 self._forward_replies(block=False)
             if self._socket in ready:
@@ -264,12 +309,32 @@ class CloudNode:
                 break
             n += 1
             now = time.perf_counter()
+            if self._guard is not None:
+                self._guard.read(frames)
             identity, body = frames[0].bytes, frames[1:]
             self.metrics.bytes_received.inc(sum(len(f.buffer) for f in body))
             reply = self.handle(body, now, identity, _user_id(body[0]) if body else None)
             if reply is not None:
                 self._send(identity, reply)
         return n
+
+    def _connections(self) -> None:
+        """Tell the guard of the connections opened and closed (socket monitor events)."""
+        assert self._monitor is not None and self._guard is not None
+        while True:
+            try:
+                event, value = _monitor_event(self._monitor.recv_multipart(zmq.NOBLOCK))
+            except zmq.Again:
+                return
+            if event == zmq.EVENT_ACCEPTED:
+                self._guard.accepted(value)
+            elif event in (zmq.EVENT_DISCONNECTED, zmq.EVENT_CLOSED):
+                self._guard.closed(value)
+
+    def _dropped(self, kind: str) -> None:
+        """The guard cut a client off, or did not send it a reply: count it."""
+        self._count(f"error_{kind}")
+        self.metrics.errors.labels(kind).inc()
 
     def _drain(self) -> None:
         """Stop admitting; forward the replies of everything admitted."""
@@ -289,6 +354,8 @@ class CloudNode:
                 frames = self._replies.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
+            if self._guard is not None and not self._guard.sending(frames[0].bytes, frames[1:]):
+                continue
             self._socket.send_multipart(frames, copy=False)
             self.metrics.bytes_sent.inc(sum(len(f.buffer) for f in frames[1:]))
 
@@ -299,6 +366,8 @@ class CloudNode:
 
     def _send(self, identity: bytes, reply: list) -> None:
         assert self._socket is not None
+        if self._guard is not None and not self._guard.sending(identity, reply):
+            return
         self._socket.send_multipart([identity, *reply], copy=False)
         self.metrics.bytes_sent.inc(sum(memoryview(f).nbytes for f in reply))
 
@@ -315,12 +384,10 @@ class CloudNode:
         ``error`` reply and a counted error.
         """
         try:
-            message, arrays = wire.decode_message(frames, self.config.limits)
+            # The header alone: tensors are decoded only once checked against the bundle.
+            message = wire.decode_header(frames, self.config.limits)
         except WireError as exc:
-            code = wire.error_code(exc)
-            self._error(code, received, "-")
-            log.warning("rejected frame code=%s error=%s", code, exc)
-            return wire.encode_message("error", 0, meta={"code": code, "message": str(exc)[:900]})
+            return self._wire_error(exc, 0, received, "-")
         if message.kind == "ping":
             self._count("ping")
             return wire.encode_message(
@@ -352,16 +419,18 @@ class CloudNode:
             bundle, backend = self._served.get(
                 str(message.meta.get("bundle")), self._served[self.bundle.id]
             )
-            cut = check_request(bundle, message, arrays, self.config.max_batch)
+            cut = check_request(bundle, message, self.config.max_batch)
         except RequestRejected as exc:
             self._error(exc.code, received, self._cut_label(message.meta.get("cut")))
-            log.warning(
-                "rejected request id=%d code=%s error=%s", message.request_id, exc.code, exc
-            )
+            self._log_rejection(exc.code, "rejected request id=%d: %s", message.request_id, exc)
             return wire.encode_message(
                 "error", message.request_id, meta={"code": exc.code, "message": str(exc)[:900]}
             )
-        job = Job(identity, message.request_id, cut, arrays[cut.name], received, bundle, backend)
+        try:
+            value = wire.decode_tensors(message, frames, self.config.limits)[cut.name]
+        except WireError as exc:
+            return self._wire_error(exc, message.request_id, received, cut.id)
+        job = Job(identity, message.request_id, cut, value, received, bundle, backend)
         if (
             self._inline
             and self.queue.service_s <= INLINE_MAX_S
@@ -404,7 +473,8 @@ class CloudNode:
                 self.metrics.queue_depth.set(len(self.queue))
                 service = 0.0
                 try:
-                    replies, service = self._run(batch, time.perf_counter())
+                    live = self._live(batch)
+                    replies, service = self._run(live, time.perf_counter()) if live else ([], 0)
                     for job, reply in replies:
                         push.send_multipart([job.identity, *reply], copy=False)
                 finally:
@@ -413,6 +483,16 @@ class CloudNode:
                     self._replicas()  # keeps the gauge current (the backend caches it)
         finally:
             push.close()
+
+    def _live(self, batch: list[Job]) -> list[Job]:
+        """The jobs of ``batch`` whose client is still connected (work for the gone is not done)."""
+        guard = self._guard
+        if guard is None:
+            return batch
+        live = [job for job in batch if not guard.gone(job.identity)]
+        for _ in range(len(batch) - len(live)):
+            self._count("skipped_gone")
+        return live
 
     def _run(self, batch: list[Job], started: float) -> tuple[list[tuple[Job, list]], float]:
         """Run ``batch`` as one backend call (each alone if that fails).
@@ -593,6 +673,19 @@ class CloudNode:
         """``cut`` as a metrics label: a cut of the bundle, else ``-`` (labels stay bounded)."""
         return cut if isinstance(cut, str) and cut in self._cut_ids else "-"
 
+    def _wire_error(self, exc: WireError, request_id: int, received: float, cut: str) -> list:
+        """Count and answer a message the wire format refused."""
+        code = wire.error_code(exc)
+        self._error(code, received, cut)
+        self._log_rejection(code, "rejected frame code=%s error=%s", code, exc)
+        return wire.encode_message(
+            "error", request_id, meta={"code": code, "message": str(exc)[:900]}
+        )
+
+    def _log_rejection(self, kind: str, message: str, *args: object) -> None:
+        """A WARNING line, at most one per kind of refusal per ``log_interval_s``."""
+        self._quiet.warning(kind, message, *args)
+
     def _error(self, code: str, received: float, cut: str) -> None:
         self._count(f"error_{code}")
         self.metrics.errors.labels(code).inc()
@@ -611,3 +704,9 @@ def _user_id(frame: object) -> str | None:
     except (AttributeError, zmq.ZMQError):
         return None
     return value or None
+
+
+def _monitor_event(frames: list[bytes]) -> tuple[int, int]:
+    """(event, value) of a socket monitor message (the value: a descriptor here)."""
+    event, value = struct.unpack("=hi", frames[0][:6])
+    return event, value

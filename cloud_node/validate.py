@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
+
 import numpy as np
 
 import wire
@@ -17,10 +20,13 @@ class RequestRejected(Exception):
         self.code = code
 
 
-def check_request(
-    bundle: Bundle, message: wire.Message, arrays: dict[str, np.ndarray], max_batch: int
-) -> Cut:
+def check_request(bundle: Bundle, message: wire.Message, max_batch: int) -> Cut:
     """The cut an ``infer`` request asks for, after checking it against the bundle.
+
+    Only the header is read (``wire.decode_header``): the tensors' declared
+    names, dtypes and shapes are checked here, before any payload is
+    decompressed or dequantized, so that a frame declaring more than the cut
+    takes costs no more than its own bytes.
 
     Raises:
         RequestRejected: another bundle, an unknown or edge-only cut, a tensor of the
@@ -42,18 +48,40 @@ def check_request(
         raise RequestRejected(
             "unknown_cut", f"cut {cut.id} is edge-only: the cloud has no tail for it"
         )
-    if set(arrays) != {cut.name}:
+    names = [t.name for t in message.tensors]
+    if names != [cut.name]:
         raise RequestRejected(
-            "shape", f"cut {cut.id} takes one tensor named {cut.name!r}, got {sorted(arrays)}"
+            "shape", f"cut {cut.id} takes one tensor named {cut.name!r}, got {sorted(names)}"
         )
-    value = arrays[cut.name]
-    if value.ndim != len(cut.shape) + 1 or tuple(value.shape[1:]) != cut.shape:
+    tensor = message.tensors[0]
+    shape = tensor.shape
+    if len(shape) != len(cut.shape) + 1 or tuple(shape[1:]) != cut.shape:
         raise RequestRejected(
             "shape",
-            f"cut {cut.id}: tensor shape {value.shape} does not match (batch, *{cut.shape})",
+            f"cut {cut.id}: tensor shape {shape} does not match (batch, *{cut.shape})",
         )
-    if not 1 <= value.shape[0] <= max_batch:
-        raise RequestRejected("shape", f"batch={value.shape[0]} outside 1..{max_batch}")
-    if value.dtype != np.dtype(cut.dtype):
-        raise RequestRejected("shape", f"cut {cut.id}: dtype {value.dtype}, expected {cut.dtype}")
+    if not 1 <= shape[0] <= max_batch:
+        raise RequestRejected("shape", f"batch={shape[0]} outside 1..{max_batch}")
+    if np.dtype(tensor.dtype) != np.dtype(cut.dtype):
+        raise RequestRejected(
+            "shape", f"cut {cut.id}: dtype {tensor.dtype}, expected {cut.dtype}"
+        )
     return cut
+
+
+def largest_request_bytes(bundles: Iterable[Bundle], max_batch: int) -> int:
+    """Bytes of the largest tensor frame an honest ``infer`` may carry to these bundles.
+
+    The largest cut's activation at ``max_batch`` rows in its own dtype (``raw``;
+    every other codec is smaller, a compressor adds at most a few bytes per KiB,
+    counted here). A frame beyond it cannot be a valid request.
+    """
+    largest = 0
+    for bundle in bundles:
+        for cut in bundle.manifest.cuts:
+            if cut.tail is None:
+                continue
+            nbytes = max_batch * math.prod(cut.shape) * np.dtype(cut.dtype).itemsize
+            largest = max(largest, nbytes)
+    # lz4 and zstd expand incompressible data by well under 1%, plus a small frame header.
+    return largest + largest // 128 + 1024

@@ -215,6 +215,7 @@ def cloud(
     they download, verify, try on probation and keep or roll back.
     """
     import wire
+    from cloud_node.guard import GuardLimits
     from cloud_node.server import CloudConfig, CloudNode
     from edgesplit.bundle import load_bundle
     from edgesplit.metrics import serve_metrics
@@ -277,6 +278,10 @@ def cloud(
             workers=workers,
             keys=keys,
             allowed=allowed,
+            memory=GuardLimits(
+                client_bytes=int(min(c.client_budget_mb, c.memory_budget_mb) * 1e6),
+                total_bytes=int(c.memory_budget_mb * 1e6),
+            ),
         ),
         fleet=fleet,
         admins=frozenset(cfg.fleet.admins) if cfg.security.curve else None,

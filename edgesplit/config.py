@@ -138,6 +138,20 @@ class CloudSection:
     max_message_mb: float = setting(
         64.0, "Largest request accepted, MB (decompressed).", minimum=0, above=True
     )
+    memory_budget_mb: float = setting(
+        512.0,
+        "Most memory ZeroMQ may hold for all clients together (unfinished or unread "
+        "messages, unsent replies), MB; the largest clients are cut off beyond it.",
+        minimum=0,
+        above=True,
+    )
+    client_budget_mb: float = setting(
+        64.0,
+        "Most memory ZeroMQ may hold for one client, MB; a client beyond it is cut off, "
+        "and a reply that would take it beyond is not sent.",
+        minimum=0,
+        above=True,
+    )
 
 
 @dataclass(frozen=True)

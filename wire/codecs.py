@@ -384,15 +384,23 @@ def decode_tensor(
 
 
 def _dequantize_int8(q: np.ndarray, dtype: str, scale: float, zero_point: int) -> np.ndarray:
-    """Compute (q - zero_point) * scale in float64, kept within the dtype's finite range."""
-    x = q.astype(np.float64)
-    x -= zero_point
+    """(q - zero_point) * scale written straight into a new array of ``dtype``.
+
+    One allocation, the size of the result: no float64 round trip. float16 and
+    float32 compute in float32 (``q - zero_point`` is exact there; the product
+    is rounded once into the result), float64 in float64. Values stay within
+    the dtype's finite range.
+    """
+    out = np.empty(q.shape, dtype=dtype)
+    work = np.float64 if dtype == "float64" else np.float32
+    # |q - zero_point| <= 255: exact in every float dtype, float16 included.
+    np.subtract(q, work(zero_point), out=out, dtype=work, casting="same_kind")
     finite_max = float(np.finfo(dtype).max)
     with np.errstate(over="ignore"):
-        x *= scale
+        np.multiply(out, work(scale), out=out, dtype=work, casting="same_kind")
         if 255 * scale > finite_max:  # near the float max the top code rounds past it
-            np.clip(x, -finite_max, finite_max, out=x)
-    return x.astype(dtype)
+            np.clip(out, -finite_max, finite_max, out=out)
+    return out
 
 
 def _decompress(compressor: str, data: memoryview, expected: int, where: str) -> bytes:

@@ -179,6 +179,22 @@ def decode_message(
         PayloadError: a tensor's descriptor or frame is invalid.
         DecompressionError: a compressed frame is corrupt or expands wrongly.
     """
+    message = decode_header(frames, limits)
+    return message, decode_tensors(message, frames, limits)
+
+
+def decode_header(frames: Sequence[object], limits: Limits = _DEFAULT_LIMITS) -> Message:
+    """Decode and validate the header of received frames; decode no tensor.
+
+    Every descriptor is checked against ``limits`` (dtype, codec, shape, sizes,
+    the total) and the frame count against the descriptors, so that a receiver
+    can check the declared tensors against what it serves before paying for
+    any decompression (:func:`decode_tensors`).
+
+    Raises:
+        HeaderError: the header frame is oversized, not msgpack, or malformed.
+        PayloadError: a descriptor is invalid, or the sizes exceed ``limits``.
+    """
     if len(frames) == 0:
         raise HeaderError("message has frames=0, expected a header frame")
     message = _decode_header(frames[0], len(frames), limits)
@@ -187,11 +203,22 @@ def decode_message(
         raise PayloadError(
             f"tensors decode to total={total} bytes, over max_total_bytes={limits.max_total_bytes}"
         )
-    arrays = {
+    return message
+
+
+def decode_tensors(
+    message: Message, frames: Sequence[object], limits: Limits = _DEFAULT_LIMITS
+) -> dict[str, np.ndarray]:
+    """The arrays of a message whose header :func:`decode_header` returned, by name.
+
+    Raises:
+        PayloadError: a frame disagrees with its descriptor.
+        DecompressionError: a compressed frame is corrupt or expands wrongly.
+    """
+    return {
         t.name: decode_tensor(t, frames[i + 1], limits, index=i)
         for i, t in enumerate(message.tensors)
     }
-    return message, arrays
 
 
 def _decode_header(frame: object, n_frames: int, limits: Limits) -> Message:

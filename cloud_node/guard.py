@@ -1,0 +1,349 @@
+"""Bounds on what one client can make the cloud hold in memory, and on all of them together.
+
+libzmq hands a multipart message to the application only once its last frame
+has arrived, and buffers it whole until then: ``ZMQ_MAXMSGSIZE`` bounds one
+frame, not a message, and the high-water marks count messages, not bytes. A
+client that sends frame after frame and never ends its message, or that asks
+for replies and never reads them, would make the cloud hold memory without
+limit, out of the application's sight.
+
+The guard measures it from outside. For every TCP connection of the ROUTER
+(from the socket monitor's accepted/closed events) the ingress counts the
+bytes of the messages it read from it (each message says which connection it
+came from: ``ZMQ_SRCFD``) and of the replies it handed to it; the kernel
+counts the bytes that arrived on it and the bytes the peer acknowledged
+(``TCP_INFO``), and what is still in its own queues (``SIOCINQ``,
+``SIOCOUTQ``). The difference is what libzmq holds for that client: an
+unfinished message, messages not yet read, replies not yet sent. A
+connection over the per-client budget, or the largest ones while all of them
+together are over the total budget, is shut down: libzmq then frees what it
+held for it, and the client loses its own unfinished message and its unread
+replies, nothing of anybody else's. A reply that would take its client over
+the budget is not sent.
+
+Bytes a client sent that made no message (ZMTP commands, a handshake) count
+against that client: a client that sends nothing but commands is dropped once
+they add up to its budget. Connections that are not TCP (``ipc://``) are not
+measured.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import socket
+import struct
+import termios
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import zmq
+
+from edgesplit.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+# struct tcp_info (linux/tcp.h): tcpi_bytes_acked and tcpi_bytes_received, u64 at 120 and 128
+# (Linux 4.1 and later).
+_TCP_INFO_LEN = 136
+_ACKED_RECEIVED = struct.Struct("QQ")
+_ACKED_OFFSET = 120
+_SIOCOUTQ = termios.TIOCOUTQ
+_SIOCINQ = termios.FIONREAD
+# Greeting and handshake bytes (ZMTP greeting 64, CURVE HELLO 200 and INITIATE with its
+# metadata a few hundred): not counted as messages, allowed for once per connection.
+_HANDSHAKE_SLACK = 4096
+_INT = struct.Struct("i")
+#: Identities of departed clients remembered (their queued work is skipped).
+MAX_GONE = 65_536
+
+
+def frame_overhead(nbytes: int, curve: bool) -> int:
+    """Bytes ZMTP 3 adds to a frame of ``nbytes`` on the wire (CURVE: its MESSAGE box)."""
+    body = nbytes + (33 if curve else 0)  # "\\x07MESSAGE" + nonce 8 + MAC 16 + flags 1
+    return body - nbytes + (2 if body <= 255 else 9)
+
+
+@dataclass(frozen=True)
+class GuardLimits:
+    """The memory a client, and all clients together, may make the cloud hold.
+
+    Attributes:
+        client_bytes: bytes libzmq may hold for one connection (its unfinished
+            or unread messages plus its unsent replies).
+        total_bytes: the same for all connections together.
+        interval_s: how often each connection is measured (more often costs a
+            few microseconds per connection; less often lets a fast sender get
+            further past the budget before it is cut off).
+    """
+
+    client_bytes: int = 64 * 1024 * 1024
+    total_bytes: int = 512 * 1024 * 1024
+    interval_s: float = 0.02
+
+    def __post_init__(self) -> None:
+        if not 0 < self.client_bytes <= self.total_bytes:
+            raise ConfigError(
+                f"client memory budget {self.client_bytes} bytes must be > 0 and at most the "
+                f"total budget ({self.total_bytes} bytes)"
+            )
+        if not self.interval_s > 0:
+            raise ConfigError(f"guard interval_s={self.interval_s}: expected > 0")
+
+
+class _Peer:
+    """One TCP connection: what the application read from it and sent to it."""
+
+    __slots__ = ("fd", "address", "read", "sent", "held_in", "held_out", "identities", "measured")
+
+    def __init__(self, fd: int, address: object) -> None:
+        self.fd = fd
+        self.address = address
+        self.read = 0  # wire bytes of the messages the ingress read
+        self.sent = 0  # wire bytes of the replies handed to libzmq
+        self.held_in = 0  # last measured: bytes libzmq holds from this client
+        self.held_out = 0  # last measured: bytes libzmq holds for this client
+        self.identities: set[bytes] = set()
+        self.measured = True
+
+    @property
+    def held(self) -> int:
+        return self.held_in + self.held_out
+
+
+def _measure(fd: int) -> tuple[object, int, int, int, int] | None:
+    """(peer address, bytes received, bytes acked, unread in, unacked out) of a TCP fd."""
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError:
+        return None
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_LEN)
+        address = sock.getpeername()
+        buf = bytearray(_INT.size)
+        fcntl.ioctl(fd, _SIOCINQ, buf)
+        unread = _INT.unpack(buf)[0]
+        fcntl.ioctl(fd, _SIOCOUTQ, buf)
+        unacked = _INT.unpack(buf)[0]
+    except OSError:
+        return None
+    finally:
+        sock.detach()  # libzmq owns the descriptor
+    if len(info) < _TCP_INFO_LEN:
+        return None
+    acked, received = _ACKED_RECEIVED.unpack_from(info, _ACKED_OFFSET)
+    return address, received, acked, unread, unacked
+
+
+def _address(fd: int) -> object:
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError:
+        return None
+    try:
+        return sock.getpeername()
+    except OSError:
+        return None
+    finally:
+        sock.detach()
+
+
+def _shutdown(fd: int) -> None:
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError:
+        return
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    finally:
+        sock.detach()
+
+
+class PeerGuard:
+    """Measures what libzmq holds per connection and cuts off those over budget.
+
+    The ingress thread tells it of connections (:meth:`accepted`,
+    :meth:`closed`, from the socket monitor), of each message read
+    (:meth:`read`) and of each reply before it is sent (:meth:`sending`); a
+    thread of its own measures the connections (:meth:`start`, :meth:`stop`).
+
+    Args:
+        limits: the budgets.
+        curve: whether the socket runs CURVE (its per-frame overhead).
+        on_drop: called with ``"client_memory"``, ``"total_memory"`` or
+            ``"reply_dropped"`` for each connection shut down or reply not sent.
+    """
+
+    def __init__(
+        self, limits: GuardLimits, *, curve: bool, on_drop: Callable[[str], None]
+    ) -> None:
+        self.limits = limits
+        self.curve = curve
+        self._on_drop = on_drop
+        self._peers: dict[int, _Peer] = {}
+        self._by_identity: dict[bytes, _Peer] = {}
+        self._gone: OrderedDict[bytes, None] = OrderedDict()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.dropped = 0
+
+    # -- from the ingress thread ---------------------------------------------------------
+
+    def accepted(self, fd: int) -> None:
+        """A new connection on ``fd``."""
+        peer = _Peer(fd, _address(fd))
+        with self._lock:
+            old = self._peers.pop(fd, None)
+            if old is not None:
+                self._forget(old)
+            self._peers[fd] = peer
+
+    def closed(self, fd: int) -> None:
+        """The connection on ``fd`` is gone; its clients' queued work can be skipped."""
+        with self._lock:
+            peer = self._peers.pop(fd, None)
+            if peer is not None:
+                self._forget(peer)
+
+    def _forget(self, peer: _Peer) -> None:
+        for identity in peer.identities:
+            if self._by_identity.get(identity) is peer:
+                del self._by_identity[identity]
+            self._gone[identity] = None
+        while len(self._gone) > MAX_GONE:
+            self._gone.popitem(last=False)
+
+    def gone(self, identity: bytes) -> bool:
+        """Whether the client ``identity`` has left (its connection closed)."""
+        return identity in self._gone
+
+    def read(self, frames: Sequence[zmq.Frame]) -> None:
+        """A message read from the ROUTER: its identity frame, then its body."""
+        if len(frames) < 2:
+            return
+        try:
+            fd = int(frames[1].get(zmq.SRCFD))
+        except (zmq.ZMQError, AttributeError, TypeError, ValueError):
+            return
+        nbytes = sum(len(f.buffer) + frame_overhead(len(f.buffer), self.curve) for f in frames[1:])
+        identity = frames[0].bytes
+        with self._lock:
+            peer = self._peers.get(fd)
+            if peer is None:  # connected before the monitor saw it, or not TCP
+                peer = self._peers[fd] = _Peer(fd, _address(fd))
+            peer.read += nbytes
+            if identity not in peer.identities:
+                peer.identities.add(identity)
+                self._by_identity[identity] = peer
+                self._gone.pop(identity, None)
+
+    def sending(self, identity: bytes, frames: Sequence[object]) -> bool:
+        """Account for a reply about to be sent; ``False``: its client is over budget."""
+        nbytes = 0
+        for frame in frames:
+            n = memoryview(frame.buffer if isinstance(frame, zmq.Frame) else frame).nbytes
+            nbytes += n + frame_overhead(n, self.curve)
+        with self._lock:
+            peer = self._by_identity.get(identity)
+            if peer is None:
+                return True
+            if peer.held + nbytes > self.limits.client_bytes and peer.held_out > 0:
+                refused = True
+            else:
+                refused = False
+                peer.sent += nbytes
+                peer.held_out += nbytes  # counted at once; the next measure corrects it
+        if refused:
+            self._on_drop("reply_dropped")
+        return not refused
+
+    # -- the measuring thread ------------------------------------------------------------
+
+    def start(self) -> None:
+        """Measure every ``limits.interval_s`` in a thread of its own."""
+        self._thread = threading.Thread(target=self._loop, name="edgesplit-guard", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop measuring."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+
+    def _loop(self) -> None:
+        interval = self.limits.interval_s
+        while not self._stop.wait(interval):
+            began = time.perf_counter()
+            try:
+                self.check()
+            except Exception:  # noqa: BLE001 - the guard must outlive any surprise
+                log.exception("peer guard check failed")
+            # Many connections: measure less often, so that measuring stays under ~20% of
+            # a core.
+            interval = max(self.limits.interval_s, 5 * (time.perf_counter() - began))
+
+    def check(self) -> list[tuple[int, str]]:
+        """Measure every connection; shut down those over budget. Returns (fd, why) of each."""
+        with self._lock:
+            peers = list(self._peers.values())
+        measured: list[_Peer] = []
+        for peer in peers:
+            figures = _measure(peer.fd)
+            if figures is None:
+                continue
+            address, received, acked, unread, unacked = figures
+            with self._lock:
+                if self._peers.get(peer.fd) is not peer or address != peer.address:
+                    continue  # closed, or the descriptor now belongs to another connection
+                peer.held_in = max(0, received - unread - peer.read - _HANDSHAKE_SLACK)
+                peer.held_out = max(0, peer.sent - acked - unacked)
+            measured.append(peer)
+        dropped: list[tuple[int, str]] = []
+        for peer in measured:
+            if peer.held > self.limits.client_bytes:
+                dropped.append((peer.fd, "client_memory"))
+        total = sum(p.held for p in measured)
+        if total > self.limits.total_bytes:
+            over = {fd for fd, _ in dropped}
+            total -= sum(p.held for p in measured if p.fd in over)
+            for peer in sorted(measured, key=lambda p: p.held, reverse=True):
+                if total <= self.limits.total_bytes:
+                    break
+                if peer.fd not in over:
+                    dropped.append((peer.fd, "total_memory"))
+                    total -= peer.held
+        for fd, why in dropped:
+            with self._lock:
+                peer = self._peers.get(fd)
+                if peer is None:
+                    continue
+                held = peer.held
+                # Checked again under the lock: the descriptor is still this connection's.
+                if _address(fd) != peer.address:
+                    continue
+                _shutdown(fd)
+            self.dropped += 1
+            log.warning(
+                "client cut off: libzmq held %.1f MB for it (%s; budgets: client %.0f MB, "
+                "total %.0f MB)",
+                held / 1e6,
+                why,
+                self.limits.client_bytes / 1e6,
+                self.limits.total_bytes / 1e6,
+            )
+            self._on_drop(why)
+        return dropped
+
+    def held_bytes(self) -> int:
+        """What libzmq held for all connections at the last measure."""
+        with self._lock:
+            return sum(p.held for p in self._peers.values())
+
+
+__all__ = ["GuardLimits", "MAX_GONE", "PeerGuard", "frame_overhead"]
