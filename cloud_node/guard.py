@@ -21,6 +21,13 @@ held for it, and the client loses its own unfinished message and its unread
 replies, nothing of anybody else's. A reply that would take its client over
 the budget is not sent.
 
+Many tiny frames cost libzmq more memory than their bytes on the wire (64
+bytes a frame, for 2 on the wire without CURVE): so the guard also watches
+the process's resident memory, and when it rises past three quarters of the
+total budget above what it was at start (the bundle loaded), it cuts off the connection that
+holds most, one per measure, until the memory is back under the budget or no
+connection holds anything worth cutting.
+
 Bytes a client sent that made no message (ZMTP commands, a handshake) count
 against that client: a client that sends nothing but commands is dropped once
 they add up to its budget. Connections that are not TCP (``ipc://``) are not
@@ -29,8 +36,11 @@ measured.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import fcntl
 import logging
+import os
 import socket
 import struct
 import termios
@@ -42,6 +52,7 @@ from dataclasses import dataclass
 
 import zmq
 
+from cloud_node.throttle import LogThrottle
 from edgesplit.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -59,6 +70,34 @@ _HANDSHAKE_SLACK = 4096
 _INT = struct.Struct("i")
 #: Identities of departed clients remembered (their queued work is skipped).
 MAX_GONE = 65_536
+#: A connection holding less than this is never cut off for the process's memory.
+SUSPECT_BYTES = 64 * 1024
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def resident_bytes() -> int:
+    """This process's resident memory (``/proc/self/statm``); 0 where there is none."""
+    try:
+        with open("/proc/self/statm", "rb") as fh:
+            return int(fh.read().split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _trimmer() -> Callable[[], None]:
+    """The C library's ``malloc_trim(0)`` (gives freed heap back to the system), else nothing."""
+    name = ctypes.util.find_library("c")
+    try:
+        trim = ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        trim = None
+    if trim is None:
+        return lambda: None
+
+    def run() -> None:
+        trim(0)
+
+    return run
 
 
 def frame_overhead(nbytes: int, curve: bool) -> int:
@@ -180,9 +219,19 @@ class PeerGuard:
     """
 
     def __init__(
-        self, limits: GuardLimits, *, curve: bool, on_drop: Callable[[str], None]
+        self,
+        limits: GuardLimits,
+        *,
+        curve: bool,
+        on_drop: Callable[[str], None],
+        rss: Callable[[], int] = resident_bytes,
     ) -> None:
         self.limits = limits
+        self._rss = rss
+        self._baseline = 0
+        self._cut_at = 0  # resident bytes at the last cut for the process's memory
+        self._trim = _trimmer()
+        self._quiet = LogThrottle(log)
         self.curve = curve
         self._on_drop = on_drop
         self._peers: dict[int, _Peer] = {}
@@ -243,6 +292,15 @@ class PeerGuard:
                 self._by_identity[identity] = peer
                 self._gone.pop(identity, None)
 
+    def backlogged(self, identity: bytes) -> bool:
+        """Whether ``identity``'s unsent replies fill half its budget: its requests wait unread.
+
+        The ingress skips the requests of such a client (work whose answer could not be
+        delivered is not done); they are counted as ``reply_dropped``.
+        """
+        peer = self._by_identity.get(identity)
+        return peer is not None and peer.held_out >= self.limits.client_bytes // 2
+
     def sending(self, identity: bytes, frames: Sequence[object]) -> bool:
         """Account for a reply about to be sent; ``False``: its client is over budget."""
         nbytes = 0
@@ -267,6 +325,7 @@ class PeerGuard:
 
     def start(self) -> None:
         """Measure every ``limits.interval_s`` in a thread of its own."""
+        self._baseline = self._rss()
         self._thread = threading.Thread(target=self._loop, name="edgesplit-guard", daemon=True)
         self._thread.start()
 
@@ -290,6 +349,38 @@ class PeerGuard:
 
     def check(self) -> list[tuple[int, str]]:
         """Measure every connection; shut down those over budget. Returns (fd, why) of each."""
+        measured = self._measure_all()
+        dropped = self._over_budget(measured)
+        rss = self._rss()
+        if rss and self._baseline and not dropped:
+            dropped += self._over_memory(rss, measured)
+        for fd, why in dropped:
+            with self._lock:
+                peer = self._peers.get(fd)
+                if peer is None:
+                    continue
+                held = peer.held
+                # Checked again under the lock: the descriptor is still this connection's.
+                if _address(fd) != peer.address:
+                    continue
+                _shutdown(fd)
+            self.dropped += 1
+            self._quiet.warning(
+                why,
+                "client cut off: libzmq held %.1f MB for it (%s; budgets: client %.0f MB, "
+                "total %.0f MB)",
+                held / 1e6,
+                why,
+                self.limits.client_bytes / 1e6,
+                self.limits.total_bytes / 1e6,
+            )
+            self._on_drop(why)
+        if dropped:
+            self._trim()
+        return dropped
+
+    def _measure_all(self) -> list[_Peer]:
+        """The connections measured now (those that are TCP and still open)."""
         with self._lock:
             peers = list(self._peers.values())
         measured: list[_Peer] = []
@@ -304,41 +395,34 @@ class PeerGuard:
                 peer.held_in = max(0, received - unread - peer.read - _HANDSHAKE_SLACK)
                 peer.held_out = max(0, peer.sent - acked - unacked)
             measured.append(peer)
-        dropped: list[tuple[int, str]] = []
-        for peer in measured:
-            if peer.held > self.limits.client_bytes:
-                dropped.append((peer.fd, "client_memory"))
-        total = sum(p.held for p in measured)
-        if total > self.limits.total_bytes:
-            over = {fd for fd, _ in dropped}
-            total -= sum(p.held for p in measured if p.fd in over)
-            for peer in sorted(measured, key=lambda p: p.held, reverse=True):
-                if total <= self.limits.total_bytes:
-                    break
-                if peer.fd not in over:
-                    dropped.append((peer.fd, "total_memory"))
-                    total -= peer.held
-        for fd, why in dropped:
-            with self._lock:
-                peer = self._peers.get(fd)
-                if peer is None:
-                    continue
-                held = peer.held
-                # Checked again under the lock: the descriptor is still this connection's.
-                if _address(fd) != peer.address:
-                    continue
-                _shutdown(fd)
-            self.dropped += 1
-            log.warning(
-                "client cut off: libzmq held %.1f MB for it (%s; budgets: client %.0f MB, "
-                "total %.0f MB)",
-                held / 1e6,
-                why,
-                self.limits.client_bytes / 1e6,
-                self.limits.total_bytes / 1e6,
-            )
-            self._on_drop(why)
+        return measured
+
+    def _over_budget(self, measured: list[_Peer]) -> list[tuple[int, str]]:
+        """Connections over the client budget, then the largest while over the total."""
+        dropped = [(p.fd, "client_memory") for p in measured if p.held > self.limits.client_bytes]
+        over = {fd for fd, _ in dropped}
+        total = sum(p.held for p in measured if p.fd not in over)
+        for peer in sorted(measured, key=lambda p: p.held, reverse=True):
+            if total <= self.limits.total_bytes:
+                break
+            if peer.fd not in over:
+                dropped.append((peer.fd, "total_memory"))
+                total -= peer.held
         return dropped
+
+    def _over_memory(self, rss: int, measured: list[_Peer]) -> list[tuple[int, str]]:
+        """The connection to cut when the process's memory is over budget, if any."""
+        # Three quarters: the rest is room for what arrives while the cut takes effect.
+        if rss - self._baseline <= self.limits.total_bytes * 3 // 4:
+            self._cut_at = 0
+            return []
+        if rss <= self._cut_at:
+            return []  # memory not given back since the last cut (the allocator keeps it)
+        suspects = [p for p in measured if p.held >= SUSPECT_BYTES]
+        if not suspects:
+            return []
+        self._cut_at = rss
+        return [(max(suspects, key=lambda p: p.held).fd, "total_memory")]
 
     def held_bytes(self) -> int:
         """What libzmq held for all connections at the last measure."""

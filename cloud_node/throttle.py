@@ -51,7 +51,7 @@ class LogThrottle:
             held = self._held.pop(kind, 0)
         if held:
             message += " (and %d more of kind %s in the last %.0f s, not logged)"
-            args = (*args, held, kind, now - (last or now))
+            args = (*args, held, kind, now - (now if last is None else last))
         self.logger.log(level, message, *args)
         return True
 
