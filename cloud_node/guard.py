@@ -24,9 +24,12 @@ the budget is not sent.
 Many tiny frames cost libzmq more memory than their bytes on the wire (64
 bytes a frame, for 2 on the wire without CURVE): so the guard also watches
 the process's resident memory, and when it rises past three quarters of the
-total budget above what it was at start (the bundle loaded), it cuts off the connection that
-holds most, one per measure, until the memory is back under the budget or no
-connection holds anything worth cutting.
+total budget above what it was at start (the bundle loaded), it cuts off the
+connection that holds most among those whose unfinished message stopped
+making progress (no message completed over two measures), one per measure,
+until the memory is back under the budget or no such connection is left;
+growth with no such connection is the process's own, and becomes its new
+baseline.
 
 Bytes a client sent that made no message (ZMTP commands, a handshake) count
 against that client: a client that sends nothing but commands is dropped once
@@ -136,7 +139,18 @@ class GuardLimits:
 class _Peer:
     """One TCP connection: what the application read from it and sent to it."""
 
-    __slots__ = ("fd", "address", "read", "sent", "held_in", "held_out", "identities", "measured")
+    __slots__ = (
+        "fd",
+        "address",
+        "read",
+        "sent",
+        "held_in",
+        "held_out",
+        "identities",
+        "measured",
+        "last_read",
+        "stalls",
+    )
 
     def __init__(self, fd: int, address: object) -> None:
         self.fd = fd
@@ -147,6 +161,13 @@ class _Peer:
         self.held_out = 0  # last measured: bytes libzmq holds for this client
         self.identities: set[bytes] = set()
         self.measured = True
+        self.last_read = 0  # ``read`` at the previous measure
+        self.stalls = 0  # measures in a row holding SUSPECT_BYTES with no message completed
+
+    @property
+    def stalled(self) -> bool:
+        """Holding a sizeable unfinished message that made no progress for two measures."""
+        return self.stalls >= 2
 
     @property
     def held(self) -> int:
@@ -305,7 +326,7 @@ class PeerGuard:
         """Account for a reply about to be sent; ``False``: its client is over budget."""
         nbytes = 0
         for frame in frames:
-            n = memoryview(frame.buffer if isinstance(frame, zmq.Frame) else frame).nbytes
+            n = memoryview(frame.buffer if isinstance(frame, zmq.Frame) else frame).nbytes  # type: ignore[arg-type]
             nbytes += n + frame_overhead(n, self.curve)
         with self._lock:
             peer = self._by_identity.get(identity)
@@ -394,6 +415,11 @@ class PeerGuard:
                     continue  # closed, or the descriptor now belongs to another connection
                 peer.held_in = max(0, received - unread - peer.read - _HANDSHAKE_SLACK)
                 peer.held_out = max(0, peer.sent - acked - unacked)
+                if peer.read == peer.last_read and peer.held_in >= SUSPECT_BYTES:
+                    peer.stalls += 1
+                else:
+                    peer.stalls = 0
+                peer.last_read = peer.read
             measured.append(peer)
         return measured
 
@@ -413,14 +439,18 @@ class PeerGuard:
     def _over_memory(self, rss: int, measured: list[_Peer]) -> list[tuple[int, str]]:
         """The connection to cut when the process's memory is over budget, if any."""
         # Three quarters: the rest is room for what arrives while the cut takes effect.
-        if rss - self._baseline <= self.limits.total_bytes * 3 // 4:
+        allowed = self.limits.total_bytes * 3 // 4
+        if rss - self._baseline <= allowed:
             self._cut_at = 0
+            return []
+        suspects = [p for p in measured if p.stalled]
+        if not suspects:
+            # No client holds an unfinished message that stalls: the process grew by
+            # itself (ONNX Runtime's arenas, caches). That is its new baseline.
+            self._baseline = rss - allowed
             return []
         if rss <= self._cut_at:
             return []  # memory not given back since the last cut (the allocator keeps it)
-        suspects = [p for p in measured if p.held >= SUSPECT_BYTES]
-        if not suspects:
-            return []
         self._cut_at = rss
         return [(max(suspects, key=lambda p: p.held).fd, "total_memory")]
 

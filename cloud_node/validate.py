@@ -63,9 +63,7 @@ def check_request(bundle: Bundle, message: wire.Message, max_batch: int) -> Cut:
     if not 1 <= shape[0] <= max_batch:
         raise RequestRejected("shape", f"batch={shape[0]} outside 1..{max_batch}")
     if np.dtype(tensor.dtype) != np.dtype(cut.dtype):
-        raise RequestRejected(
-            "shape", f"cut {cut.id}: dtype {tensor.dtype}, expected {cut.dtype}"
-        )
+        raise RequestRejected("shape", f"cut {cut.id}: dtype {tensor.dtype}, expected {cut.dtype}")
     return cut
 
 

@@ -36,9 +36,9 @@ def _guard(client: int, total: int) -> tuple[PeerGuard, list[str]]:
     return guard, drops
 
 
-def _peer(fd: int, held_in: int, held_out: int = 0) -> _Peer:
+def _peer(fd: int, held_in: int, held_out: int = 0, stalls: int = 2) -> _Peer:
     peer = _Peer(fd, ("127.0.0.1", 1000 + fd))
-    peer.held_in, peer.held_out = held_in, held_out
+    peer.held_in, peer.held_out, peer.stalls = held_in, held_out, stalls
     return peer
 
 
@@ -62,14 +62,17 @@ def test_process_memory_cuts_the_largest_holder_once_per_growth() -> None:
         rss=lambda: rss[0],
     )
     guard._baseline = 1000
-    big, small = _peer(1, 200_000), _peer(2, 1_000)
+    big, small = _peer(1, 200_000), _peer(2, 70_000)
     assert guard._over_memory(1000 + 2 * 10**6, [big, small]) == []  # under 3/4 of budget
     assert guard._over_memory(1000 + 3_100_000, [big, small]) == [(1, "total_memory")]
     # Not yet given back: no second cut until the memory grows past the level of the first.
     assert guard._over_memory(1000 + 3_100_000, [small, _peer(3, 100_000)]) == []
     assert guard._over_memory(1000 + 3_200_000, [small, _peer(3, 100_000)]) == [(3, "total_memory")]
-    # Holders under SUSPECT_BYTES are never cut for the process's memory.
-    assert guard._over_memory(1000 + 3_900_000, [small]) == []
+    # Only a stalled unfinished message is a suspect: without one, the growth is the
+    # process's own and becomes its baseline.
+    moving = _peer(4, 500_000, stalls=0)
+    assert guard._over_memory(1000 + 3_900_000, [moving]) == []
+    assert guard._baseline == 1000 + 3_900_000 - 3_000_000
 
 
 def test_replies_beyond_the_budget_are_not_sent_and_their_clients_backlogged() -> None:
