@@ -15,7 +15,6 @@ finish what was admitted, and every admitted request is answered.
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import math
 import struct
@@ -309,9 +308,12 @@ class CloudNode:
                 break
             n += 1
             now = time.perf_counter()
+            identity, body = frames[0].bytes, frames[1:]
             if self._guard is not None:
                 self._guard.read(frames)
-            identity, body = frames[0].bytes, frames[1:]
+                if self._guard.backlogged(identity):
+                    self._dropped("reply_dropped")  # it does not read its replies: no work
+                    continue
             self.metrics.bytes_received.inc(sum(len(f.buffer) for f in body))
             reply = self.handle(body, now, identity, _user_id(body[0]) if body else None)
             if reply is not None:
@@ -332,7 +334,7 @@ class CloudNode:
                 self._guard.closed(value)
 
     def _dropped(self, kind: str) -> None:
-        """The guard cut a client off, or did not send it a reply: count it."""
+        """Count a refusal that answers no request of the data plane (metrics and counts)."""
         self._count(f"error_{kind}")
         self.metrics.errors.labels(kind).inc()
 
@@ -405,7 +407,7 @@ class CloudNode:
                 return self._fleet_message(message, client)
             except Exception as exc:  # noqa: BLE001 - the ingress stays up whatever comes
                 log.exception("fleet message kind=%s failed", message.kind)
-                self._count(f"error_{message.kind}")
+                self._dropped("fleet")
                 return wire.encode_message(
                     "error",
                     message.request_id,
@@ -594,11 +596,20 @@ class CloudNode:
             return wire.encode_message("welcome", message.request_id, meta=welcome)
         if message.kind == "fetch":
             try:
-                data = fleet.chunk(meta.get("bundle"), meta.get("offset"), meta.get("length"))
-            except ValueError as exc:
+                # The edge is named as its hello names it: only an edge offered the
+                # release gets its bytes (the edge part alone: no tail leaves).
+                data = fleet.chunk(
+                    meta.get("bundle"),
+                    meta.get("offset"),
+                    meta.get("length"),
+                    meta.get("name"),
+                    client,
+                )
+            except (PermissionError, ValueError) as exc:
                 self._count("error_fetch")
+                code = "forbidden" if isinstance(exc, PermissionError) else "fetch"
                 return wire.encode_message(
-                    "error", message.request_id, meta={"code": "fetch", "message": str(exc)}
+                    "error", message.request_id, meta={"code": code, "message": str(exc)}
                 )
             self._count("fetch")
             self.metrics.release_bytes.inc(len(data))
@@ -607,46 +618,59 @@ class CloudNode:
                 "chunk", message.request_id, {"data": chunk}, meta={"offset": meta.get("offset")}
             )
         op = meta.get("op", "status")
+
+        def refuse(code: str, text: str) -> list:
+            self._count(f"error_{code}")
+            self.metrics.errors.labels(code).inc()
+            body = {"code": code, "message": text[:900]}
+            return wire.encode_message("error", message.request_id, meta=body)
+
+        # The fleet view names every edge and its health: admins only, as rollout changes.
+        if self.admins is not None and client not in self.admins:
+            return refuse(
+                "forbidden",
+                f"client {client!r} may not read the fleet view or change the rollout "
+                "(the cloud's --fleet-admins)",
+            )
+        after: object = None
+        limit: object = None
         if op == "rollout":
-            if self.admins is not None and client not in self.admins:
-                self._count("error_admin")
-                return wire.encode_message(
-                    "error",
-                    message.request_id,
-                    meta={
-                        "code": "forbidden",
-                        "message": f"client {client!r} may not change the rollout "
-                        "(the cloud's --fleet-admins)",
-                    },
-                )
             fraction = meta.get("fraction")
             if not isinstance(fraction, int | float) or isinstance(fraction, bool):
                 fraction = -1.0
             try:
                 fleet.set_fraction(float(fraction))
             except ConfigError as exc:
-                return wire.encode_message(
-                    "error", message.request_id, meta={"code": "rollout", "message": str(exc)}
-                )
+                return refuse("rollout", str(exc))
             self.metrics.rollout_fraction.set(fleet.fraction)
             log.info("rollout fraction=%.3f by=%s", fleet.fraction, client)
-        elif op != "status":
-            return wire.encode_message(
-                "error",
-                message.request_id,
-                meta={
-                    "code": "fleet",
-                    "message": f"op={str(op)[:40]!r}: expected status or rollout",
-                },
-            )
+        elif op == "status":
+            after, limit = meta.get("after"), meta.get("limit")
+        else:
+            return refuse("fleet", f"op={str(op)[:40]!r}: expected status or rollout")
+        try:
+            # One page: its own rows, not the fleet's (the client asks for the next).
+            text = fleet.report_json(after, limit)
+        except ValueError as exc:
+            return refuse("fleet", str(exc))
         self._count("fleet")
-        text = json.dumps(fleet.report(), allow_nan=True).encode()
         return wire.encode_message(
             "report", message.request_id, {"json": np.frombuffer(text, dtype=np.uint8)}
         )
 
     def _fleet_gauges(self) -> None:
-        """Edges by version and state; recounted at most once a second (hellos are many)."""
+        """Edges by version and state, recounted at most once a second (hellos are many).
+
+        Heartbeats the fleet did not record (over their key's rate) are counted
+        as errors ``hello_rate`` as they come; evicted records in ``counts``.
+        """
+        dropped = self.fleet.take_dropped()
+        if dropped:
+            with self._lock:
+                self.counts["error_hello_rate"] += dropped.get("hello_rate", 0)
+                self.counts["fleet_evicted"] += dropped.get("evicted", 0)
+            if dropped.get("hello_rate"):
+                self.metrics.errors.labels("hello_rate").inc(dropped["hello_rate"])
         now = time.monotonic()
         if now - self._gauged_at < 1.0:
             return

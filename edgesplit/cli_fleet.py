@@ -39,30 +39,59 @@ def release(
     version: Annotated[str, typer.Option(help="The release's label, e.g. 2 or 2026.11.30.")],
     out: Annotated[
         Path | None,
-        typer.Option(help="Archive to write (default: MODEL-VERSION.tar beside the bundle)."),
+        typer.Option(
+            help="Full archive to write, for `edgesplit cloud --offer` (default: "
+            "MODEL-VERSION.tar beside the bundle); the edges' part goes beside it as NAME.edge.tar."
+        ),
     ] = None,
     sign_key: Annotated[
         Path | None,
         typer.Option(help="Sign with this key (NAME.sign_key from `edgesplit keys --signing`)."),
     ] = None,
+    sequence: Annotated[
+        int | None,
+        typer.Option(
+            help="The release's sequence number, signed: an edge refuses one lower than the "
+            "release it has committed (default: the release time in seconds since 1970)."
+        ),
+    ] = None,
 ) -> None:
-    """Pack a bundle as a release archive for over-the-air updates, signed if a key is given.
+    """Pack a bundle as a release for over-the-air updates, signed if a key is given.
 
-    Every file is hashed against the manifest first. Offer the archive with
-    `edgesplit cloud --offer ARCHIVE --offer-fraction F`; edges started with
-    --verify-key take only releases signed with the matching key.
+    Every file is hashed against the manifest first. Two archives come out of
+    one release.json: the full one (OUT) for the cloud, `edgesplit cloud
+    --offer OUT --offer-fraction F`, which serves its tails; and NAME.edge.tar,
+    the manifest, edge/ and data/ (no tail), which is what edges download (the cloud derives
+    the same bytes itself; publish this one at --offer-url). Edges started with
+    --verify-key take only releases signed with the matching key, and none with
+    a lower sequence than the one they committed.
     """
     from edgesplit.bundle import load_bundle
-    from edgesplit.release import key_id, load_signing_key, make_release
+    from edgesplit.release import (
+        edge_release_path,
+        key_id,
+        load_signing_key,
+        make_release,
+        read_release,
+    )
 
     b = load_bundle(bundle, verify="all")
     key = load_signing_key(sign_key) if sign_key is not None else None
     target = out or bundle.parent / f"{b.manifest.model.name}-{version}.tar"
-    make_release(b, version, target, key)
+    edge_target = edge_release_path(target)
+    make_release(b, version, target, key, sequence=sequence, edge_out=edge_target)
     signed = f"signed by key {key_id(key.public_key())}" if key is not None else "unsigned"
+    made = read_release(target)
     console.print(
-        f"release {version}: bundle {b.id[:12]} ({b.manifest.model.name}), "
-        f"{target.stat().st_size / 1e6:.1f} MB, {signed} -> {target}"
+        escape(
+            f"release {version} (sequence {made.sequence}): bundle {b.id[:12]} "
+            f"({b.manifest.model.name}), {signed}\n"
+            f"  for the cloud (--offer), tails included, {target.stat().st_size / 1e6:.1f} MB: "
+            f"{target}\n"
+            f"  for the edges (what they download; publish it at --offer-url), no tail, "
+            f"{edge_target.stat().st_size / 1e6:.1f} MB: {edge_target}"
+        ),
+        soft_wrap=True,
     )
 
 
@@ -75,7 +104,11 @@ def _ask(
     meta: dict[str, Any],
     timeout_s: float,
 ) -> dict[str, Any]:
-    """Send a ``fleet`` message to the cloud; return its JSON report."""
+    """Send a ``fleet`` message to the cloud; return its report with every edge.
+
+    The cloud answers one page of edges (by name) and the cursor of the next;
+    the rest is asked for page by page on the same connection.
+    """
     from edge_node.transport import CloudClient
     from edgesplit.cli_runtime import _load
 
@@ -93,7 +126,22 @@ def _ask(
         raise ConfigError("no cloud endpoint: give --connect tcp://HOST:PORT")
     keys, server, _ = _edge_security(cfg, endpoint)
     with CloudClient(endpoint, keys=keys, server_key=server) as client:
-        reply, _ = client.request("fleet", None, meta=meta, timeout_s=timeout_s)
+        report = _page(client, endpoint, meta, timeout_s)
+        edges = report["edges"]
+        while report.get("next") is not None:
+            cursor = report["next"]
+            report = _page(client, endpoint, {"op": "status", "after": cursor}, timeout_s)
+            if report.get("next") is not None and report["next"] <= cursor:
+                raise TransportError(f"{endpoint}: the fleet view's pages do not advance")
+            edges += report["edges"]
+    report["edges"] = edges
+    report.pop("next", None)
+    return report
+
+
+def _page(client: Any, endpoint: str, meta: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+    """One ``fleet`` request and its ``report`` (one page of the fleet view)."""
+    reply, _ = client.request("fleet", None, meta=meta, timeout_s=timeout_s)
     if reply is None:
         raise TransportError(f"{endpoint}: no answer within {timeout_s:g} s")
     if reply.message.kind != "report" or "json" not in reply.arrays:
@@ -101,7 +149,8 @@ def _ask(
             f"{endpoint} refused: {reply.message.meta.get('code')}: "
             f"{reply.message.meta.get('message')}"
         )
-    return json.loads(reply.arrays["json"].tobytes())
+    report: dict[str, Any] = json.loads(reply.arrays["json"].tobytes())
+    return report
 
 
 @fleet_app.command("status")
@@ -118,7 +167,9 @@ def status(
 
     Health is over each edge's current bundle (its last 500 requests): error
     rate (answers that had to fall back) and latency percentiles. The
-    comparison weights each version's edges by their requests.
+    comparison weights each version's edges by their requests. The cloud sends
+    the edges page by page; all are listed. Needs a key listed in the cloud's
+    --fleet-admins.
     """
     report = _ask(config, connect, secret_key, server_key, insecure, {"op": "status"}, timeout_s)
     if as_json:
@@ -164,26 +215,16 @@ def show_report(report: dict[str, Any]) -> None:
             f"{report['fraction']:.0%} of the edges"
         )
     console.print(line)
-    edges = Table(title=f"{len(report['edges'])} edge(s)")
-    for column in ("edge", "group", "version", "bundle", "state", "requests", "errors"):
-        edges.add_column(column, justify="right" if column in ("requests", "errors") else "left")
-    for column in ("p50 ms", "p95 ms", "last seen", "note"):
-        edges.add_column(column, justify="left" if column == "note" else "right")
-    for e in report["edges"]:
-        edges.add_row(
-            escape(e["name"]),
-            e["group"],
-            escape(e["version"] or "-"),
-            escape(e["bundle"][:12]),
-            e["state"],
-            str(e["requests"]),
-            _rate(e["error_rate"]),
-            _ms(e["p50_ms"]),
-            _ms(e["p95_ms"]),
-            f"{e['age_s']:.0f} s ago" + (" (stale)" if e["stale"] else ""),
-            escape(e["note"][:60]),
-        )
-    console.print(edges)
+    cells = [_edge_cells(e) for e in report["edges"]]
+    if len(cells) > TABLE_EDGES:
+        _print_columns(f"{len(cells)} edge(s)", cells)
+    else:
+        edges = Table(title=f"{len(cells)} edge(s)")
+        for column in _EDGE_COLUMNS:
+            edges.add_column(column, justify="left" if column in _LEFT else "right")
+        for row in cells:
+            edges.add_row(*(escape(cell) for cell in row))
+        console.print(edges)
     rows = report["comparison"]
     if not rows:
         return
@@ -200,6 +241,63 @@ def show_report(report: dict[str, Any]) -> None:
             _ms(r["p95_ms"]),
         )
     console.print(table)
+
+
+#: Edges listed as a table; more are printed as plain columns (a table costs about 1 ms
+#: a row to lay out: two minutes for 100,000 edges; plain columns take about 2 s).
+TABLE_EDGES = 1_000
+_EDGE_COLUMNS = (
+    "edge",
+    "group",
+    "version",
+    "bundle",
+    "state",
+    "requests",
+    "errors",
+    "p50 ms",
+    "p95 ms",
+    "last seen",
+    "note",
+)
+_LEFT = frozenset({"edge", "group", "version", "bundle", "state", "note"})
+# Control characters an edge declared (terminal escapes) are shown as "?".
+_CONTROLS = dict.fromkeys([*range(0x20), *range(0x7F, 0xA0)], "?")
+
+
+def _edge_cells(e: dict[str, Any]) -> list[str]:
+    """One edge's row of the listing, as text (not markup)."""
+    cells = [
+        e["name"],
+        e["group"],
+        e["version"] or "-",
+        e["bundle"][:12],
+        e["state"],
+        str(e["requests"]),
+        _rate(e["error_rate"]),
+        _ms(e["p50_ms"]),
+        _ms(e["p95_ms"]),
+        f"{e['age_s']:.0f} s ago" + (" (stale)" if e["stale"] else ""),
+        e["note"][:60],
+    ]
+    return [cell.translate(_CONTROLS) for cell in cells]
+
+
+def _print_columns(title: str, rows: list[list[str]]) -> None:
+    """``rows`` under ``_EDGE_COLUMNS`` as aligned plain text, a thousand lines a write."""
+    widths = [
+        min(64, max(len(column), *(len(row[i]) for row in rows)))
+        for i, column in enumerate(_EDGE_COLUMNS)
+    ]
+    left = [column in _LEFT for column in _EDGE_COLUMNS]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(
+            c.ljust(w) if lft else c.rjust(w) for c, w, lft in zip(cells, widths, left, strict=True)
+        ).rstrip()
+
+    lines = [title, line(list(_EDGE_COLUMNS)), *(line(row) for row in rows)]
+    for start in range(0, len(lines), 1000):
+        console.out("\n".join(lines[start : start + 1000]), highlight=False)
 
 
 def _nulls(value: Any) -> Any:
