@@ -146,7 +146,11 @@ def run(bundle: Bundle, tmp: Path, args: argparse.Namespace) -> None:
         thread.start()
         try:
             endpoint = node.endpoint or ""
-            _downloads(endpoint, tmp, archive, args.repeats, v2.id)
+            # Only an edge offered the release may fetch it, and what it fetches is the
+            # release's edge part (no tail): the candidate's archive.
+            fleet.hello({"name": "edge"}, "edge")
+            assert fleet.candidate is not None
+            _downloads(endpoint, tmp, fleet.candidate.archive, args.repeats, v2.id)
             _update(bundle, endpoint, tmp, verify, args)
         finally:
             node.stop()

@@ -9,9 +9,12 @@ edge should run. When that is another bundle, the edge:
    authenticated ZeroMQ channel in chunks, or from the offer's URL, into
    ``state_dir/downloads``, checking the sha256 the offer announced;
 2. verifies it (:func:`edgesplit.release.unpack_release`): the signature when
-   verification keys are configured (an unsigned release is then refused), the
-   bundle's id against the release and every file against the manifest; and
-   stages it in ``state_dir/bundles/<id>``, loading its head sessions there;
+   verification keys are configured (an unsigned release is then refused), its
+   sequence against the release committed last (an older one is a rollback,
+   refused unless ``allow_downgrade``), that it holds the edge's part only (no
+   tail), the bundle's id against the release and every edge file against the
+   manifest; and stages it in ``state_dir/bundles/<id>``, loading its head
+   sessions there;
 3. switches between two requests: requests already started finish on the old
    bundle, the next one runs on the new;
 4. keeps the old bundle loaded for a probation window: a request whose head
@@ -20,7 +23,8 @@ edge should run. When that is another bundle, the edge:
    median latency are compared with the old one's last window, and a
    regression switches back at once (rolled back; that release is never taken
    again). After ``probation_s`` without a regression the new bundle is
-   committed: ``state_dir/current`` names it, so a restart serves it.
+   committed: ``state_dir/current`` names it, so a restart serves it, and
+   ``state_dir/sequence.json`` keeps its release's sequence.
 
 Nothing here blocks a request for long: the hello is sent and collected
 without waiting, and downloads, checks and session loading run off the
@@ -53,13 +57,17 @@ from edgesplit.errors import (
     BundleError,
     ConfigError,
     EdgesplitError,
+    RollbackError,
     TransportError,
     UpdateError,
     WireError,
 )
 from edgesplit.release import (
+    EDGE_NAMES,
     MAX_RELEASE_BYTES,
     RELEASE,
+    check_sequence,
+    edge_only,
     is_bundle_id,
     parse_release,
     unpack_release,
@@ -70,6 +78,8 @@ log = logging.getLogger(__name__)
 
 CURRENT = "current"
 REFUSED = "refused.json"
+#: The sequence of the release committed last, and its bundle: older ones are refused.
+SEQUENCE = "sequence.json"
 _WINDOW = 500
 _DOWNLOAD_ATTEMPTS = 3
 #: Chunks asked for ahead of the one being written.
@@ -101,6 +111,8 @@ class UpdateConfig:
             stopped), the edge switches to it from there, without a download.
         download_bps: most bits per second a download may take (``None``: as fast as
             the link goes); on a thin uplink, leave room for the offloaded tensors.
+        allow_downgrade: take a release older than the one committed (a lower
+            sequence); off, such a release is refused as a rollback.
     """
 
     state_dir: Path
@@ -117,6 +129,7 @@ class UpdateConfig:
     base: str = ""
     base_root: Path | None = None
     download_bps: float | None = None
+    allow_downgrade: bool = False
 
     def __post_init__(self) -> None:
         for key in ("interval_s", "probation_s", "fetch_timeout_s", "max_latency_ratio"):
@@ -158,6 +171,7 @@ class _Staged:
     version: str
     runner: HeadRunner
     policy: Any
+    sequence: int = 0  # its release's; 0: the configured bundle or an unsequenced release
 
 
 @dataclass
@@ -239,7 +253,13 @@ class Updater:
         self._lock = threading.Lock()
         self.events: list[tuple[str, str]] = []
         self.refused: set[str] = _read_refused(config.state_dir / REFUSED)
-        _clean_leftovers(config.state_dir)
+        #: (sequence, bundle id) of the release committed last; ``None``: none with one.
+        self.committed_sequence = read_sequence(config.state_dir)
+        self._sequence = 0  # of the bundle on probation
+        # Refused as rollbacks: not written to refused.json, so that an operator who
+        # then allows downgrades gets them at the next offer.
+        self._older: set[str] = set()
+        _clean_leftovers(config.state_dir, config.base_root)
 
     # -- hooks called by the node ------------------------------------------------------------
 
@@ -382,9 +402,10 @@ class Updater:
             kept = self._local(bundle_id)
             if kept is not None:
                 # Taken before (a rollout stopped, a bundle committed then left): hash every
-                # file again rather than trust the disk, and check its signature again.
-                bundle = self._reuse(kept, bundle_id)
-                self._stage(bundle, str(offer.get("version") or ""), input_spec)
+                # file again rather than trust the disk, and check its signature and
+                # sequence again.
+                bundle, sequence = self._reuse(kept, bundle_id)
+                self._stage(bundle, str(offer.get("version") or ""), input_spec, sequence)
                 return
             sha, size = offer["sha256"], offer["size"]
             if size > MAX_RELEASE_BYTES:
@@ -408,16 +429,22 @@ class Updater:
                 verify_keys=None
                 if self.config.verify_keys is None
                 else list(self.config.verify_keys),
+                role="edge",
+                committed=self._floor(),
             )
             if release.bundle_id != bundle_id:
                 raise UpdateError(
                     f"offered bundle {bundle_id[:12]} but the release holds "
                     f"{release.bundle_id[:12]}"
                 )
-            self._stage(bundle, release.version, input_spec)
+            self._stage(bundle, release.version, input_spec, release.sequence)
         except _Retryable as exc:
             with self._lock:
                 self._failure = (bundle_id, str(exc), False)
+        except RollbackError as exc:
+            with self._lock:
+                self._older.add(bundle_id)
+                self._failure = (bundle_id, str(exc), True)
         except (UpdateError, ConfigError) as exc:
             # What the release is: unsigned, tampered, invalid, or not for this edge.
             with self._lock:
@@ -429,27 +456,51 @@ class Updater:
         finally:
             archive.unlink(missing_ok=True)
 
-    def _reuse(self, root: Path, bundle_id: str) -> Bundle:
-        """A bundle already on this edge, checked again as if it had just arrived."""
+    def _reuse(self, root: Path, bundle_id: str) -> tuple[Bundle, int]:
+        """A bundle already on this edge, checked again as if it had just arrived.
+
+        Returns it and its release's sequence (0 for the configured bundle: the
+        operator's own choice is never a rollback).
+        """
         try:
-            bundle = load_bundle(root, verify="all")
+            bundle = load_bundle(root, verify="edge")
         except BundleError as exc:
             raise UpdateError(f"bundle {bundle_id[:12]} on this edge is damaged: {exc}") from exc
         if bundle.id != bundle_id:
             raise UpdateError(f"{root} holds bundle {bundle.id[:12]}, not {bundle_id[:12]}")
+        if root == self.config.base_root:
+            return bundle, 0
         keys = self.config.verify_keys
-        if keys is not None and root != self.config.base_root:
-            # A bundle stored before a verify key was configured must be signed too.
-            try:
-                release = parse_release((root / RELEASE).read_bytes(), root)
-            except OSError as exc:
+        try:
+            release = parse_release((root / RELEASE).read_bytes(), root)
+        except OSError as exc:
+            if keys is not None:
                 raise UpdateError(f"{root}: no {RELEASE} kept with the bundle") from exc
+            release = None
+        if release is not None and release.bundle_id != bundle_id:
+            raise UpdateError(f"{root}: {RELEASE} names another bundle")
+        if keys is not None:
+            # A bundle stored before a verify key was configured must be signed too.
+            assert release is not None
             verify_signature(release, list(keys), str(root))
-            if release.bundle_id != bundle_id:
-                raise UpdateError(f"{root}: {RELEASE} names another bundle")
-        return bundle
+        floor = self._floor()
+        if release is not None:
+            # Re-assigned a release the store kept: a rollback too if it is older.
+            check_sequence(release, floor, str(root))
+            return bundle, release.sequence
+        if floor is not None:
+            raise RollbackError(
+                f"{root}: rollback refused: bundle {bundle_id[:12]} has no {RELEASE}, so no "
+                f"sequence, older than the committed release's {floor[0]}; to take it anyway "
+                "set [update] allow_downgrade = true on this edge"
+            )
+        return bundle, 0
 
-    def _stage(self, bundle: Bundle, version: str, input_spec: Any) -> None:
+    def _floor(self) -> tuple[int, str] | None:
+        """What a release must not be older than: the committed one's, unless downgrades go."""
+        return None if self.config.allow_downgrade else self.committed_sequence
+
+    def _stage(self, bundle: Bundle, version: str, input_spec: Any, sequence: int = 0) -> None:
         """Load a checked bundle's sessions and policy; the next tick switches to it."""
         if bundle.manifest.model.input != input_spec:
             raise UpdateError(
@@ -460,7 +511,7 @@ class Updater:
         runner.warm(bundle.manifest.cuts)
         policy = self._make_policy(bundle)
         with self._lock:
-            self._staged = _Staged(bundle, version or bundle.id[:12], runner, policy)
+            self._staged = _Staged(bundle, version or bundle.id[:12], runner, policy, sequence)
 
     def _fetch_chunks(self, bundle_id: str, archive: Path, size: int, chunk: object) -> None:
         """Download the archive in chunks over ZeroMQ, several asked for ahead.
@@ -519,11 +570,13 @@ class Updater:
                 f"cannot reach the cloud to download within {self.config.fetch_timeout_s:g} s"
             )
 
+    def _fetch_meta(self, bundle_id: str, offset: int, length: int) -> dict[str, Any]:
+        """A ``fetch``'s meta; the name is the hello's, so the cloud knows it offered this edge."""
+        return {"bundle": bundle_id, "offset": offset, "length": length, "name": self.config.name}
+
     def _ask(self, client: CloudClient, bundle_id: str, offset: int, length: int) -> Pending | None:
         try:
-            return client.send(
-                "fetch", None, meta={"bundle": bundle_id, "offset": offset, "length": length}
-            )
+            return client.send("fetch", None, meta=self._fetch_meta(bundle_id, offset, length))
         except TransportError:
             return None
 
@@ -544,7 +597,7 @@ class Updater:
                 reply, _ = client.request(
                     "fetch",
                     None,
-                    meta={"bundle": bundle_id, "offset": offset, "length": length},
+                    meta=self._fetch_meta(bundle_id, offset, length),
                     timeout_s=self.config.fetch_timeout_s,
                 )
             except (TransportError, WireError) as exc:
@@ -582,6 +635,7 @@ class Updater:
         self._old_health, self.health = self.health, Health()
         self._old_version, self.version = self.version, staged.version
         self._switched_at = self._clock()
+        self._sequence = staged.sequence
         self.state = "probation"
         self.note = f"on probation from {old_bundle.id[:12]}"
         self._gauge(node, old_bundle.id, self._old_version, staged.bundle.id, staged.version)
@@ -607,6 +661,7 @@ class Updater:
         self.version, self._old_version = self._old_version, ""
         self.health, self._old_health = self._old_health, Health()
         self._switched_at = None
+        self._sequence = 0
         self._gauge(node, bad.id, bad_version, bundle.id, self.version)
         self.state, self.candidate, self.note = "rolled_back", bad.id, f"rolled back: {reason}"
         self._event(node, "rolled_back", f"{bad.id[:12]}: {reason}")
@@ -628,6 +683,16 @@ class Updater:
                 }
             ),
         )
+        if self._sequence:
+            # The configured bundle (sequence 0) leaves the mark as it was: going back to
+            # it is the operator's choice, not a release's.
+            self.committed_sequence = (self._sequence, node.bundle.id)
+            _write_atomic(
+                self.config.state_dir / SEQUENCE,
+                json.dumps(
+                    {"sequence": self._sequence, "bundle": node.bundle.id, "version": self.version}
+                ),
+            )
         self.state, self.candidate, self.note = "serving", "", f"committed: {figures}"
         self._event(node, "committed", f"{node.bundle.id[:12]} ({figures})")
         self._prune(node.bundle.id)
@@ -643,7 +708,7 @@ class Updater:
             return
         self.state, self.candidate, self.note = "refused", bundle_id, message
         self._event(node, "refused", f"{bundle_id[:12]}: {message}")
-        self._remember_refused(bundle_id)
+        self._remember_refused(bundle_id, persist=bundle_id not in self._older)
         if bundle_id != node.bundle.id and (node.spare is None or node.spare[0].id != bundle_id):
             self._discard(bundle_id)
 
@@ -653,9 +718,11 @@ class Updater:
         if is_bundle_id(bundle_id) and kept.is_dir():
             shutil.rmtree(kept, ignore_errors=True)
 
-    def _remember_refused(self, bundle_id: str) -> None:
+    def _remember_refused(self, bundle_id: str, persist: bool = True) -> None:
         self.refused.add(bundle_id)
-        _write_atomic(self.config.state_dir / REFUSED, json.dumps(sorted(self.refused)))
+        if persist:
+            kept = self.refused - self._older
+            _write_atomic(self.config.state_dir / REFUSED, json.dumps(sorted(kept)))
 
     def _prune(self, current: str) -> None:
         store = self.config.state_dir / "bundles"
@@ -719,6 +786,28 @@ def committed_bundle(state_dir: Path, base: str | None = None) -> tuple[Bundle, 
     return bundle, str(data.get("version", ""))
 
 
+def read_sequence(state_dir: Path) -> tuple[int, str] | None:
+    """``(sequence, bundle id)`` of the release committed last in ``state_dir``, if any.
+
+    A file that does not read is logged and taken as none: the edge must not stop
+    serving over it (a release is then judged as on a fresh edge).
+    """
+    path = state_dir / SEQUENCE
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        log.warning("%s does not read, no committed sequence: %s", path, exc)
+        return None
+    sequence = data.get("sequence") if isinstance(data, dict) else None
+    bundle = data.get("bundle") if isinstance(data, dict) else None
+    if isinstance(sequence, bool) or not isinstance(sequence, int) or sequence < 1:
+        log.warning("%s holds no sequence, none committed: %r", path, data)
+        return None
+    return sequence, bundle if isinstance(bundle, str) else ""
+
+
 def _chunk(reply: Reply, offset: int, length: int) -> bytes:
     """The bytes of a ``chunk`` reply to a fetch of ``length`` bytes at ``offset``.
 
@@ -755,12 +844,29 @@ def _downloadable(offer: dict[str, Any]) -> bool:
     )
 
 
-def _clean_leftovers(state_dir: Path) -> None:
-    """Partial downloads and half-unpacked stagings of a run that was stopped."""
+def _clean_leftovers(state_dir: Path, base_root: Path | None = None) -> None:
+    """Partial downloads and half-unpacked stagings of a run that was stopped.
+
+    Also what an edge never needs in its store: a bundle taken before releases for
+    edges existed holds its tails too (``cloud/``); only the edge's part is kept.
+    """
     for partial in (state_dir / "downloads").glob("*.tar"):
         partial.unlink(missing_ok=True)
-    for staging in (state_dir / "bundles").glob(".staging-*"):
+    store = state_dir / "bundles"
+    for staging in store.glob(".staging-*"):
         shutil.rmtree(staging, ignore_errors=True)
+    for kept in store.glob("*"):
+        if not is_bundle_id(kept.name) or not kept.is_dir() or kept == base_root:
+            continue
+        if edge_only(kept):
+            continue
+        for extra in kept.iterdir():
+            if extra.name in EDGE_NAMES:
+                continue
+            if extra.is_dir() and not extra.is_symlink():
+                shutil.rmtree(extra, ignore_errors=True)
+            else:
+                extra.unlink(missing_ok=True)
 
 
 def _read_refused(path: Path) -> set[str]:
@@ -775,4 +881,12 @@ def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-__all__ = ["Health", "UpdateConfig", "Updater", "Verdict", "committed_bundle", "judge"]
+__all__ = [
+    "Health",
+    "UpdateConfig",
+    "Updater",
+    "Verdict",
+    "committed_bundle",
+    "judge",
+    "read_sequence",
+]

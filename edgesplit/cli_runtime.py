@@ -186,8 +186,9 @@ def cloud(
     offer: Annotated[
         Path | None,
         typer.Option(
-            help="Roll this release archive (`edgesplit release`) out to --offer-fraction of "
-            "the edges; its tails are served beside the stable bundle's."
+            help="Roll this release out to --offer-fraction of the edges: the full archive from "
+            "`edgesplit release` (not its .edge.tar); its tails are served beside the stable "
+            "bundle's, and edges download the part without them."
         ),
     ] = None,
     offer_fraction: Annotated[
@@ -327,6 +328,9 @@ def _names(text: str) -> tuple[str, ...]:
 def _fleet(bundle: Any, cfg: Any) -> tuple[Any, Any, Any, Any]:
     """The fleet view, and the release on offer: its unpacked bundle and tail backend.
 
+    The full release is unpacked with every file checked; the release for edges
+    (no tail) is derived from it in the staging directory, the very bytes
+    ``edgesplit release`` wrote beside it, and is all that edges are offered.
     The release's tails run in the embedded ONNX Runtime backend whatever serves
     the stable bundle (a Triton repository or a Ray deployment holds one bundle's
     tails under fixed names); a promoted release becomes the stable bundle of the
@@ -335,9 +339,12 @@ def _fleet(bundle: Any, cfg: Any) -> tuple[Any, Any, Any, Any]:
     import contextlib
     import tempfile
 
+    from rich.markup import escape
+
     from cloud_node.backends import OnnxRuntimeBackend
     from cloud_node.fleet import Candidate, Fleet
     from edge_node.providers import resolve_providers
+    from edgesplit.errors import UpdateError
     from edgesplit.release import unpack_release
 
     f = cfg.fleet
@@ -350,10 +357,29 @@ def _fleet(bundle: Any, cfg: Any) -> tuple[Any, Any, Any, Any]:
         raise ConfigError(f"--offer {f.offer}: no such release archive (see `edgesplit release`)")
     staging = tempfile.TemporaryDirectory(prefix="edgesplit-offer-")
     try:
-        release, unpacked = unpack_release(f.offer, Path(staging.name))
+        try:
+            release, unpacked = unpack_release(f.offer, Path(staging.name))
+        except UpdateError as exc:
+            if not f.offer.name.endswith(".edge.tar"):
+                raise
+            raise ConfigError(
+                f"--offer {f.offer}: the edges' part holds no tail; give the full archive "
+                f"from `edgesplit release` ({exc})"
+            ) from exc
         if release.bundle_id == bundle.id:
             raise ConfigError(f"--offer {f.offer}: it holds the bundle already served")
-        candidate = Candidate.from_archive(f.offer, unpacked, f.url)
+        candidate = Candidate.from_archive(
+            f.offer, unpacked, f.url, Path(staging.name) / f"{release.bundle_id}.edge.tar"
+        )
+        if f.url is not None:
+            console.print(
+                escape(
+                    f"rollout: edges download {f.url}: it must be the edge part, sha256 "
+                    f"{candidate.sha256}, {candidate.size} bytes (`edgesplit release` wrote it "
+                    f"beside {f.offer.name})"
+                ),
+                soft_wrap=True,
+            )
         backend = OnnxRuntimeBackend(
             unpacked, resolve_providers(tuple(cfg.cloud.providers)), cfg.cloud.threads
         )

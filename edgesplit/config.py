@@ -382,6 +382,11 @@ class UpdateSection:
         off=True,
         example="2.0",
     )
+    allow_downgrade: bool = setting(
+        False,
+        "Take a release older (a lower sequence) than the one this edge committed; off: such "
+        "a release is refused as a rollback and reported in the fleet view.",
+    )
 
 
 @dataclass(frozen=True)
@@ -390,8 +395,9 @@ class FleetSection:
 
     offer: Path | None = setting(
         None,
-        "A release archive (from `edgesplit release`) to roll out; the cloud serves its tails "
-        "beside the stable bundle's.",
+        "A full release archive (from `edgesplit release`, not its .edge.tar) to roll out; the "
+        "cloud serves its tails beside the stable bundle's and offers edges its part without "
+        "them.",
         example='"releases/resnet18-2.tar"',
     )
     fraction: float = setting(
@@ -403,7 +409,8 @@ class FleetSection:
     )
     url: str | None = setting(
         None,
-        "Where edges download the release instead of over ZeroMQ (an http or https URL).",
+        "Where edges download the release's edge part (NAME.edge.tar from `edgesplit release`) "
+        "instead of over ZeroMQ (an http or https URL).",
         example='"https://releases.example.com/resnet18-2.tar"',
     )
     stable_version: str | None = setting(

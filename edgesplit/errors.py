@@ -11,6 +11,7 @@ so a CLI or a server loop can catch the whole family at one boundary::
     ├── BackendError       an inference backend (ONNX Runtime, Triton) failed
     ├── TransportError     a socket could not bind, connect or exchange messages
     ├── UpdateError        a bundle release refused: corrupt, unsigned, tampered or invalid
+    │   └── RollbackError      a release older than the one the edge has committed
     └── WireError          a message frame that is not valid edgesplit wire format
         ├── HeaderError        the msgpack header frame is malformed or unsupported
         ├── PayloadError       a tensor frame disagrees with what its header declares
@@ -58,6 +59,10 @@ class UpdateError(EdgesplitError):
     """A release (an over-the-air bundle update) was refused; the old bundle keeps serving."""
 
 
+class RollbackError(UpdateError):
+    """A release older than the one the edge has committed (a lower sequence) was refused."""
+
+
 class TransportError(EdgesplitError):
     """A socket could not bind, connect, or exchange messages."""
 
@@ -88,6 +93,7 @@ __all__ = [
     "ModelError",
     "PayloadError",
     "PolicyError",
+    "RollbackError",
     "TransportError",
     "UpdateError",
     "WireError",

@@ -316,6 +316,7 @@ def _updater(run: EdgeRun, committed: Any, base: str, make_runner: Any, make_pol
         base=base,
         base_root=cfg.edge.bundle if run.bundle is None else run.bundle.root,
         download_bps=None if u.download_mbps is None else u.download_mbps * 1e6,
+        allow_downgrade=u.allow_downgrade,
     )
     version = committed[1] if committed else ""
     return Updater(

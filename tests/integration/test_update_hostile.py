@@ -180,9 +180,10 @@ def test_a_missing_archive_on_the_cloud_is_an_error_reply_not_a_crash(
     archive = release_of(v2, tmp_path, "2", None)
     cloud = Cloud(untrained_bundle, archive, tmp_path / "u")
     clouds.append(cloud)
-    archive.unlink()
+    cloud.fleet.hello({"name": "gate-1"}, None)  # offered the release
+    cloud.fleet.candidate.archive.unlink()  # type: ignore[union-attr] - the part served
     for meta in (
-        {"bundle": v2.id, "offset": 0, "length": 10},
+        {"bundle": v2.id, "offset": 0, "length": 10, "name": "gate-1"},
         {"bundle": v2.id, "offset": True, "length": 10},
         {"bundle": v2.id, "offset": -1, "length": 10},
         {"op": "x" * 1000},

@@ -36,6 +36,7 @@ from edge_node.update import UpdateConfig, Updater, committed_bundle
 from edgesplit.bundle import MANIFEST, Bundle, sha256_file
 from edgesplit.errors import UpdateError
 from edgesplit.release import (
+    edge_release_path,
     load_signing_key,
     load_verify_key,
     make_release,
@@ -81,9 +82,20 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"sign": sign, "verify": verify, "other": other, "root": root}
 
 
-def release_of(bundle: Bundle, out: Path, version: str, sign_key: Path | None) -> Path:
+def release_of(
+    bundle: Bundle, out: Path, version: str, sign_key: Path | None, sequence: int | None = None
+) -> Path:
+    """The full release ``out/vVERSION.tar``, its edge part beside it (``vVERSION.edge.tar``).
+
+    Its sequence is ``sequence``, else the version when that is a number.
+    """
     key = load_signing_key(sign_key) if sign_key is not None else None
-    return make_release(bundle, version, out / f"v{version}.tar", key)
+    if sequence is None and version.isdigit():
+        sequence = int(version)
+    full = out / f"v{version}.tar"
+    return make_release(
+        bundle, version, full, key, sequence=sequence, edge_out=edge_release_path(full)
+    )
 
 
 # -- a cloud offering a release, edges taking it -----------------------------------------------
@@ -149,6 +161,7 @@ class Edge:
         curve: dict[str, Path] | None = None,
         probation_s: float = 0.6,
         base: Bundle | None = None,
+        allow_downgrade: bool = False,
     ) -> None:
         base = base or bundle
 
@@ -181,6 +194,7 @@ class Edge:
                 fetch_timeout_s=5.0,
                 base=base.id,
                 base_root=base.root,
+                allow_downgrade=allow_downgrade,
             ),
             "1",
             client,
@@ -350,7 +364,8 @@ def test_fleet_groups_are_stable_and_grow_with_the_fraction(
     half = {n for n in names if fleet.group(n) == "B"}
     assert quarter < half and 160 <= len(half) <= 240
     offer = fleet.hello({"bundle": untrained_bundle.id, "version": "1"}, next(iter(quarter)))
-    assert offer["assigned"] == v2.id and offer["sha256"] == sha256_file(archive)
+    # The offer is the edge part, derived by the cloud: the very bytes `release` wrote.
+    assert offer["assigned"] == v2.id and offer["sha256"] == sha256_file(edge_release_path(archive))
     stay = fleet.hello({"bundle": untrained_bundle.id}, next(n for n in names if n not in half))
     assert stay == {"assigned": untrained_bundle.id, "version": "1", "group": "A"}
     # An edge that rolled the candidate back is never offered it again.
@@ -475,8 +490,10 @@ def test_a_capped_download_keeps_to_its_rate(
     archive = release_of(v2, tmp_path, "2", None)
     cloud = Cloud(untrained_bundle, archive, tmp_path / "u")
     clouds.append(cloud)
-    size = archive.stat().st_size
+    served = cloud.fleet.candidate.archive  # type: ignore[union-attr] - the edge part
+    size = served.stat().st_size
     rate = size * 8 / 1.5  # the whole archive in 1.5 s
+    cloud.fleet.hello({"name": "edge"}, None)  # offered: only then may it fetch
     updater = Updater(
         UpdateConfig(state_dir=tmp_path / "s", download_bps=rate),
         "1",
@@ -487,7 +504,7 @@ def test_a_capped_download_keeps_to_its_rate(
     began = time.perf_counter()
     updater._fetch_chunks(v2.id, tmp_path / "x.tar", size, 256 * 1024)
     elapsed = time.perf_counter() - began
-    assert sha256_file(tmp_path / "x.tar") == sha256_file(archive)
+    assert sha256_file(tmp_path / "x.tar") == sha256_file(served)
     assert 1.3 <= elapsed <= 4.0, elapsed
 
 
@@ -505,10 +522,11 @@ def test_corrupt_or_unsigned_release_is_refused_and_the_old_bundle_keeps_serving
     cloud = Cloud(untrained_bundle, archive, tmp_path / "cloud-unpacked")
     clouds.append(cloud)
     if problem == "corrupt":
-        # The archive changes on the cloud's disk after its sha256 was announced.
-        data = bytearray(archive.read_bytes())
+        # The archive served changes on the cloud's disk after its sha256 was announced.
+        served = cloud.fleet.candidate.archive  # type: ignore[union-attr]
+        data = bytearray(served.read_bytes())
         data[len(data) // 2] ^= 0xFF
-        archive.write_bytes(bytes(data))
+        served.write_bytes(bytes(data))
     edge = Edge(untrained_bundle, cloud.endpoint, tmp_path / "state", verify=keys["verify"])
     edge.node.check_cloud()
     attempts = 3 if problem == "corrupt" else 1
@@ -593,7 +611,8 @@ def test_download_from_a_url_and_ab_comparison(
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/{archive.name}"
+        # Published there: the edge part that `release` wrote beside the full archive.
+        url = f"http://127.0.0.1:{server.server_address[1]}/{edge_release_path(archive).name}"
         cloud = Cloud(untrained_bundle, archive, tmp_path / "cloud-unpacked", fraction=0.5, url=url)
         clouds.append(cloud)
         names = [f"edge-{i}" for i in range(40)]
@@ -640,6 +659,12 @@ def test_cloud_and_fleet_commands_as_processes(
     )  # fmt: skip
     assert made.returncode == 0, made.stderr
     assert "signed by key" in made.stdout
+    edge_part = tmp_path / "v2.edge.tar"
+    assert "for the edges (what they download" in made.stdout and str(edge_part) in made.stdout
+    with tarfile.open(edge_part) as tar:
+        names = tar.getnames()
+    assert names[:2] == ["release.json", MANIFEST]
+    assert all(n.startswith(("edge/", "data/")) for n in names[2:])
     proc, endpoint = start_cloud_process(
         untrained_bundle.root,
         "tcp://127.0.0.1:*",
@@ -764,6 +789,28 @@ def test_edge_process_takes_the_update_stops_cleanly_on_sigterm_and_restarts_on_
         assert [r["bundle"] for r in rows] == [v2.id] * 10
     finally:
         stop_process(proc)
+    # The edge took the release for edges: no tail in its state dir.
+    assert not [p for p in state.rglob("*") if "cloud" in p.relative_to(state).parts]
     # A bundle deployed afresh wins over an update committed on top of another.
     assert committed_bundle(state, base=untrained_bundle.id) is not None
     assert committed_bundle(state, base="0" * 64) is None
+
+
+def test_fleet_status_needs_an_admin_key_too(
+    untrained_bundle: Bundle, keys: dict[str, Path], tmp_path: Path, clouds: list[Cloud]
+) -> None:
+    from edgesplit.cli_fleet import _ask
+    from edgesplit.errors import TransportError
+
+    cloud = Cloud(untrained_bundle, None, tmp_path / "u", keys=keys)
+    clouds.append(cloud)
+    cloud.fleet.hello({"bundle": untrained_bundle.id, "name": "jetson-a"}, "gate-2")
+    server = keys["root"] / "cloud" / "cloud.key"
+    for name in ("gate-2", "gate-1"):
+        secret = keys["root"] / "edges" / f"{name}.key_secret"
+        with pytest.raises(TransportError, match="forbidden.*--fleet-admins"):
+            _ask(None, cloud.endpoint, secret, server, False, {"op": "status"}, 5.0)
+    assert cloud.node.counts["error_forbidden"] == 2 and cloud.node.counts["fleet"] == 0
+    admin = keys["root"] / "edges" / "admin.key_secret"
+    report = _ask(None, cloud.endpoint, admin, server, False, {"op": "status"}, 5.0)
+    assert [e["name"] for e in report["edges"]] == ["gate-2/jetson-a"] and report["total"] == 1
