@@ -47,7 +47,6 @@ CHUNK_BYTES = 256 * 1024
 MAX_CHUNK_BYTES = 4 * 1024 * 1024
 #: States an edge reports (edge_node.update.UpdateState).
 EDGE_STATES = ("serving", "downloading", "retrying", "probation", "rolled_back", "refused")
-_MAX_EDGES = 100_000
 
 
 @dataclass(frozen=True)
@@ -121,6 +120,7 @@ class Fleet:
     refused: dict[str, set[str]] = field(default_factory=dict)
     #: Names of the edges offered the candidate (oldest first): only they may fetch it.
     offered: dict[str, None] = field(default_factory=dict)
+    _offered_by_key: dict[str, dict[str, None]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _view: FleetView = field(init=False, repr=False)
 
@@ -217,8 +217,20 @@ class Fleet:
         # edges offered it, may fetch the release (a fraction lowered meanwhile included).
         self.offered.pop(name, None)
         self.offered[name] = None
-        while len(self.offered) > _MAX_EDGES:
-            del self.offered[next(iter(self.offered))]
+        # Bounded as the view is: per key (one key's new names push out its own oldest,
+        # never another key's edges) and in total.
+        key = name.split("/", 1)[0]
+        own = self._offered_by_key.setdefault(key, {})
+        own.pop(name, None)
+        own[name] = None
+        while len(own) > self.limits.max_edges_per_key:
+            oldest = next(iter(own))
+            del own[oldest]
+            self.offered.pop(oldest, None)
+        while len(self.offered) > self.limits.max_edges:
+            oldest = next(iter(self.offered))
+            del self.offered[oldest]
+            self._offered_by_key.get(oldest.split("/", 1)[0], {}).pop(oldest, None)
         offer: dict[str, Any] = {
             "assigned": c.release.bundle_id,
             "version": c.release.version,

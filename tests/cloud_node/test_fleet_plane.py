@@ -425,3 +425,28 @@ def test_fleet_status_lists_100000_edges_page_by_page(
         f"{min(costs) * 1e3:.1f}-{max(costs) * 1e3:.1f} ms on the ingress; "
         f"`fleet status --json` {json_s:.1f} s, as text {text_s:.1f} s ({pages} pages)"
     )
+
+
+def test_a_flood_of_names_cannot_push_other_keys_edges_out_of_the_offer(
+    untrained_bundle: Bundle, tmp_path: Path
+) -> None:
+    from cloud_node.fleet import Candidate
+    from edgesplit.release import Release
+
+    release = Release("c" * 64, "2", "m", "2026-12-03T00:00:00Z", sequence=2)
+    candidate = Candidate(tmp_path / "r.edge.tar", release, untrained_bundle, "0" * 64, 1)
+    fleet = Fleet(
+        untrained_bundle,
+        "1",
+        candidate,
+        1.0,
+        clock=Clock(),
+        limits=FleetLimits(max_edges=300, max_edges_per_key=100, **UNLIMITED),
+    )
+    assert fleet.hello(heartbeat(untrained_bundle, "gate-1"), "gate-1")["assigned"] == "c" * 64
+    for i in range(5_000):
+        fleet.hello(heartbeat(untrained_bundle, f"n{i}"), "mallory")
+    assert "gate-1" in fleet.offered  # another key's edge keeps its offer
+    mallory = [n for n in fleet.offered if n.startswith("mallory/")]
+    assert len(mallory) == 100 and "mallory/n4999" in mallory
+    assert len(fleet.offered) <= 300
