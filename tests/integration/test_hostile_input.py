@@ -3,7 +3,8 @@
 ``edgesplit cloud`` runs as its own process; a hypothesis state machine sends
 it, over a real ZeroMQ DEALER, an interleaving of truncated, mistyped,
 wrong-version, wrong-shape, unknown-cut, other-bundle, decompression-bomb,
-huge-declared, random and oversized frames, and good requests. Every step
+huge-declared, random and oversized frames, unfinished multipart messages
+from raw ZMTP peers, and good requests. Every step
 checks the answer: a bad frame gets an ``error`` reply with a code, a good
 request the tail's exact result. Over at least 10,000 cases the process must
 stay up, its resident memory must stay bounded, and its Prometheus error
@@ -322,6 +323,21 @@ class Hostile(RuleBasedStateMachine):
         self.tally["cases"] += 1
         self.next_id += 1
 
+    @precondition(lambda self: self.next_id % 50 == 25)
+    @rule(count=st.integers(1, 2_000), size=st.integers(0, 4_096))
+    def unfinished_multipart(self, count: int, size: int) -> None:
+        """A raw ZMTP peer: frames of one message that never ends, then it leaves."""
+        from tests.integration.test_hostile_memory import zmtp_connect, zmtp_frame
+
+        sock = zmtp_connect(self.target.endpoint)
+        try:
+            sock.sendall(zmtp_frame(bytes(size), more=True) * count)
+        finally:
+            sock.close()
+        self.tally["unfinished"] += 1
+        self.tally["cases"] += 1
+        self.next_id += 1
+
     @invariant()
     def node_alive(self) -> None:
         assert Path(f"/proc/{self.target.pid}").exists(), "the cloud process is gone"
@@ -371,7 +387,7 @@ def test_ten_thousand_hostile_cases_are_each_rejected_and_counted(
     rss_end = rss_bytes(target.pid)
     assert tally["cases"] >= CASES, tally
     # Every hostile kind was tried, and good requests kept being answered among them.
-    assert tally["good"] >= 500 and tally["oversized"] >= 1
+    assert tally["good"] >= 500 and tally["oversized"] >= 1 and tally["unfinished"] >= 1
     # Each error the harness was answered with is in the node's counters, and no other.
     counted = scrape_errors(target.metrics_url)
     answered = {code: n for code, n in tally.items() if code in CODES}
