@@ -25,8 +25,8 @@ Many tiny frames cost libzmq more memory than their bytes on the wire (64
 bytes a frame, for 2 on the wire without CURVE): so the guard also watches
 the process's resident memory, and when it rises past three quarters of the
 total budget above what it was at start (the bundle loaded), it cuts off the
-connection that holds most among those whose unfinished message stopped
-making progress (no message completed over two measures), one per measure,
+connection that holds most among those whose unfinished message keeps
+growing with no message completed (two measures in a row), one per measure,
 until the memory is back under the budget or no such connection is left;
 growth with no such connection is the process's own, and becomes its new
 baseline.
@@ -149,6 +149,7 @@ class _Peer:
         "identities",
         "measured",
         "last_read",
+        "last_held_in",
         "stalls",
     )
 
@@ -162,11 +163,17 @@ class _Peer:
         self.identities: set[bytes] = set()
         self.measured = True
         self.last_read = 0  # ``read`` at the previous measure
-        self.stalls = 0  # measures in a row holding SUSPECT_BYTES with no message completed
+        self.last_held_in = 0  # ``held_in`` at the previous measure
+        # Measures in a row growing past SUSPECT_BYTES with no message completed.
+        self.stalls = 0
 
     @property
     def stalled(self) -> bool:
-        """Holding a sizeable unfinished message that made no progress for two measures."""
+        """Growing a sizeable unfinished message for two measures without completing one.
+
+        A closed-loop client whose request waits unread is not growing: under load the
+        ingress may leave a complete message unread for a while, and that is no attack.
+        """
         return self.stalls >= 2
 
     @property
@@ -415,11 +422,12 @@ class PeerGuard:
                     continue  # closed, or the descriptor now belongs to another connection
                 peer.held_in = max(0, received - unread - peer.read - _HANDSHAKE_SLACK)
                 peer.held_out = max(0, peer.sent - acked - unacked)
-                if peer.read == peer.last_read and peer.held_in >= SUSPECT_BYTES:
+                growing = peer.held_in > peer.last_held_in
+                if peer.read == peer.last_read and peer.held_in >= SUSPECT_BYTES and growing:
                     peer.stalls += 1
                 else:
                     peer.stalls = 0
-                peer.last_read = peer.read
+                peer.last_read, peer.last_held_in = peer.read, peer.held_in
             measured.append(peer)
         return measured
 
