@@ -29,6 +29,7 @@ import numpy as np
 
 from edgesplit.errors import EdgesplitError
 from experiments.traces import Trace, load_traces
+from offload_policy.error_tracking import tracked
 from offload_policy.estimators import (
     Ewma,
     HarmonicMean,
@@ -50,6 +51,8 @@ ESTIMATORS: dict[str, Callable[[], ThroughputEstimator]] = {
     "harmonic n=10": lambda: HarmonicMean(10),
     "robust(harmonic n=5) w=5": lambda: RobustLowerBound(HarmonicMean(5), 5),
     "robust(ewma a=0.3) w=5": lambda: RobustLowerBound(Ewma(0.3), 5),
+    "ewma a=0.8": lambda: Ewma(0.8),
+    "tracked(ewma .8) w=20 c=3": tracked,
 }
 
 

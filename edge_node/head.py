@@ -24,12 +24,14 @@ class HeadResult:
         last_stop: (tensor name, value) of the deepest exit boundary reached (or
             the start), from which the edge-only chain can continue locally.
         compute_s: time spent in ONNX Runtime, seconds.
+        segments: ids of the segments that ran, in order (what ``compute_s`` timed).
     """
 
     exit: str | None
     value: np.ndarray
     last_stop: tuple[str, np.ndarray]
     compute_s: float
+    segments: tuple[str, ...] = ()
 
 
 def confidence(logits: np.ndarray) -> np.ndarray:
@@ -94,11 +96,13 @@ class HeadRunner:
         name, value = start
         stop = start
         spent = 0.0
+        ran: list[str] = []
         for segment in segments:
             session = self.session(segment)
             began = time.perf_counter()
             outputs = session.run(None, {segment.input: value})
             spent += time.perf_counter() - began
+            ran.append(segment.id)
             named = {o.name: v for o, v in zip(session.get_outputs(), outputs, strict=True)}
             name, value = segment.output, named[segment.output]
             if segment.exit is None:
@@ -107,5 +111,5 @@ class HeadRunner:
             if threshold is not None:
                 logits = named[segment.exit]
                 if bool(np.all(confidence(logits) >= threshold)):
-                    return HeadResult(segment.exit, logits, stop, spent)
-        return HeadResult(None, value, stop, spent)
+                    return HeadResult(segment.exit, logits, stop, spent, tuple(ran))
+        return HeadResult(None, value, stop, spent, tuple(ran))

@@ -52,7 +52,7 @@ class LinkMonitor:
 
     Args:
         prior_bps: bandwidth assumed before the first measurement.
-        estimator: ``harmonic``, ``ewma``, ``last`` or ``robust``.
+        estimator: ``tracked``, ``harmonic``, ``ewma``, ``last`` or ``robust``.
         fixed_bps: always report this bandwidth (measurements are still taken).
         fixed_rtt_s: always report this RTT.
     """
@@ -60,7 +60,7 @@ class LinkMonitor:
     def __init__(
         self,
         prior_bps: float,
-        estimator: str = "harmonic",
+        estimator: str = "tracked",
         *,
         fixed_bps: float | None = None,
         fixed_rtt_s: float | None = None,

@@ -90,6 +90,12 @@ class EdgeMetrics:
             "The cloud's last reported queueing delay.",
             registry=r,
         )
+        self.correction = Gauge(
+            "edgesplit_edge_correction_ratio",
+            "Closed-loop correction: measured / profiled time, by term (edge, cloud).",
+            ["term"],
+            registry=r,
+        )
         self.bundle_info = Gauge(
             "edgesplit_edge_bundle_info",
             "1 for the bundle (id and release version) this edge serves with.",

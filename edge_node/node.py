@@ -34,6 +34,7 @@ from edgesplit.bundle import Bundle, Cut, segment_chain
 from edgesplit.errors import BundleError, TransportError, WireError
 from edgesplit.onnxrt import run_errors
 from offload_policy import Decision, Observation
+from offload_policy.corrections import CorrectionFactors, Corrections, probe_segment
 from offload_policy.energy import device_power, radio
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,8 @@ class _Ticket:
     x: np.ndarray
     pending: Pending | None = None
     outcome: Outcome | None = None
+    #: Seconds of an idle-time head probe run while the offload was in flight.
+    probe_s: float = 0.0
 
 
 class EdgeNode:
@@ -118,6 +121,8 @@ class EdgeNode:
             fixed_bps=c.bandwidth_bps if c.fixed_bandwidth else None,
             fixed_rtt_s=c.rtt_s,
         )
+        # What the edge measures of its head and the cloud's tail, fed back into the policy.
+        self.corrections = Corrections()
         self.counts: Counter[str] = Counter()
         self.recoveries = 0
         self._state: Any = getattr(policy, "initial_state", lambda: None)()
@@ -151,6 +156,9 @@ class EdgeNode:
         old = (self.bundle, self.runner, self.policy)
         self.bundle, self.runner = bundle, runner
         self.set_policy(policy)
+        # The new bundle's profiles are a new reference: what was learned against the old
+        # ones does not carry over.
+        self.corrections = Corrections()
         return old
 
     def _serves(self, reply: Reply) -> bool:
@@ -237,6 +245,7 @@ class EdgeNode:
             level = getattr(reading, "battery_level", None)
             charging = bool(getattr(reading, "charging", None) or level is None)
         c = self.config
+        factors = self.corrections.factors(self.clock()) if c.corrections else CorrectionFactors()
         return Observation(
             bandwidth_bps=link.bandwidth_bps,
             rtt_s=link.rtt_s,
@@ -246,6 +255,9 @@ class EdgeNode:
             charging=charging,
             slo_s=c.slo_s,
             accuracy_floor=c.accuracy_floor,
+            edge_factor=factors.edge,
+            cloud_factor=factors.cloud,
+            expected_queue_s=factors.queue_s,
         )
 
     def _cloud_queue(self, now: float) -> float:
@@ -319,6 +331,7 @@ class EdgeNode:
             if rescuer is None:
                 raise
             return self._rescue(began, decision, x, rescuer, exc)
+        self._learn_head(bundle, head, x)
         ticket = _Ticket(began, decision, cut, head, bundle, runner, x)
         if head.exit is not None:
             ticket.outcome = self._done(ticket, head.value, head.exit)
@@ -339,6 +352,8 @@ class EdgeNode:
             except TransportError:
                 self._cloud_failed("unreachable")
                 ticket.outcome = self._fallback(ticket, "unreachable")
+            else:
+                self._probe_head(ticket)
         return ticket
 
     def _rescuer(self, failed: Bundle) -> tuple[Bundle, HeadRunner] | None:
@@ -409,6 +424,7 @@ class EdgeNode:
         compute_s = _seconds(meta.get("compute_s"))
         queue_s = _seconds(meta.get("queue_s"))
         self._set_cloud_queue(queue_s)
+        self._learn_tail(ticket, compute_s, queue_s)
         if reply.timed:
             self.link.add_transfer(
                 self.clock(), pending.bytes_sent, reply.round_trip_s, compute_s, queue_s
@@ -451,9 +467,67 @@ class EdgeNode:
             rescued = self._rescue(ticket.began, ticket.decision, ticket.x, rescuer, exc)
             assert rescued.outcome is not None
             return rescued.outcome
+        self._learn_head(ticket.bundle, rest, ticket.x)
         return self._done(
             ticket, rest.value, "fallback", extra_compute_s=rest.compute_s, reason=reason
         )
+
+    # -- closed-loop corrections --------------------------------------------------------------
+
+    def _learn_head(self, bundle: Bundle, head: HeadResult, x: np.ndarray) -> None:
+        """Feed a head run's measured time, against the edge profile of what ran, back."""
+        profile = bundle.manifest.profiles.get("edge")
+        if not self.config.corrections or not head.segments or profile is None:
+            return
+        if _rows(x) != profile.batch_size:
+            return  # a batch the profile did not time: no like-for-like ratio
+        try:
+            predicted = sum(profile.seconds(seg) for seg in head.segments)
+        except BundleError:
+            return
+        now = self.clock()
+        self.corrections = self.corrections.observe_edge(now, head.compute_s, predicted)
+        self.metrics.correction.labels("edge").set(self.corrections.factors(now).edge)
+
+    def _probe_head(self, ticket: _Ticket) -> None:
+        """While an offload that ran no head is in flight, time a head segment (the cheapest).
+
+        Under such a cut the edge's speed is otherwise never measured, and a device
+        that recovered would not be noticed; the segment runs while the CPU waits for
+        the reply anyway, when the edge term is a second old and says the device is
+        slow (:meth:`~offload_policy.corrections.Corrections.probe_due`).
+        """
+        if not self.config.corrections or ticket.head.segments:
+            return
+        if not self.corrections.probe_due(self.clock()):
+            return
+        bundle, manifest = ticket.bundle, ticket.bundle.manifest
+        segment = probe_segment(manifest)
+        if segment is None:
+            return
+        start = (manifest.model.input.name, ticket.x)
+        try:
+            probe = ticket.runner.run([manifest.segments[segment]], start, None)
+        except run_errors() as exc:
+            log.debug("head probe failed error=%s", exc)
+            return
+        self.counts["head_probes"] += 1
+        ticket.probe_s = probe.compute_s
+        self._learn_head(bundle, probe, ticket.x)
+
+    def _learn_tail(self, ticket: _Ticket, compute_s: float, queue_s: float) -> None:
+        """Feed the tail time and queue the cloud reported, against the cloud profile, back."""
+        profile = ticket.bundle.manifest.profiles.get("cloud")
+        tail = ticket.cut.tail
+        if not self.config.corrections or profile is None or tail is None:
+            return
+        now = self.clock()
+        self.corrections = self.corrections.observe_queue(now, queue_s)
+        if _rows(ticket.x) != profile.batch_size or tail not in profile.timings:
+            return
+        predicted = profile.seconds(tail)
+        self.corrections = self.corrections.observe_cloud(now, compute_s, predicted)
+        self.metrics.correction.labels("cloud").set(self.corrections.factors(now).cloud)
 
     def _note_decision(self, decision: Decision) -> None:
         key = (decision.cut, decision.codec)
@@ -482,7 +556,8 @@ class EdgeNode:
         latency = time.perf_counter() - ticket.began
         compute = ticket.head.compute_s + extra_compute_s
         sent = ticket.pending.bytes_sent if ticket.pending is not None else 0
-        energy = self._energy_j(compute, sent, latency)
+        # An idle-time head probe (see _probe_head) costs energy, not latency.
+        energy = self._energy_j(compute + ticket.probe_s, sent, latency)
         self.counts[finished] += 1
         m = self.metrics
         m.requests.labels(finished, ticket.cut.id).inc()
@@ -529,6 +604,11 @@ class EdgeNode:
             energy += self._radio.uplink_power_w(bandwidth) * transmit
             energy += self._device.idle_w * max(0.0, latency_s - compute_s - transmit)
         return energy
+
+
+def _rows(x: np.ndarray) -> int:
+    """The batch size of an input (its first dimension; 1 for a scalar)."""
+    return int(x.shape[0]) if x.ndim else 1
 
 
 def _seconds(value: object) -> float:

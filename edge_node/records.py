@@ -21,7 +21,8 @@ class EdgeConfig:
         bandwidth_bps: the uplink bandwidth assumed until one is measured.
         fixed_bandwidth: tell the policy ``bandwidth_bps`` always (no live estimate).
         rtt_s: the round-trip time the policy is told; ``None``: measured.
-        estimator: bandwidth estimator (``harmonic``, ``ewma``, ``last``, ``robust``).
+        estimator: bandwidth estimator (``tracked``, ``harmonic``, ``ewma``, ``last``,
+            ``robust``).
         pipeline_depth: requests in flight at once in :meth:`EdgeNode.stream`.
         slo_s: latency objective passed to the policy (``None``: none).
         accuracy_floor: lowest expected accuracy the policy may choose.
@@ -29,6 +30,8 @@ class EdgeConfig:
         device: device power model for the energy attributed to compute.
         power_interval_s: how often the power monitor is read, seconds.
         queue_memory_s: how long the cloud's reported queue delay is believed.
+        corrections: feed measured head, tail and queue times back into the policy's
+            predictions (:mod:`offload_policy.corrections`); off: trust the profile.
     """
 
     timeout_s: float = 1.0
@@ -37,7 +40,7 @@ class EdgeConfig:
     bandwidth_bps: float = 10e6
     fixed_bandwidth: bool = False
     rtt_s: float | None = None
-    estimator: str = "harmonic"
+    estimator: str = "tracked"
     pipeline_depth: int = 1
     slo_s: float | None = None
     accuracy_floor: float = 0.0
@@ -45,6 +48,7 @@ class EdgeConfig:
     device: str = "jetson-nano-10w"
     power_interval_s: float = 1.0
     queue_memory_s: float = 1.0
+    corrections: bool = True
 
     def __post_init__(self) -> None:
         for name in ("timeout_s", "backoff_s", "max_backoff_s", "bandwidth_bps"):

@@ -552,13 +552,42 @@ def _bare_ray_flag(argv: list[str]) -> list[str]:
     return out
 
 
+#: Options that take several values after one flag as well as repeats (``--trace a b``).
+MULTI_VALUE_OPTIONS = ("--trace",)
+
+
+def _multi_values(argv: list[str]) -> list[str]:
+    """``--trace a b c`` as ``--trace a --trace b --trace c`` (click takes one value a flag).
+
+    The values run up to the next token that starts with ``-``: options come after
+    the command's positional arguments in every command that takes traces.
+    """
+    out: list[str] = []
+    option: str | None = None
+    for arg in argv:
+        if arg == "--":
+            option = None
+        elif arg.startswith("-"):
+            name = arg.split("=", 1)[0]
+            option = name if name in MULTI_VALUE_OPTIONS else None
+            out.append(arg)
+            continue
+        elif option is not None and out and out[-1] != option:
+            out.append(option)
+        out.append(arg)
+    return out
+
+
 def main() -> None:
     """Entry point: run the app; a domain error prints one line and exits 1."""
     try:
-        app(args=_bare_ray_flag(sys.argv[1:]))
+        app(args=_multi_values(_bare_ray_flag(sys.argv[1:])))
     except EdgesplitError as exc:
-        Console(stderr=True).print(
-            f"[red]edgesplit: error:[/red] {exc}", highlight=False, soft_wrap=True
+        from rich.markup import escape
+
+        # The message as written: rich would take "[[drift]]" for markup and "a:b:" for an emoji.
+        Console(stderr=True, emoji=False).print(
+            f"[red]edgesplit: error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True
         )
         sys.exit(1)
 

@@ -23,7 +23,8 @@ def experiment(
     name: Annotated[
         str,
         typer.Argument(
-            help="layers, split-curves, bandwidth-sweep, traces, battery, cloud-scaling or all.",
+            help="layers, split-curves, bandwidth-sweep, traces, battery, drift, generalization, "
+            "cloud-scaling or all.",
             show_default=False,
         ),
     ],
@@ -42,7 +43,8 @@ def experiment(
     trace: Annotated[
         list[Path] | None,
         typer.Option(
-            help="Bandwidth trace file or folder (time_s Mbit/s per line); repeat. "
+            help="Bandwidth trace files or folders (time_s Mbit/s per line): several after "
+            "one --trace, or repeat. "
             "Default: ../shared/traces, else the repository's tests/data/traces."
         ),
     ] = None,
@@ -73,6 +75,13 @@ def experiment(
     battery_hours: Annotated[
         float, typer.Option(help="battery: how long the battery-aware policy aims to last, h.")
     ] = 2.0,
+    price_cloud_s: Annotated[
+        float,
+        typer.Option(help="Price of one second of tail compute in the cloud (cost per 1k)."),
+    ] = 0.0,
+    price_gb: Annotated[
+        float, typer.Option(help="Price of one GB the cloud receives (cost per 1k requests).")
+    ] = 0.0,
     cache: Annotated[
         Path | None,
         typer.Option(
@@ -104,6 +113,8 @@ def experiment(
         "shaper": shaper,
         "battery_wh": battery_wh,
         "battery_hours": battery_hours,
+        "price_cloud_s": price_cloud_s,
+        "price_gb": price_gb,
     }
     if cache is not None:
         settings_kwargs["cache"] = cache

@@ -478,7 +478,17 @@ def edge(
         ),
     ] = False,
     estimator: Annotated[
-        str | None, typer.Option(help="Bandwidth estimator: harmonic, ewma, last or robust.")
+        str | None,
+        typer.Option(
+            help="Bandwidth estimator: tracked (default), harmonic, ewma, last or robust."
+        ),
+    ] = None,
+    corrections: Annotated[
+        bool | None,
+        typer.Option(
+            "--corrections/--no-corrections",
+            help="Feed measured head and tail times back into the policy (default: on).",
+        ),
     ] = None,
     rtt_ms: Annotated[
         float | None,
@@ -489,7 +499,7 @@ def edge(
         float | None,
         typer.Option(
             help="Lowest predicted accuracy the adaptive policy may choose, 0..1 (default: "
-            "what --threshold gives on the edge)."
+            "the whole model's accuracy less one point; 0 allows any trade)."
         ),
     ] = None,
     timeout_ms: Annotated[
@@ -555,6 +565,14 @@ def edge(
         float | None,
         typer.Option(help="Most Mbit/s an update's download may take (default: no cap)."),
     ] = None,
+    allow_downgrade: Annotated[
+        bool | None,
+        typer.Option(
+            "--allow-downgrade/--no-allow-downgrade",
+            help="Take a signed release older than the one committed (a rollback the "
+            "operator wants; refused by default).",
+        ),
+    ] = None,
     fp16: Annotated[
         bool | None,
         typer.Option("--fp16/--no-fp16", help="Let TensorRT run the heads in FP16."),
@@ -593,6 +611,7 @@ def edge(
         "update.verify_key": verify_key,
         "update.probation_s": probation_s,
         "update.download_mbps": download_mbps,
+        "update.allow_downgrade": allow_downgrade,
         "edge.fp16": fp16,
         "edge.engine_cache": engine_cache,
         "policy.name": policy,
@@ -601,6 +620,7 @@ def edge(
         "policy.codec": codec,
         "policy.bandwidth_mbps": bandwidth_mbps,
         "policy.estimator": estimator,
+        "policy.corrections": corrections,
         "policy.slo_ms": slo_ms,
         "policy.accuracy_floor": accuracy_floor,
         "security.secret_key": secret_key,

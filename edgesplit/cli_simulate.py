@@ -18,7 +18,8 @@ def simulate(
     trace: Annotated[
         list[Path],
         typer.Option(
-            help="Bandwidth trace file or folder of them (time_s Mbit/s per line); repeat."
+            help="Bandwidth trace files or folders of them (time_s Mbit/s per line): "
+            "several after one --trace, or repeat."
         ),
     ],
     policy: Annotated[
@@ -37,7 +38,26 @@ def simulate(
         float | None, typer.Option(help="Latency objective, ms (Edgent's deadline).")
     ] = None,
     accuracy_floor: Annotated[
-        float, typer.Option(help="Lowest expected accuracy a policy may choose, 0..1.")
+        float | None,
+        typer.Option(
+            help="Lowest expected accuracy a policy may choose, 0..1 (default: the whole "
+            "model's accuracy less one point; 0 allows any trade)."
+        ),
+    ] = None,
+    price_cloud_s: Annotated[
+        float, typer.Option(help="Price of one second of the tail's compute in the cloud.")
+    ] = 0.0,
+    price_gb: Annotated[float, typer.Option(help="Price of one GB the cloud receives.")] = 0.0,
+    cost_budget: Annotated[
+        float | None,
+        typer.Option(help="Most expected cloud cost per request edgesplit may choose."),
+    ] = None,
+    cost_weight: Annotated[
+        float,
+        typer.Option(
+            help="Seconds of latency one unit of cost is worth: edgesplit minimises "
+            "latency + weight x cost (0: latency alone)."
+        ),
     ] = 0.0,
     bandwidth_scale: Annotated[
         float, typer.Option(help="Multiply the traces' throughput (x10 for a WiFi-class link).")
@@ -49,6 +69,36 @@ def simulate(
             "the bundle's edge side (a model of a slower device; 1: as profiled)."
         ),
     ] = 1.0,
+    drift: Annotated[
+        Path | None,
+        typer.Option(
+            help="Drift schedule file (CSV, JSON or TOML) of time_s, edge_factor, cloud_factor: "
+            "from each time on, the edge and the cloud run that many times slower than "
+            "profiled."
+        ),
+    ] = None,
+    edge_drift: Annotated[
+        str | None,
+        typer.Option(
+            help="Edge slowdowns over time as TIME_S:FACTOR,...; 30:2,90:1 is 2x slower "
+            "from 30 s, as profiled again from 90 s."
+        ),
+    ] = None,
+    cloud_drift: Annotated[
+        str | None, typer.Option(help="Cloud slowdowns over time, as --edge-drift.")
+    ] = None,
+    corrections: Annotated[
+        bool,
+        typer.Option(
+            "--corrections/--no-corrections",
+            help="edgesplit learns the edge's and cloud's speed from the times it measures, "
+            "as the edge node does (off: it trusts the profile).",
+        ),
+    ] = True,
+    compute_jitter: Annotated[
+        float,
+        typer.Option(help="Spread of each head and tail time (lognormal sigma; 0.1: ~10%)."),
+    ] = 0.0,
     radio: Annotated[str, typer.Option(help="Radio power model: wifi, lte or 3g.")] = "wifi",
     device_power: Annotated[str, typer.Option(help="Edge device power model.")] = "jetson-nano-10w",
     battery_level: Annotated[
@@ -63,10 +113,11 @@ def simulate(
     estimator: Annotated[
         str,
         typer.Option(
-            help="The edge's bandwidth estimator: harmonic (last 5), robust (RobustMPC's "
-            "lower bound over it), ewma or last."
+            help="The edge's bandwidth estimator: tracked (EWMA 0.8 corrected by its own "
+            "recent errors), harmonic (last 5), robust (RobustMPC's lower bound over it), "
+            "ewma or last."
         ),
-    ] = "harmonic",
+    ] = "tracked",
 ) -> None:
     """Replay bandwidth traces against a bundle's profile with each policy.
 
@@ -76,8 +127,10 @@ def simulate(
     true bandwidth at each request).
     """
     from edgesplit.bundle import load_bundle
+    from edgesplit.tables import floor_text
+    from experiments.drift import drift_schedule
     from experiments.report import result_table, summary_table
-    from experiments.simulate import POLICIES, SimConfig, simulate_all
+    from experiments.simulate import POLICIES, SimConfig, floor_in_force, simulate_all
     from experiments.traces import load_traces
     from offload_policy.adaptive import PolicyConfig
 
@@ -87,6 +140,9 @@ def simulate(
         raise ConfigError(f"--policy {unknown[0]}: unknown; choose from {', '.join(POLICIES)}")
     if battery_level is not None and not 0 <= battery_level <= 1:
         raise ConfigError(f"--battery-level {battery_level}: expected 0..1")
+    if accuracy_floor is not None and not 0 <= accuracy_floor <= 1:
+        raise ConfigError(f"--accuracy-floor {accuracy_floor}: expected 0..1")
+    schedule = drift_schedule(drift, edge_drift, cloud_drift)
     manifest = load_bundle(bundle, verify="none").manifest
     traces = load_traces(trace)
     config = SimConfig(
@@ -102,10 +158,17 @@ def simulate(
             capacity_wh=capacity_wh,
             target_lifetime_s=target_hours * 3600,
             requests_per_s=1e3 / interval_ms,
+            price_cloud_s=price_cloud_s,
+            price_gb=price_gb,
+            cost_budget=cost_budget,
+            cost_weight=cost_weight,
         ),
         battery_level=battery_level,
         seed=seed,
         estimator=estimator,
+        drift=schedule,
+        corrections="learn" if corrections else "off",
+        compute_jitter=compute_jitter,
     )
     results = simulate_all(manifest, traces, names, config)
     if as_json:
@@ -114,3 +177,21 @@ def simulate(
         return
     console.print(result_table(results))
     console.print(summary_table(results))
+    if schedule is not None:
+        console.print(
+            f"drift ({schedule.source}): {schedule.describe()}; edgesplit "
+            + ("learns the speeds from its measurements" if corrections else "trusts the profile")
+            + ", the oracle is told them"
+        )
+    floor = floor_in_force(manifest, config)
+    console.print(
+        "accuracy floor in force: "
+        + floor_text(floor, accuracy_floor is None, manifest)
+        + ("; --accuracy-floor 0 allows any trade" if accuracy_floor is None else "")
+    )
+    if price_cloud_s or price_gb:
+        console.print(
+            f"cloud cost: {price_cloud_s:g} per compute-second, {price_gb:g} per GB received"
+            + (f", budget {cost_budget:g} per request" if cost_budget is not None else "")
+            + (f", weight {cost_weight:g} s per unit" if cost_weight else "")
+        )

@@ -302,12 +302,14 @@ class PolicySection:
     slo_ms: float | None = setting(
         None, "Latency objective, ms; off: none.", minimum=0, above=True, off=True, example="50.0"
     )
-    accuracy_floor: float = setting(
-        0.0,
-        "Lowest predicted accuracy the adaptive policy may choose, 0..1; 0: the accuracy the "
-        "threshold gives on the edge-only path (so adapting never costs accuracy).",
+    accuracy_floor: float | None = setting(
+        None,
+        "Lowest predicted accuracy the adaptive policy may choose, 0..1; unset: the whole "
+        "model's accuracy less one point (no floor where the bundle's calibration has no "
+        "labels); 0 allows any trade.",
         minimum=0,
         maximum=1,
+        example="0.85",
     )
     bandwidth_mbps: float = setting(
         10.0,
@@ -316,12 +318,18 @@ class PolicySection:
         above=True,
     )
     estimator: str = setting(
-        "harmonic",
+        "tracked",
         "Bandwidth estimator over measured transfers.",
-        choices=("harmonic", "ewma", "last", "robust"),
+        choices=("tracked", "harmonic", "ewma", "last", "robust"),
     )
     radio: str = setting("wifi", "Radio power model of the uplink.", choices=("wifi", "lte", "3g"))
     device: str = setting("jetson-nano-10w", "Power model of the edge device.")
+    corrections: bool = setting(
+        True,
+        "Feed measured head, tail and queue times back into the adaptive policy's "
+        "predictions, so a device or cloud drifting from its profile moves the decision; "
+        "false trusts the bundle's profile.",
+    )
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ from offload_policy import (
     Observation,
     PolicyConfig,
     best_static_decision,
-    predict,
+    default_accuracy_floor,
 )
 
 log = logging.getLogger(__name__)
@@ -199,6 +199,7 @@ def run_edge_session(run: EdgeRun, console: Console) -> RunSummary:
         accuracy_floor=_accuracy_floor(m, p),
         radio=p.radio,
         device=p.device,
+        corrections=p.corrections,
     )
     client = CloudClient(e.connect, keys=run.keys, server_key=run.server_key) if e.connect else None
     metrics_server = None
@@ -329,20 +330,15 @@ def _updater(run: EdgeRun, committed: Any, base: str, make_runner: Any, make_pol
 
 
 def _accuracy_floor(manifest: Manifest, p: Any) -> float:
-    """The adaptive policy's accuracy floor: as given, else the configured threshold's accuracy.
+    """The accuracy floor in force: as configured, else the whole model's less one point.
 
-    With no floor the policy would lower the exit threshold for speed; by
-    default it stays at least as accurate as ``threshold`` on the edge-only
-    path predicts (the calibration's held-out accuracy).
+    With no floor the policy would trade accuracy for speed (lower exit
+    thresholds, lossy codecs); by default it keeps the model's accuracy within
+    a point. ``0`` allows any trade.
     """
-    if p.accuracy_floor > 0 or p.name != "adaptive" or p.threshold is None:
+    if p.accuracy_floor is not None:
         return float(p.accuracy_floor)
-    if manifest.calibration is None:
-        return 0.0
-    expected = predict(
-        manifest, Decision(manifest.edge_only.id, p.threshold, p.codec), Observation(1e9)
-    ).accuracy
-    return 0.0 if expected != expected else max(0.0, expected - 1e-9)
+    return default_accuracy_floor(manifest)
 
 
 def _pair(node: EdgeNode, console: Console) -> str | None:

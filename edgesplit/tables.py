@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
@@ -10,7 +11,7 @@ from edge_node.inputs import InputSource
 from edge_node.node import EdgeNode
 from edge_node.report import RunSummary
 from edgesplit.bundle import Manifest
-from offload_policy import Decision, Observation, predict, rank_cuts
+from offload_policy import Decision, Observation, predict, rank_cuts, whole_model_accuracy
 
 if TYPE_CHECKING:
     from edgesplit.runs import EdgeRun
@@ -76,6 +77,16 @@ def size_table(manifest: Manifest) -> Table:
     return table
 
 
+def floor_text(floor: float, default: bool, manifest: Manifest) -> str:
+    """The accuracy floor in force, and where it comes from."""
+    if not default:
+        return f"{floor:.3f} (set)" if floor > 0 else "0 (set: any trade allowed)"
+    whole = whole_model_accuracy(manifest)
+    if math.isnan(whole):
+        return "none (the bundle's calibration has no labels)"
+    return f"{floor:.3f} (the whole model's {whole:.3f} less one point)"
+
+
 def startup_table(
     node: EdgeNode,
     inputs: InputSource,
@@ -104,7 +115,11 @@ def startup_table(
         (
             "policy",
             f"{node.policy.name}, pipeline depth {node.config.pipeline_depth}, accuracy floor "
-            f"{node.config.accuracy_floor:.3f}",
+            + floor_text(
+                node.config.accuracy_floor,
+                run.cfg.policy.accuracy_floor is None,
+                node.bundle.manifest,
+            ),
         ),
         ("onnx runtime", providers),
         ("power", power),

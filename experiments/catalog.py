@@ -35,6 +35,10 @@ CATALOG: tuple[Entry, ...] = (
     Entry("traces", "exp_traces",
           "real 3G/FCC traces replayed live on a shaped link: time series, CDFs, regret"),
     Entry("battery", "exp_battery", "a simulated battery drained under each policy on a trace"),
+    Entry("drift", "exp_drift",
+          "a device 2x slower from 30 s to 90 s: closed-loop corrections vs trusting the profile"),
+    Entry("generalization", "exp_generalization",
+          "bandwidth prediction tuned on one trace family, judged on the others vs the oracle"),
     Entry("cloud-scaling", "exp_cloud_scaling",
           "cloud tier throughput and p99 vs concurrent edges, 1 and 2 Ray replicas"),
 )  # fmt: skip

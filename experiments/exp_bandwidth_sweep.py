@@ -65,6 +65,7 @@ def run(settings: Settings, console: Console) -> Results:
         for mr in runs:
             m = mr.bundle.manifest
             floor = accuracy_floor(m)
+            results.policy_terms(m, floor, mr.model)
             for mbps in points:
                 trace = Trace(f"{mbps:.3g}Mbps", "constant", np.array([0.0]), np.array([mbps]))
                 config = SimConfig(
@@ -73,7 +74,12 @@ def run(settings: Settings, console: Console) -> Results:
                     accuracy_floor=floor,
                     duration_s=float(requests),
                     seed=settings.seed,
-                    policy=PolicyConfig(radio=radio_for(mbps), device=settings.device),
+                    policy=PolicyConfig(
+                        radio=radio_for(mbps),
+                        device=settings.device,
+                        price_cloud_s=settings.price_cloud_s,
+                        price_gb=settings.price_gb,
+                    ),
                 )
                 for policy in POLICIES:
                     r = simulate(m, trace, policy, config)
@@ -86,6 +92,7 @@ def run(settings: Settings, console: Console) -> Results:
                             "mean_ms": r.mean_latency_s * 1e3,
                             "p95_ms": r.p95_latency_s * 1e3,
                             "energy_mj": r.energy_per_request_j * 1e3,
+                            "cost_per_1k": r.cost_per_1k,
                             # Without a calibration (random-weight torchvision models) the
                             # simulator counts every answer right: not a figure to show.
                             "accuracy": r.accuracy if m.calibration else float("nan"),

@@ -53,6 +53,7 @@ def run(settings: Settings, console: Console) -> Results:
     picked = pick_traces(settings, 1)
     trace, trace_file = next(((t, f) for t, f in picked if t.family == "hsdpa"), picked[0])
     capacity, hours = settings.battery_wh, settings.battery_hours
+    results.policy_terms(m, accuracy_floor(m))
     base = SimConfig(
         interval_s=INTERVAL_S,
         rtt_s=0.02,
@@ -67,6 +68,8 @@ def run(settings: Settings, console: Console) -> Results:
             capacity_wh=capacity,
             target_lifetime_s=hours * 3600,
             requests_per_s=1 / INTERVAL_S,
+            price_cloud_s=settings.price_cloud_s,
+            price_gb=settings.price_gb,
         ),
     )
     levels: list[dict[str, Any]] = []

@@ -14,7 +14,6 @@ takes 23 s at 3G) are predicted only, and the report says which.
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ from experiments.harness import (
 )
 from experiments.measure import groups, predicted, summary
 from experiments.testbed import Testbed, read_rows, start_together, wait
-from offload_policy.types import Decision, Observation
+from offload_policy.types import Decision
 
 NAME = "split-curves"
 TITLE = "End-to-end latency and edge energy of every cut on 3G, LTE and WiFi"
@@ -57,13 +56,10 @@ def sizes(settings: Settings) -> dict[str, Any]:
 
 
 def accuracy_floor(manifest: Any) -> float:
-    """The adaptive policy stays within 1 point of the whole model's predicted accuracy."""
-    from offload_policy.cost import predict
+    """The floor in force: the whole model's accuracy less one point (the policy's default)."""
+    from offload_policy.cost import default_accuracy_floor
 
-    whole = predict(
-        manifest, Decision(manifest.edge_only.id, None, "raw"), Observation(bandwidth_bps=1e9)
-    ).accuracy
-    return 0.0 if math.isnan(whole) else max(0.0, whole - 0.01)
+    return default_accuracy_floor(manifest)
 
 
 def run(settings: Settings, console: Console) -> Results:
@@ -83,6 +79,7 @@ def run(settings: Settings, console: Console) -> Results:
                 runs.append(model_run(model, settings, cgroup, lambda text: step(0, text)))
                 step(1, model)
         for mr in runs:
+            results.policy_terms(mr.bundle.manifest, accuracy_floor(mr.bundle.manifest), mr.model)
             c, p, link = _measure_model(mr, settings, size, work, cgroup, console, notes)
             curves += c
             policies += p
@@ -115,6 +112,7 @@ def _measure_model(
     """Every planned point of one model on one testbed; its curves, policies and link."""
     m = mr.bundle.manifest
     floor = accuracy_floor(m)
+    prices = (settings.price_cloud_s, settings.price_gb)
     curves: list[dict[str, Any]] = []
     policies: list[dict[str, Any]] = []
     plans: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {}
@@ -212,11 +210,15 @@ def _measure_model(
                 by_phase = groups(answered)
                 for row in rows:
                     label = f"{row['cut']}/{row['codec']}"
-                    s = summary(by_phase.get(label, []), NETWORK_RADIO[network], settings.device)
+                    s = summary(
+                        by_phase.get(label, []), NETWORK_RADIO[network], settings.device, prices
+                    )
                     row.update(_figures(s))
                     curves.append(row)
                 for name in POLICIES:
-                    s = summary(by_phase.get(name, []), NETWORK_RADIO[network], settings.device)
+                    s = summary(
+                        by_phase.get(name, []), NETWORK_RADIO[network], settings.device, prices
+                    )
                     policies.append(
                         {
                             "model": mr.model,
@@ -244,6 +246,7 @@ def _figures(s: dict[str, Any]) -> dict[str, Any]:
         "p95_ms",
         "energy_mj",
         "energy_mean_mj",
+        "cost_per_1k",
         "accuracy",
         "fallbacks",
     )

@@ -128,6 +128,7 @@ def run(settings: Settings, console: Console) -> Results:
     work = results.path("work")
     rows: list[dict[str, Any]] = []
     mr = one_model_run(model, settings, f"{NAME}-bundle", console.print)
+    results.policy_terms(mr.bundle.manifest, accuracy_floor(mr.bundle.manifest))
     with progress_bar(console, NAME, len(cases)) as step:
         for trace, scale in cases:
             label = case_label(trace, scale)
@@ -239,18 +240,21 @@ def policy_spec(policy: str, mean_mbps: float) -> dict[str, Any]:
 
 def _summaries(rows: list[dict[str, Any]], settings: Settings) -> list[dict[str, Any]]:
     out = []
+    prices = (settings.price_cloud_s, settings.price_gb)
     for case in dict.fromkeys(r["case"] for r in rows):
         radio = next(r["radio"] for r in rows if r["case"] == case)
         oracle = summary(
             [r for r in rows if r["case"] == case and r["policy"] == "oracle"],
             radio,
             settings.device,
+            prices,
         )
         for policy in POLICIES:
             s = summary(
                 [r for r in rows if r["case"] == case and r["policy"] == policy],
                 radio,
                 settings.device,
+                prices,
             )
             if not s.get("requests"):
                 continue
@@ -264,6 +268,7 @@ def _summaries(rows: list[dict[str, Any]], settings: Settings) -> list[dict[str,
                     "p95_ms": s["p95_ms"],
                     "p99_ms": s["p99_ms"],
                     "energy_mj": s["energy_mj"],
+                    "cost_per_1k": s["cost_per_1k"],
                     "regret": s["mean_ms"] / oracle["mean_ms"] - 1
                     if oracle.get("requests")
                     else math.nan,
@@ -293,6 +298,7 @@ def _report(
                 "mean ms",
                 "p95 ms",
                 "mJ/request",
+                "cost/1k",
                 "regret vs oracle",
                 "fallbacks",
             ],
@@ -304,6 +310,7 @@ def _report(
                     f"{r['mean_ms']:.1f}",
                     f"{r['p95_ms']:.1f}",
                     f"{r['energy_mj']:.0f}",
+                    f"{r['cost_per_1k']:.4g}",
                     f"{r['regret']:+.1%}",
                     r["fallbacks"],
                 ]

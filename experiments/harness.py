@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import math
 import os
 import platform
 import subprocess
@@ -81,6 +82,8 @@ class Settings:
         battery_hours: how long the battery-aware policy tries to make it last.
         cache: where profiles and bundles are kept between runs.
         overrides: sizes that replace an experiment's own (tests make runs tiny).
+        price_cloud_s: price of one second of tail compute in the cloud (cost figures).
+        price_gb: price of one GB the cloud receives (cost figures).
     """
 
     out: Path
@@ -95,6 +98,8 @@ class Settings:
     battery_hours: float = 2.0
     cache: Path = field(default_factory=lambda: _default_cache())
     overrides: dict[str, Any] = field(default_factory=dict)
+    price_cloud_s: float = 0.0
+    price_gb: float = 0.0
 
     def __post_init__(self) -> None:
         if self.edge_cpu_quota is not None and not 0.01 <= self.edge_cpu_quota <= 64:
@@ -108,6 +113,10 @@ class Settings:
             value = getattr(self, name)
             if not 0 < value < 1e6:
                 raise ConfigError(f"--{name.replace('_', '-')} {value}: expected a number > 0")
+        for name in ("price_cloud_s", "price_gb"):
+            value = getattr(self, name)
+            if not 0 <= value < math.inf:
+                raise ConfigError(f"--{name.replace('_', '-')} {value}: expected a number >= 0")
         from offload_policy.energy import device_power
 
         try:
@@ -273,6 +282,28 @@ class Results:
     def section(self, title: str, text: str) -> None:
         """A section of the report."""
         self.sections.append((title, text.strip()))
+
+    def policy_terms(self, manifest: Any, floor: float, label: str = "") -> None:
+        """Say, in the report, the accuracy floor in force and the cloud's prices."""
+        from offload_policy.cost import whole_model_accuracy
+
+        whole = whole_model_accuracy(manifest)
+        if math.isnan(whole):
+            text = "none: the bundle's calibration has no labels, so no accuracy is predicted"
+        else:
+            text = f"{floor:.3f}, the whole model's predicted accuracy ({whole:.3f}) less one point"
+        s = self.settings
+        prices = (
+            f"cloud cost priced at {s.price_cloud_s:g} per compute-second and {s.price_gb:g} "
+            "per GB received (`--price-cloud-s`, `--price-gb`)"
+            if s.price_cloud_s or s.price_gb
+            else "no cloud prices set: cost figures are 0 (`--price-cloud-s`, `--price-gb`)"
+        )
+        self.section(
+            f"Policy terms ({label})" if label else "Policy terms",
+            f"Accuracy floor in force: {text}. The policies may "
+            f"not choose a decision predicted below it. {prices.capitalize()}.",
+        )
 
     def finish(self) -> Path:
         """Write ``report.md`` and ``settings.json``; the report's path."""

@@ -35,10 +35,24 @@ def energy_j(row: dict[str, Any], radio_name: str, device_name: str) -> float:
     return energy
 
 
-def summary(rows: Sequence[dict[str, Any]], radio_name: str, device_name: str) -> dict[str, Any]:
+def cost(row: dict[str, Any], price_cloud_s: float, price_gb: float) -> float:
+    """Cloud cost of one request: the tail's compute-seconds and the bytes the cloud received."""
+    if not row.get("bytes_sent"):
+        return 0.0
+    compute = row.get("cloud_compute_s") or 0.0
+    return compute * price_cloud_s + row["bytes_sent"] / 1e9 * price_gb
+
+
+def summary(
+    rows: Sequence[dict[str, Any]],
+    radio_name: str,
+    device_name: str,
+    prices: tuple[float, float] = (0.0, 0.0),
+) -> dict[str, Any]:
     """Latency (median, mean, p95, p99), energy (median, mean), where requests finished.
 
-    Warm-up rows are left out.
+    ``prices`` (per compute-second, per GB received) give the cloud cost per
+    1,000 requests. Warm-up rows are left out.
     """
     kept = [r for r in rows if not r.get("warmup")]
     if not kept:
@@ -63,6 +77,7 @@ def summary(rows: Sequence[dict[str, Any]], radio_name: str, device_name: str) -
         # period, and one such request in a handful would make the mean.
         "energy_mj": statistics.median(energies) * 1e3,
         "energy_mean_mj": statistics.fmean(energies) * 1e3,
+        "cost_per_1k": 1000 * statistics.fmean(cost(r, *prices) for r in kept),
         "bytes": statistics.fmean(r["bytes_sent"] for r in kept),
         "accuracy": statistics.fmean(correct) if correct else float("nan"),
         "finished": finished,

@@ -21,6 +21,7 @@ def result_table(results: Sequence[SimResult]) -> Table:
         "mean ms",
         "p95 ms",
         "mJ/request",
+        "cost/1k",
         "accuracy",
         "SLO miss",
         "offloaded",
@@ -36,6 +37,7 @@ def result_table(results: Sequence[SimResult]) -> Table:
             f"{r.mean_latency_s * 1e3:.2f}",
             f"{r.p95_latency_s * 1e3:.2f}",
             f"{r.energy_per_request_j * 1e3:.2f}",
+            f"{r.cost_per_1k:.4g}",
             f"{r.accuracy:.4f}",
             f"{r.slo_miss_rate:.1%}",
             f"{r.offload_rate:.1%}",
@@ -57,6 +59,7 @@ def family_ratios(results: Sequence[SimResult]) -> dict[tuple[str, str], dict[st
             g["mean_latency_s"].append(r.mean_latency_s)
             g["p95_latency_s"].append(r.p95_latency_s)
             g["energy_per_request_j"].append(r.energy_per_request_j)
+            g["cost_per_1k"].append(r.cost_per_1k)
             g["slo_miss_rate"].append(r.slo_miss_rate)
             g["accuracy"].append(r.accuracy)
             if oracle is not None and oracle.mean_latency_s > 0:
@@ -77,6 +80,7 @@ def summary_table(results: Sequence[SimResult]) -> Table:
         "p95 ms",
         "/ oracle",
         "mJ/request",
+        "cost/1k",
         "accuracy",
         "SLO miss",
     ):
@@ -89,6 +93,7 @@ def summary_table(results: Sequence[SimResult]) -> Table:
             f"{m['p95_latency_s'] * 1e3:.2f}",
             f"{m['vs_oracle']:.3f}" if "vs_oracle" in m else "-",
             f"{m['energy_per_request_j'] * 1e3:.2f}",
+            f"{m['cost_per_1k']:.4g}",
             f"{m['accuracy']:.4f}",
             f"{m['slo_miss_rate']:.1%}",
         )

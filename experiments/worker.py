@@ -146,6 +146,7 @@ def run(plan: dict[str, Any]) -> int:
         accuracy_floor=float(plan.get("accuracy_floor", 0.0)),
         radio=plan["radio"],
         device=plan["device"],
+        corrections=bool(plan.get("corrections", True)),
     )
     runner = HeadRunner(bundle, ["CPUExecutionProvider"], int(plan.get("threads", 1)))
     policies = [make_policy(phase["policy"], plan, bundle) for phase in plan["phases"]]

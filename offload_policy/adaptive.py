@@ -11,7 +11,13 @@ that meets, in order of precedence:
 3. the battery: below ``low_battery`` and not charging, an energy budget per
    inference = energy left / expected remaining inferences, so the battery
    lasts the target lifetime (if nothing fits, the least energy);
-4. the latency SLO (if nothing meets it, the fastest).
+4. the cloud cost budget per request, where one is set (if nothing fits, the
+   cheapest);
+5. the latency SLO (if nothing meets it, the fastest).
+
+The fastest is the least latency, or, with ``cost_weight``, the least
+latency + ``cost_weight`` x cost (a weighted sum, as SPINN reports server
+cost): cost is priced cloud compute-seconds and GB the cloud receives.
 
 Hysteresis: the current decision is kept while it is still allowed and
 within ``hysteresis`` (relative) of the best, so estimate noise does not
@@ -48,6 +54,11 @@ class PolicyConfig:
         target_lifetime_s: how long the battery should still last.
         requests_per_s: expected request rate.
         max_queue_s: cloud queue delay above which the cloud counts as overloaded.
+        price_cloud_s: price of one second of the tail's compute in the cloud.
+        price_gb: price of one GB the cloud receives.
+        cost_budget: most expected cloud cost per request (``None``: no budget).
+        cost_weight: seconds of latency one unit of cost is worth in the objective
+            (0: latency alone).
     """
 
     radio: str = "wifi"
@@ -60,10 +71,20 @@ class PolicyConfig:
     target_lifetime_s: float = 8 * 3600.0
     requests_per_s: float = 1.0
     max_queue_s: float = 1.0
+    price_cloud_s: float = 0.0
+    price_gb: float = 0.0
+    cost_budget: float | None = None
+    cost_weight: float = 0.0
 
     def __post_init__(self) -> None:
         radio(self.radio)
         device_power(self.device)
+        for name in ("price_cloud_s", "price_gb", "cost_weight"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not 0 <= value < math.inf:
+                raise PolicyError(f"{name}={value!r}: expected a finite number >= 0")
+        if self.cost_budget is not None and not 0 <= self.cost_budget < math.inf:
+            raise PolicyError(f"cost_budget={self.cost_budget!r}: expected a finite number >= 0")
         if self.hysteresis < 0 or math.isnan(self.hysteresis):
             raise PolicyError(f"hysteresis={self.hysteresis}: expected >= 0")
         if not 0 <= self.low_battery <= 1:
@@ -96,6 +117,11 @@ class AdaptivePolicy:
         self.table = DecisionTable.build(manifest)
         self.radio = radio(self.config.radio)
         self.power = self.config.power()
+        # Link-independent: priced once, the compute part apart (a slower cloud bills
+        # more seconds: it is scaled by the observation's cloud factor).
+        self._compute_cost = self.table.cost(self.config.price_cloud_s, 0.0)
+        self._data_cost = self.table.cost(0.0, self.config.price_gb)
+        self.cost = self._compute_cost + self._data_cost
         self.oracle = oracle
         if oracle:
             self.name = "oracle"
@@ -105,16 +131,17 @@ class AdaptivePolicy:
         return PolicyState()
 
     def scores(self, observation: Observation) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Latency, energy and the allowed mask of every decision under ``observation``."""
+        """Latency, energy and the allowed mask of every decision under ``observation``.
+
+        The profile's times are scaled by the observation's closed-loop
+        corrections (``edge_factor``, ``cloud_factor``; see
+        :mod:`offload_policy.corrections`).
+        """
         t = self.table
-        latency = t.latency(observation.bandwidth_bps, observation.rtt_s, observation.cloud_queue_s)
-        energy = t.energy(
-            observation.bandwidth_bps,
-            observation.rtt_s,
-            self.radio,
-            self.power,
-            observation.cloud_queue_s,
-        )
+        o = observation
+        factors = (o.edge_factor, o.cloud_factor)
+        latency = t.latency(o.bandwidth_bps, o.rtt_s, o.queue_s, *factors)
+        energy = t.energy(o.bandwidth_bps, o.rtt_s, self.radio, self.power, o.queue_s, *factors)
         allowed = np.ones(len(t), dtype=bool)
         overloaded = observation.cloud_queue_s > self.config.max_queue_s
         if not observation.cloud_available or overloaded:
@@ -132,11 +159,25 @@ class AdaptivePolicy:
             else:
                 least = energy[candidates].min()
                 candidates = candidates & (energy <= least * (1 + 1e-9))
+        if self.config.cost_budget is not None:
+            cost = self.costs(observation)
+            affordable = candidates & (cost <= self.config.cost_budget * (1 + 1e-9))
+            if affordable.any():
+                candidates = affordable
+            else:
+                least = cost[candidates].min()
+                candidates = candidates & (cost <= least * (1 + 1e-9))
         if observation.slo_s is not None:
             timely = candidates & (latency <= observation.slo_s)
             if timely.any():
                 candidates = timely
         return latency, energy, candidates
+
+    def costs(self, observation: Observation) -> np.ndarray:
+        """Expected cloud cost of every decision; compute billed at the corrected tail time."""
+        if observation.cloud_factor == 1.0:
+            return self.cost
+        return self._compute_cost * observation.cloud_factor + self._data_cost
 
     def energy_budget(self, observation: Observation) -> float | None:
         """Joules per inference when the battery is low and not charging, else ``None``."""
@@ -152,7 +193,9 @@ class AdaptivePolicy:
     ) -> tuple[Decision, PolicyState]:
         """The decision for the next request, and the state to pass next time."""
         latency, _, candidates = self.scores(observation)
-        masked = np.where(candidates, latency, np.inf)
+        weight = self.config.cost_weight
+        objective = latency + weight * self.costs(observation) if weight else latency
+        masked = np.where(candidates, objective, np.inf)
         best = int(np.argmin(masked))
         current = None if state is None else state.current
         if (

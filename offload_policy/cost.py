@@ -8,7 +8,7 @@ what is left is sent, queued and finished by the tail in the cloud.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from edgesplit.bundle import Manifest
 from edgesplit.errors import PolicyError
@@ -85,8 +85,16 @@ def predict(manifest: Manifest, decision: Decision, observation: Observation) ->
 
     latency = sum over head segments of P(reached) x segment time
               + P(no exit) x (bytes x 8 / bandwidth + rtt + queue + tail time)
+
+    The edge and tail times are scaled by the observation's corrections
+    (``edge_factor``, ``cloud_factor``; 1 as profiled).
     """
     terms = decision_terms(manifest, decision)
+    o = observation
+    if o.edge_factor != 1.0 or o.cloud_factor != 1.0:
+        terms = replace(
+            terms, edge_s=terms.edge_s * o.edge_factor, cloud_s=terms.cloud_s * o.cloud_factor
+        )
     if terms.p_offload <= 0:
         return Prediction(
             terms.edge_s, terms.edge_s, 0.0, 0.0, 0.0, terms.exit_rates, terms.accuracy
@@ -95,12 +103,10 @@ def predict(manifest: Manifest, decision: Decision, observation: Observation) ->
         transfer_s = math.inf
     else:
         transfer_s = terms.bytes * 8.0 / observation.bandwidth_bps
-    cloud_s = observation.cloud_queue_s + terms.cloud_s
+    cloud_s = observation.queue_s + terms.cloud_s
     reached = terms.p_offload
     return Prediction(
-        latency_s=terms.latency_s(
-            observation.bandwidth_bps, observation.rtt_s, observation.cloud_queue_s
-        ),
+        latency_s=terms.latency_s(o.bandwidth_bps, o.rtt_s, o.queue_s),
         edge_compute_s=terms.edge_s,
         transfer_s=reached * transfer_s,
         cloud_s=reached * cloud_s,
@@ -108,6 +114,27 @@ def predict(manifest: Manifest, decision: Decision, observation: Observation) ->
         exit_rates=terms.exit_rates,
         accuracy=terms.accuracy,
     )
+
+
+#: How far below the whole model's accuracy the default floor lies: one point.
+DEFAULT_FLOOR_MARGIN = 0.01
+
+
+def whole_model_accuracy(manifest: Manifest) -> float:
+    """The unsplit model's expected accuracy: edge-only, no early exit (NaN: no labels)."""
+    decision = Decision(manifest.edge_only.id, None, "raw")
+    return decision_terms(manifest, decision).accuracy
+
+
+def default_accuracy_floor(manifest: Manifest, margin: float = DEFAULT_FLOOR_MARGIN) -> float:
+    """The accuracy floor a user gets unless told otherwise: the whole model's, less a point.
+
+    A split then keeps the model's accuracy (within ``margin``) by default: early
+    exits and lossy codecs may only trade what the margin allows. A bundle whose
+    calibration has no labels (NaN accuracy) has no floor (0.0).
+    """
+    whole = whole_model_accuracy(manifest)
+    return 0.0 if math.isnan(whole) else max(0.0, whole - margin)
 
 
 @dataclass(frozen=True)

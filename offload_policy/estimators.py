@@ -12,6 +12,9 @@ such samples into a prediction of the next transfer's throughput:
   slow sample pulls it down more than one fast sample pushes it up.
 - :class:`RobustLowerBound`: RobustMPC's discount, ``inner / (1 + max error)``
   over the inner estimator's last relative prediction errors.
+- :class:`offload_policy.error_tracking.ErrorTracking` (``tracked``): the
+  inner prediction over the mean of its recent transfer-time errors on this
+  link, the rate that minimises expected latency.
 
 :class:`RttEstimator` smooths round-trip times as TCP does (RFC 6298).
 
@@ -402,12 +405,20 @@ class RttEstimator:
         return self.srtt_s + max(granularity_s, k * self.rttvar_s)
 
 
+def _tracked() -> ThroughputEstimator:
+    # offload_policy.error_tracking builds on this module: imported when first asked for.
+    from offload_policy.error_tracking import tracked
+
+    return tracked()
+
+
 #: The estimators by name (the edge's ``estimator`` setting), each freshly made.
 ESTIMATORS: dict[str, Callable[[], ThroughputEstimator]] = {
     "harmonic": lambda: HarmonicMean(5),
     "robust": lambda: RobustLowerBound(HarmonicMean(5), window=5),
     "ewma": lambda: Ewma(0.5),
     "last": lambda: LastSample(),
+    "tracked": _tracked,
 }
 
 

@@ -101,19 +101,49 @@ class DecisionTable:
         except ValueError:
             raise PolicyError(f"{decision} is not in the decision table") from None
 
-    def latency(self, bandwidth_bps: float, rtt_s: float, queue_s: float = 0.0) -> np.ndarray:
-        """Expected latency of every decision on a link, seconds."""
+    def latency(
+        self,
+        bandwidth_bps: float,
+        rtt_s: float,
+        queue_s: float = 0.0,
+        edge_factor: float = 1.0,
+        cloud_factor: float = 1.0,
+    ) -> np.ndarray:
+        """Expected latency of every decision on a link, seconds.
+
+        ``edge_factor`` and ``cloud_factor`` scale the profile's edge and tail
+        times (the closed-loop corrections, :mod:`offload_policy.corrections`).
+        """
         _check("bandwidth_bps", bandwidth_bps)
         _check("rtt_s", rtt_s)
         _check("queue_s", queue_s)
+        edge_s, cloud_s = self._corrected(edge_factor, cloud_factor)
         with np.errstate(divide="ignore"):
             transfer = (
                 self.bytes * 8.0 / bandwidth_bps
                 if bandwidth_bps > 0
                 else np.where(self.bytes > 0, np.inf, 0.0)
             )
-        wait = np.where(self.p_offload > 0, transfer + rtt_s + queue_s + self.cloud_s, 0.0)
-        return self.edge_s + self.p_offload * wait
+        wait = np.where(self.p_offload > 0, transfer + rtt_s + queue_s + cloud_s, 0.0)
+        return edge_s + self.p_offload * wait
+
+    def _corrected(self, edge_factor: float, cloud_factor: float) -> tuple[np.ndarray, np.ndarray]:
+        """The edge and tail times scaled by the corrections (the arrays as they are at 1)."""
+        for name, value in (("edge_factor", edge_factor), ("cloud_factor", cloud_factor)):
+            if not isinstance(value, int | float) or not 0 < value < math.inf:
+                raise PolicyError(f"{name}={value!r}: expected a finite number > 0")
+        edge_s = self.edge_s if edge_factor == 1.0 else self.edge_s * edge_factor
+        cloud_s = self.cloud_s if cloud_factor == 1.0 else self.cloud_s * cloud_factor
+        return edge_s, cloud_s
+
+    def cost(self, price_cloud_s: float, price_gb: float) -> np.ndarray:
+        """Expected cloud cost of every decision: compute-seconds and GB received, priced.
+
+        cost = P(offload) x (tail compute s x ``price_cloud_s`` + bytes / 1e9 x ``price_gb``)
+        """
+        _check("price_cloud_s", price_cloud_s)
+        _check("price_gb", price_gb)
+        return self.p_offload * (self.cloud_s * price_cloud_s + self.bytes / 1e9 * price_gb)
 
     def energy(
         self,
@@ -122,17 +152,24 @@ class DecisionTable:
         radio: RadioModel,
         device: DevicePower,
         queue_s: float = 0.0,
+        edge_factor: float = 1.0,
+        cloud_factor: float = 1.0,
     ) -> np.ndarray:
-        """Expected edge energy of every decision, joules (see :mod:`offload_policy.energy`)."""
+        """Expected edge energy of every decision, joules (see :mod:`offload_policy.energy`).
+
+        The corrections scale the times, not the power: a throttled device is
+        taken to draw its profiled power for longer.
+        """
         _check("bandwidth_bps", bandwidth_bps)
+        edge_s, cloud_s = self._corrected(edge_factor, cloud_factor)
         if bandwidth_bps > 0:
             transmit = self.bytes * 8.0 / bandwidth_bps
             radio_j = radio.uplink_power_w(bandwidth_bps) * transmit
         else:
             radio_j = np.where(self.bytes > 0, np.inf, 0.0)
-        idle_j = device.idle_w * (rtt_s + queue_s + self.cloud_s)
+        idle_j = device.idle_w * (rtt_s + queue_s + cloud_s)
         sent = np.where(self.p_offload > 0, radio_j + idle_j, 0.0)
-        return device.compute_w * self.edge_s + self.p_offload * sent
+        return device.compute_w * edge_s + self.p_offload * sent
 
 
 def _check(name: str, value: float) -> None:

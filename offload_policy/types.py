@@ -21,6 +21,11 @@ class Observation:
         charging: whether the device is on a charger.
         slo_s: latency service-level objective, seconds (``None``: none).
         accuracy_floor: lowest acceptable expected accuracy in [0, 1].
+        edge_factor: how many times slower the edge runs than its profile says
+            (the closed-loop correction, :mod:`offload_policy.corrections`; 1: as profiled).
+        cloud_factor: the same for the cloud's tails.
+        expected_queue_s: the cloud queueing delay its recent replies make typical,
+            seconds; predictions count the larger of it and ``cloud_queue_s``.
     """
 
     bandwidth_bps: float
@@ -31,9 +36,16 @@ class Observation:
     charging: bool = True
     slo_s: float | None = None
     accuracy_floor: float = 0.0
+    edge_factor: float = 1.0
+    cloud_factor: float = 1.0
+    expected_queue_s: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("bandwidth_bps", "rtt_s", "cloud_queue_s"):
+        for name in ("edge_factor", "cloud_factor"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not 0 < value < math.inf:
+                raise PolicyError(f"observation {name}={value!r}: expected a finite number > 0")
+        for name in ("bandwidth_bps", "rtt_s", "cloud_queue_s", "expected_queue_s"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or math.isnan(value) or value < 0:
                 raise PolicyError(f"observation {name}={value!r}: expected a number >= 0")
@@ -41,6 +53,11 @@ class Observation:
             raise PolicyError(f"observation battery_level={self.battery_level}: expected 0..1")
         if not 0.0 <= self.accuracy_floor <= 1.0:
             raise PolicyError(f"observation accuracy_floor={self.accuracy_floor}: expected 0..1")
+
+    @property
+    def queue_s(self) -> float:
+        """The queueing delay predictions count: the last report or the typical one, larger."""
+        return max(self.cloud_queue_s, self.expected_queue_s)
 
 
 @dataclass(frozen=True)

@@ -184,6 +184,30 @@ def test_battery_drains(base: Settings) -> None:
 
 
 @needs_cgroup
+def test_drift_is_learned_and_followed(base: Settings) -> None:
+    from experiments.exp_drift import CORRECTED, ORACLE, POLICIES, run
+
+    tiny = {"duration_s": 60.0, "edge_drift": "15:2,40:1"}
+    run(settings(base, overrides=tiny), Console(quiet=True))
+    folder = base.out / "drift"
+    check_outputs(folder, "requests.csv", "phases.csv")
+    rows = read_csv(folder / "requests.csv")
+    assert {r["policy"] for r in rows} == {label for label, _, _ in POLICIES}
+    for case in {r["case"] for r in rows}:
+        told = {
+            float(r["t_s"]): float(r["edge_factor_told"])
+            for r in rows
+            if r["case"] == case and r["policy"] == CORRECTED
+        }
+        # a request every 0.25 s: 2x learned before the recovery at 40 s, 1x by the end
+        assert 1.8 < told[39.75] < 2.2 and 0.9 < told[59.75] < 1.1, case
+    phases = read_csv(folder / "phases.csv")
+    assert {r["phase"] for r in phases} == {"1", "2", "3"}
+    assert all(float(r["vs_oracle"]) == 1.0 for r in phases if r["policy"] == ORACLE)
+    assert "Goal: the corrected policy within 1.10x" in (folder / "report.md").read_text()
+
+
+@needs_cgroup
 def test_cloud_scaling_on_ray(base: Settings) -> None:
     from experiments.exp_cloud_scaling import NODES, run
 

@@ -123,3 +123,49 @@ def test_cli_prints_one_json_object_per_trace_and_policy(untrained_bundle, tmp_p
     bad.write_text("0 1.5\n1 fast\n")
     result = _simulate_cli(untrained_bundle.root, bad)
     assert result.returncode == 1 and "bad.tsv:2" in result.stderr, result.stderr
+
+
+def test_the_floor_in_force_is_the_whole_models_accuracy_less_a_point_unless_given() -> None:
+    trace = _constant(0.2)  # a slow link: early exits and small codecs would pay
+    default = simulate(M, trace, "edgesplit", SimConfig(probe_interval_s=None))
+    assert default.accuracy_floor == pytest.approx(0.89)
+    assert default.accuracy >= 0.89 - 1e-9
+    anything = simulate(M, trace, "edgesplit", SimConfig(probe_interval_s=None, accuracy_floor=0))
+    assert anything.accuracy_floor == 0.0
+    assert anything.mean_latency_s <= default.mean_latency_s + 1e-12
+
+
+def test_cloud_cost_per_thousand_requests_by_hand() -> None:
+    from offload_policy.adaptive import PolicyConfig
+
+    prices = PolicyConfig(price_cloud_s=3.0, price_gb=20.0)
+    config = SimConfig(interval_s=1.0, probe_interval_s=None, policy=prices)
+    cloud = simulate(M, _constant(8.0), "cloud-only", config)
+    # every request: 5 ms of tail compute and 10,000 B (+ framing) received
+    per_request = 0.005 * 3.0 + (10_000 + HEADER_BYTES) / 1e9 * 20.0
+    assert cloud.cost_per_1k == pytest.approx(1000 * per_request)
+    assert simulate(M, _constant(8.0), "edge-only", config).cost_per_1k == 0.0
+    assert simulate(M, _constant(8.0), "cloud-only", SimConfig()).cost_per_1k == 0.0
+
+
+def test_cli_takes_several_traces_after_one_flag_and_states_the_floor(
+    untrained_bundle, tmp_path
+) -> None:
+    a, b, c = (tmp_path / f"{n}.tsv" for n in "abc")
+    for path in (a, b, c):
+        path.write_text("0 1.5\n1 2.5\n2 0.5\n3 1.0\n")
+    args = ["--policy", "edgesplit", "--json"]
+    result = _simulate_cli(untrained_bundle.root, a, str(b), str(c), *args)
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["trace"] for r in rows] == ["a", "b", "c"]
+    repeated = _simulate_cli(untrained_bundle.root, a, "--trace", str(b), *args)
+    assert [json.loads(line)["trace"] for line in repeated.stdout.splitlines()] == ["a", "b"]
+    table = _simulate_cli(
+        untrained_bundle.root, a, "--policy", "edgesplit", "--price-cloud-s", "0.5"
+    )
+    assert table.returncode == 0, table.stderr
+    assert "accuracy floor in force" in table.stdout, table.stdout
+    assert "cost/1k" in table.stdout and "0.5 per compute-second" in table.stdout
+    bad = _simulate_cli(untrained_bundle.root, a, "--accuracy-floor", "1.5")
+    assert bad.returncode == 1 and "--accuracy-floor 1.5" in bad.stderr, bad.stderr
