@@ -273,20 +273,32 @@ class PeerGuard:
     # -- from the ingress thread ---------------------------------------------------------
 
     def accepted(self, fd: int) -> None:
-        """A new connection on ``fd``."""
-        peer = _Peer(fd, _address(fd))
+        """A new connection on ``fd``.
+
+        Its first messages may have been read before this event (then the peer
+        already known on ``fd``, at the same address, is this connection's).
+        """
+        address = _address(fd)
         with self._lock:
-            old = self._peers.pop(fd, None)
+            old = self._peers.get(fd)
+            if old is not None and old.address == address:
+                return
             if old is not None:
-                self._forget(old)
-            self._peers[fd] = peer
+                self._forget(self._peers.pop(fd))
+            self._peers[fd] = _Peer(fd, address)
 
     def closed(self, fd: int) -> None:
-        """The connection on ``fd`` is gone; its clients' queued work can be skipped."""
+        """The connection on ``fd`` is gone; its clients' queued work can be skipped.
+
+        The event may come after ``fd`` was given to a new connection whose
+        messages were read already: a peer at the address ``fd`` has now is kept.
+        """
+        address = _address(fd)
         with self._lock:
-            peer = self._peers.pop(fd, None)
-            if peer is not None:
-                self._forget(peer)
+            peer = self._peers.get(fd)
+            if peer is None or (address is not None and peer.address == address):
+                return
+            self._forget(self._peers.pop(fd))
 
     def _forget(self, peer: _Peer) -> None:
         for identity in peer.identities:
@@ -312,6 +324,13 @@ class PeerGuard:
         identity = frames[0].bytes
         with self._lock:
             peer = self._peers.get(fd)
+            if peer is not None and identity not in peer.identities:
+                # A new client on a known descriptor: the same connection, or a new one
+                # whose accept (and the old one's close) the monitor has not told yet.
+                address = _address(fd)
+                if address != peer.address:
+                    self._forget(self._peers.pop(fd))
+                    peer = None
             if peer is None:  # connected before the monitor saw it, or not TCP
                 peer = self._peers[fd] = _Peer(fd, _address(fd))
             peer.read += nbytes
@@ -327,7 +346,23 @@ class PeerGuard:
         delivered is not done); they are counted as ``reply_dropped``.
         """
         peer = self._by_identity.get(identity)
-        return peer is not None and peer.held_out >= self.limits.client_bytes // 2
+        if peer is None or peer.held_out < self.limits.client_bytes // 2:
+            return False
+        # The estimate counts replies sent since the last measure as unsent: measure now.
+        return self._refresh(peer) and peer.held_out >= self.limits.client_bytes // 2
+
+    def _refresh(self, peer: _Peer) -> bool:
+        """Measure one connection now; ``False`` if it cannot be (closed, or not TCP)."""
+        figures = _measure(peer.fd)
+        if figures is None:
+            return False
+        address, received, acked, unread, unacked = figures
+        with self._lock:
+            if self._peers.get(peer.fd) is not peer or address != peer.address:
+                return False
+            peer.held_in = max(0, received - unread - peer.read - _HANDSHAKE_SLACK)
+            peer.held_out = max(0, peer.sent - acked - unacked)
+        return True
 
     def sending(self, identity: bytes, frames: Sequence[object]) -> bool:
         """Account for a reply about to be sent; ``False``: its client is over budget."""
@@ -335,10 +370,12 @@ class PeerGuard:
         for frame in frames:
             n = memoryview(frame.buffer if isinstance(frame, zmq.Frame) else frame).nbytes  # type: ignore[arg-type]
             nbytes += n + frame_overhead(n, self.curve)
+        peer = self._by_identity.get(identity)
+        if peer is None:
+            return True
+        if peer.held + nbytes > self.limits.client_bytes and peer.held_out > 0:
+            self._refresh(peer)  # the estimate may be stale: measure before refusing
         with self._lock:
-            peer = self._by_identity.get(identity)
-            if peer is None:
-                return True
             if peer.held + nbytes > self.limits.client_bytes and peer.held_out > 0:
                 refused = True
             else:
@@ -413,15 +450,10 @@ class PeerGuard:
             peers = list(self._peers.values())
         measured: list[_Peer] = []
         for peer in peers:
-            figures = _measure(peer.fd)
-            if figures is None:
+            # Not measured: closed, or the descriptor now belongs to another connection.
+            if not self._refresh(peer):
                 continue
-            address, received, acked, unread, unacked = figures
             with self._lock:
-                if self._peers.get(peer.fd) is not peer or address != peer.address:
-                    continue  # closed, or the descriptor now belongs to another connection
-                peer.held_in = max(0, received - unread - peer.read - _HANDSHAKE_SLACK)
-                peer.held_out = max(0, peer.sent - acked - unacked)
                 growing = peer.held_in > peer.last_held_in
                 if peer.read == peer.last_read and peer.held_in >= SUSPECT_BYTES and growing:
                     peer.stalls += 1

@@ -76,18 +76,28 @@ def test_process_memory_cuts_the_largest_holder_once_per_growth() -> None:
 
 
 def test_replies_beyond_the_budget_are_not_sent_and_their_clients_backlogged() -> None:
-    guard, drops = _guard(client=1000, total=10_000)
-    peer = _peer(7, 0)
-    peer.identities.add(b"id")
-    guard._peers[7] = peer
-    guard._by_identity[b"id"] = peer
-    assert guard.sending(b"id", [bytes(600)])  # nothing pending: even a big reply goes
-    assert guard.backlogged(b"id")  # 609 of 1000: half the budget is unsent
-    assert not guard.sending(b"id", [bytes(600)])
-    assert drops == ["reply_dropped"]
-    assert guard.sending(b"other", [bytes(10_000)])  # an unknown client is not judged
-    guard.closed(7)
-    assert guard.gone(b"id") and not guard.backlogged(b"id")
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname())
+    server, _ = listener.accept()
+    try:
+        guard, drops = _guard(client=1000, total=10_000)
+        fd = server.fileno()
+        guard.accepted(fd)
+        guard.read([_Frame(b"id", fd), _Frame(b"ask", fd)])
+        # Replies handed to ZeroMQ that never reached the kernel (so none acknowledged).
+        assert guard.sending(b"id", [bytes(600)])  # nothing pending: even a big reply goes
+        assert guard.backlogged(b"id")  # 609 of 1000, measured: half the budget is unsent
+        assert not guard.sending(b"id", [bytes(600)])
+        assert drops == ["reply_dropped"]
+        assert guard.sending(b"other", [bytes(10_000)])  # an unknown client is not judged
+        client.close()
+        server.close()
+        guard.closed(fd)
+        assert guard.gone(b"id") and not guard.backlogged(b"id")
+    finally:
+        listener.close()
 
 
 def test_log_throttle_writes_one_line_per_kind_per_interval(
@@ -109,3 +119,39 @@ def test_log_throttle_writes_one_line_per_kind_per_interval(
         "other kind",
         "rejected 99 (and 5 more of kind shape in the last 10 s, not logged)",
     ]
+
+
+class _Frame:
+    """A received frame as the guard reads it: its bytes and the connection it came on."""
+
+    def __init__(self, data: bytes, fd: int) -> None:
+        self.buffer = memoryview(data)
+        self.bytes = data
+        self._fd = fd
+
+    def get(self, option: int) -> int:
+        return self._fd
+
+
+def test_a_message_read_before_its_accept_event_is_not_taken_for_a_departed_client() -> None:
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname())
+    server, _ = listener.accept()
+    try:
+        guard, _ = _guard(client=10**6, total=10**7)
+        fd = server.fileno()
+        # The ingress read the first message before the monitor's accept event came.
+        guard.read([_Frame(b"id-1", fd), _Frame(b"header", fd)])
+        guard.accepted(fd)
+        assert not guard.gone(b"id-1")
+        # A late close event of an earlier connection on the same descriptor changes nothing.
+        guard.closed(fd)
+        assert not guard.gone(b"id-1")
+        client.close()
+        server.close()
+        guard.closed(fd)  # now it is gone for real
+        assert guard.gone(b"id-1")
+    finally:
+        listener.close()
