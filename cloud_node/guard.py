@@ -50,7 +50,8 @@ import termios
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import zmq
@@ -147,7 +148,6 @@ class _Peer:
         "held_in",
         "held_out",
         "identities",
-        "measured",
         "last_read",
         "last_held_in",
         "stalls",
@@ -161,7 +161,6 @@ class _Peer:
         self.held_in = 0  # last measured: bytes libzmq holds from this client
         self.held_out = 0  # last measured: bytes libzmq holds for this client
         self.identities: set[bytes] = set()
-        self.measured = True
         self.last_read = 0  # ``read`` at the previous measure
         self.last_held_in = 0  # ``held_in`` at the previous measure
         # Measures in a row growing past SUSPECT_BYTES with no message completed.
@@ -181,24 +180,35 @@ class _Peer:
         return self.held_in + self.held_out
 
 
-def _measure(fd: int) -> tuple[object, int, int, int, int] | None:
-    """(peer address, bytes received, bytes acked, unread in, unacked out) of a TCP fd."""
+@contextmanager
+def _borrowed(fd: int) -> Iterator[socket.socket | None]:
+    """A socket object over libzmq's descriptor (``None``: not a socket), never closed."""
     try:
         sock = socket.socket(fileno=fd)
     except OSError:
-        return None
+        yield None
+        return
     try:
-        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_LEN)
-        address = sock.getpeername()
-        buf = bytearray(_INT.size)
-        fcntl.ioctl(fd, _SIOCINQ, buf)
-        unread = _INT.unpack(buf)[0]
-        fcntl.ioctl(fd, _SIOCOUTQ, buf)
-        unacked = _INT.unpack(buf)[0]
-    except OSError:
-        return None
+        yield sock
     finally:
         sock.detach()  # libzmq owns the descriptor
+
+
+def _measure(fd: int) -> tuple[object, int, int, int, int] | None:
+    """(peer address, bytes received, bytes acked, unread in, unacked out) of a TCP fd."""
+    with _borrowed(fd) as sock:
+        if sock is None:
+            return None
+        try:
+            info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_LEN)
+            address = sock.getpeername()
+            buf = bytearray(_INT.size)
+            fcntl.ioctl(fd, _SIOCINQ, buf)
+            unread = _INT.unpack(buf)[0]
+            fcntl.ioctl(fd, _SIOCOUTQ, buf)
+            unacked = _INT.unpack(buf)[0]
+        except OSError:
+            return None
     if len(info) < _TCP_INFO_LEN:
         return None
     acked, received = _ACKED_RECEIVED.unpack_from(info, _ACKED_OFFSET)
@@ -206,29 +216,21 @@ def _measure(fd: int) -> tuple[object, int, int, int, int] | None:
 
 
 def _address(fd: int) -> object:
-    try:
-        sock = socket.socket(fileno=fd)
-    except OSError:
-        return None
-    try:
-        return sock.getpeername()
-    except OSError:
-        return None
-    finally:
-        sock.detach()
+    """The peer address of a connected descriptor, ``None`` when it has none."""
+    with _borrowed(fd) as sock:
+        try:
+            return None if sock is None else sock.getpeername()
+        except OSError:
+            return None
 
 
 def _shutdown(fd: int) -> None:
-    try:
-        sock = socket.socket(fileno=fd)
-    except OSError:
-        return
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-    finally:
-        sock.detach()
+    with _borrowed(fd) as sock:
+        try:
+            if sock is not None:
+                sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
 
 class PeerGuard:
@@ -268,7 +270,6 @@ class PeerGuard:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.dropped = 0
 
     # -- from the ingress thread ---------------------------------------------------------
 
@@ -429,7 +430,6 @@ class PeerGuard:
                 if _address(fd) != peer.address:
                     continue
                 _shutdown(fd)
-            self.dropped += 1
             self._quiet.warning(
                 why,
                 "client cut off: libzmq held %.1f MB for it (%s; budgets: client %.0f MB, "
@@ -493,11 +493,6 @@ class PeerGuard:
             return []  # memory not given back since the last cut (the allocator keeps it)
         self._cut_at = rss
         return [(max(suspects, key=lambda p: p.held).fd, "total_memory")]
-
-    def held_bytes(self) -> int:
-        """What libzmq held for all connections at the last measure."""
-        with self._lock:
-            return sum(p.held for p in self._peers.values())
 
 
 __all__ = ["GuardLimits", "MAX_GONE", "PeerGuard", "frame_overhead"]

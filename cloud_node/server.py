@@ -338,6 +338,11 @@ class CloudNode:
         self._count(f"error_{kind}")
         self.metrics.errors.labels(kind).inc()
 
+    def _refuse(self, request_id: int, code: str, text: str, kind: str | None = None) -> list:
+        """Count (as ``kind``, default ``code``) and answer a refused control-plane request."""
+        self._dropped(kind or code)
+        return wire.encode_message("error", request_id, meta={"code": code, "message": text[:900]})
+
     def _drain(self) -> None:
         """Stop admitting; forward the replies of everything admitted."""
         self.queue.close()
@@ -424,7 +429,7 @@ class CloudNode:
             cut = check_request(bundle, message, self.config.max_batch)
         except RequestRejected as exc:
             self._error(exc.code, received, self._cut_label(message.meta.get("cut")))
-            self._log_rejection(exc.code, "rejected request id=%d: %s", message.request_id, exc)
+            self._quiet.warning(exc.code, "rejected request id=%d: %s", message.request_id, exc)
             return wire.encode_message(
                 "error", message.request_id, meta={"code": exc.code, "message": str(exc)[:900]}
             )
@@ -492,8 +497,9 @@ class CloudNode:
         if guard is None:
             return batch
         live = [job for job in batch if not guard.gone(job.identity)]
-        for _ in range(len(batch) - len(live)):
-            self._count("skipped_gone")
+        if len(live) < len(batch):
+            with self._lock:
+                self.counts["skipped_gone"] += len(batch) - len(live)
         return live
 
     def _run(self, batch: list[Job], started: float) -> tuple[list[tuple[Job, list]], float]:
@@ -606,11 +612,8 @@ class CloudNode:
                     client,
                 )
             except (PermissionError, ValueError) as exc:
-                self._count("error_fetch")
                 code = "forbidden" if isinstance(exc, PermissionError) else "fetch"
-                return wire.encode_message(
-                    "error", message.request_id, meta={"code": code, "message": str(exc)}
-                )
+                return self._refuse(message.request_id, code, str(exc), kind="fetch")
             self._count("fetch")
             self.metrics.release_bytes.inc(len(data))
             chunk = np.frombuffer(data, dtype=np.uint8)
@@ -618,16 +621,11 @@ class CloudNode:
                 "chunk", message.request_id, {"data": chunk}, meta={"offset": meta.get("offset")}
             )
         op = meta.get("op", "status")
-
-        def refuse(code: str, text: str) -> list:
-            self._count(f"error_{code}")
-            self.metrics.errors.labels(code).inc()
-            body = {"code": code, "message": text[:900]}
-            return wire.encode_message("error", message.request_id, meta=body)
-
+        rid = message.request_id
         # The fleet view names every edge and its health: admins only, as rollout changes.
         if self.admins is not None and client not in self.admins:
-            return refuse(
+            return self._refuse(
+                rid,
                 "forbidden",
                 f"client {client!r} may not read the fleet view or change the rollout "
                 "(the cloud's --fleet-admins)",
@@ -641,18 +639,18 @@ class CloudNode:
             try:
                 fleet.set_fraction(float(fraction))
             except ConfigError as exc:
-                return refuse("rollout", str(exc))
+                return self._refuse(rid, "rollout", str(exc))
             self.metrics.rollout_fraction.set(fleet.fraction)
             log.info("rollout fraction=%.3f by=%s", fleet.fraction, client)
         elif op == "status":
             after, limit = meta.get("after"), meta.get("limit")
         else:
-            return refuse("fleet", f"op={str(op)[:40]!r}: expected status or rollout")
+            return self._refuse(rid, "fleet", f"op={str(op)[:40]!r}: expected status or rollout")
         try:
             # One page: its own rows, not the fleet's (the client asks for the next).
             text = fleet.report_json(after, limit)
         except ValueError as exc:
-            return refuse("fleet", str(exc))
+            return self._refuse(rid, "fleet", str(exc))
         self._count("fleet")
         return wire.encode_message(
             "report", message.request_id, {"json": np.frombuffer(text, dtype=np.uint8)}
@@ -701,14 +699,10 @@ class CloudNode:
         """Count and answer a message the wire format refused."""
         code = wire.error_code(exc)
         self._error(code, received, cut)
-        self._log_rejection(code, "rejected frame code=%s error=%s", code, exc)
+        self._quiet.warning(code, "rejected frame code=%s error=%s", code, exc)
         return wire.encode_message(
             "error", request_id, meta={"code": code, "message": str(exc)[:900]}
         )
-
-    def _log_rejection(self, kind: str, message: str, *args: object) -> None:
-        """A WARNING line, at most one per kind of refusal per ``log_interval_s``."""
-        self._quiet.warning(kind, message, *args)
 
     def _error(self, code: str, received: float, cut: str) -> None:
         self._count(f"error_{code}")
