@@ -17,8 +17,8 @@ import numpy as np
 from rich.console import Console
 
 from experiments.bundles import BUILTIN, edge_cgroup, model_run
-from experiments.exp_split_curves import accuracy_floor
 from experiments.harness import Results, Settings, markdown_table, progress_bar, sized
+from offload_policy.cost import default_accuracy_floor
 
 NAME = "bandwidth-sweep"
 TITLE = "Latency, energy and accuracy vs bandwidth for six policies"
@@ -64,8 +64,8 @@ def run(settings: Settings, console: Console) -> Results:
     with progress_bar(console, NAME, total) as step:
         for mr in runs:
             m = mr.bundle.manifest
-            floor = accuracy_floor(m)
-            results.policy_terms(m, floor, mr.model)
+            floor = default_accuracy_floor(m)
+            results.policy_terms(m, mr.model)
             for mbps in points:
                 trace = Trace(f"{mbps:.3g}Mbps", "constant", np.array([0.0]), np.array([mbps]))
                 config = SimConfig(

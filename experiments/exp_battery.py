@@ -19,9 +19,9 @@ from typing import Any
 from rich.console import Console
 
 from experiments.bundles import one_model_run
-from experiments.exp_split_curves import accuracy_floor
 from experiments.exp_traces import pick_traces
 from experiments.harness import Results, Settings, markdown_table, progress_bar
+from offload_policy.cost import default_accuracy_floor
 
 NAME = "battery"
 TITLE = "Battery level over time and inferences served until empty, per policy"
@@ -53,12 +53,12 @@ def run(settings: Settings, console: Console) -> Results:
     picked = pick_traces(settings, 1)
     trace, trace_file = next(((t, f) for t, f in picked if t.family == "hsdpa"), picked[0])
     capacity, hours = settings.battery_wh, settings.battery_hours
-    results.policy_terms(m, accuracy_floor(m))
+    results.policy_terms(m)
     base = SimConfig(
         interval_s=INTERVAL_S,
         rtt_s=0.02,
         bandwidth_scale=SCALE,
-        accuracy_floor=accuracy_floor(m),
+        accuracy_floor=default_accuracy_floor(m),
         battery_level=1.0,
         duration_s=14 * 24 * 3600.0,
         seed=settings.seed,

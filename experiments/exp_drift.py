@@ -31,9 +31,9 @@ from typing import Any
 from rich.console import Console
 
 from experiments.bundles import one_model_run
-from experiments.exp_split_curves import accuracy_floor
 from experiments.exp_traces import case_label, pick_traces, scales_for
 from experiments.harness import Results, Settings, markdown_table, progress_bar, sized
+from offload_policy.cost import default_accuracy_floor
 
 NAME = "drift"
 TITLE = "A device that slows 2x and recovers: closed-loop corrections vs trusting the profile"
@@ -82,7 +82,8 @@ def run(settings: Settings, console: Console) -> Results:
     m = mr.bundle.manifest
     schedule = drift_from_flags(size["edge_drift"], None)
     assert schedule is not None
-    floor = accuracy_floor(m)
+    floor = default_accuracy_floor(m)
+    results.policy_terms(m)
     traces = pick_traces(settings, size["per_family"])
     cases = [(t, s) for t, _ in traces for s in scales_for(t, size["scales"])]
     rows: list[dict[str, Any]] = []
@@ -112,7 +113,7 @@ def run(settings: Settings, console: Console) -> Results:
     for trace, scale in cases:
         label = case_label(trace, scale)
         _plot(results, [r for r in rows if r["case"] == label], label, schedule)
-    _report(results, phases, cases, size, mr, schedule, floor)
+    _report(results, phases, cases, size, mr, schedule)
     results.finish()
     return results
 
@@ -179,7 +180,6 @@ def _report(
     size: dict[str, Any],
     mr: Any,
     schedule: Any,
-    floor: float,
 ) -> None:
     bounds = sorted({(r["phase"], r["from_s"], r["to_s"], r["edge_factor"]) for r in phases})
     head = []
@@ -227,9 +227,8 @@ def _report(
         f"Edge drift {schedule.describe()} (`--edge-drift {size['edge_drift']}` in "
         f"`edgesplit simulate`); a request every {size['interval_s']:g} s for "
         f"{size['duration_s']:g} s; RTT {size['rtt_s'] * 1e3:g} ms; every head and tail time "
-        f"x a lognormal spread of sigma {size['jitter']:g}. Accuracy floor in force: "
-        + ("none (the bundle's calibration has no labels)" if floor <= 0 else f"{floor:.3f}")
-        + ". Corrections: EWMA of median-of-3 log-ratios, alpha 0.15, step <= 0.2, half-life "
+        f"x a lognormal spread of sigma {size['jitter']:g}. Corrections: EWMA of "
+        "median-of-3 log-ratios, alpha 0.15, step <= 0.2, half-life "
         "300 s (offload_policy/corrections.py).",
     )
     results.headline = {k: round(v, 3) for k, v in worst.items()} | {"goal_met": met}

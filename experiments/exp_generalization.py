@@ -39,7 +39,6 @@ from rich.console import Console
 from rich.table import Table
 
 from experiments.bundles import one_model_run
-from experiments.exp_split_curves import accuracy_floor
 from experiments.harness import (
     Results,
     Settings,
@@ -48,6 +47,7 @@ from experiments.harness import (
     progress_bar,
     sized,
 )
+from offload_policy.cost import default_accuracy_floor
 
 NAME = "generalization"
 TITLE = "Bandwidth prediction on trace families it was not tuned on"
@@ -114,8 +114,8 @@ def run(settings: Settings, console: Console) -> Results:
     model = (settings.models or (MODEL,))[0]
     mr = one_model_run(model, settings, f"{NAME}-bundle", console.print)
     m = mr.bundle.manifest
-    floor = accuracy_floor(m)
-    results.policy_terms(m, floor)
+    floor = default_accuracy_floor(m)
+    results.policy_terms(m)
     slowdown = FREE_EDGE_SLOWDOWN if settings.edge_cpu_quota is None else 1.0
     config = SimConfig(
         interval_s=1.0,

@@ -32,6 +32,7 @@ from experiments.harness import (
 )
 from experiments.measure import groups, predicted, summary
 from experiments.testbed import Testbed, read_rows, start_together, wait
+from offload_policy.cost import default_accuracy_floor
 from offload_policy.types import Decision
 
 NAME = "split-curves"
@@ -55,13 +56,6 @@ def sizes(settings: Settings) -> dict[str, Any]:
     )
 
 
-def accuracy_floor(manifest: Any) -> float:
-    """The floor in force: the whole model's accuracy less one point (the policy's default)."""
-    from offload_policy.cost import default_accuracy_floor
-
-    return default_accuracy_floor(manifest)
-
-
 def run(settings: Settings, console: Console) -> Results:
     """Measure every cut, the policies and the predictions; CSV, figures, report."""
     results = Results(NAME, TITLE, settings, console)
@@ -79,7 +73,7 @@ def run(settings: Settings, console: Console) -> Results:
                 runs.append(model_run(model, settings, cgroup, lambda text: step(0, text)))
                 step(1, model)
         for mr in runs:
-            results.policy_terms(mr.bundle.manifest, accuracy_floor(mr.bundle.manifest), mr.model)
+            results.policy_terms(mr.bundle.manifest, mr.model)
             c, p, link = _measure_model(mr, settings, size, work, cgroup, console, notes)
             curves += c
             policies += p
@@ -111,7 +105,7 @@ def _measure_model(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str]:
     """Every planned point of one model on one testbed; its curves, policies and link."""
     m = mr.bundle.manifest
-    floor = accuracy_floor(m)
+    floor = default_accuracy_floor(m)
     prices = (settings.price_cloud_s, settings.price_gb)
     curves: list[dict[str, Any]] = []
     policies: list[dict[str, Any]] = []

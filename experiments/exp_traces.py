@@ -28,7 +28,6 @@ import numpy as np
 from rich.console import Console
 
 from experiments.bundles import edge_cgroup, one_model_run
-from experiments.exp_split_curves import accuracy_floor
 from experiments.harness import (
     Results,
     Settings,
@@ -40,6 +39,7 @@ from experiments.harness import (
 from experiments.measure import summary
 from experiments.netlink import MIN_RATE_BPS, RelayLink, replay
 from experiments.testbed import RELAY_LINK, TC_LINK, Testbed, read_rows, start_together, wait
+from offload_policy.cost import default_accuracy_floor
 
 NAME = "traces"
 TITLE = "Real bandwidth traces replayed live: time series, latency CDFs and regret"
@@ -128,7 +128,7 @@ def run(settings: Settings, console: Console) -> Results:
     work = results.path("work")
     rows: list[dict[str, Any]] = []
     mr = one_model_run(model, settings, f"{NAME}-bundle", console.print)
-    results.policy_terms(mr.bundle.manifest, accuracy_floor(mr.bundle.manifest))
+    results.policy_terms(mr.bundle.manifest)
     with progress_bar(console, NAME, len(cases)) as step:
         for trace, scale in cases:
             label = case_label(trace, scale)
@@ -167,7 +167,7 @@ def _replay_case(
     points = rate_points(trace, scale, size["duration_s"])
     mean_mbps = float(np.mean(trace.mbps)) * scale
     stem = f"{trace.family}-{trace.name}-x{scale:g}".replace("/", "_")
-    floor = accuracy_floor(m)
+    floor = default_accuracy_floor(m)
     workers = []
     links: set[str] = set()
     with ExitStack() as stack:

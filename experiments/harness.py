@@ -283,11 +283,12 @@ class Results:
         """A section of the report."""
         self.sections.append((title, text.strip()))
 
-    def policy_terms(self, manifest: Any, floor: float, label: str = "") -> None:
+    def policy_terms(self, manifest: Any, label: str = "") -> None:
         """Say, in the report, the accuracy floor in force and the cloud's prices."""
-        from offload_policy.cost import whole_model_accuracy
+        from offload_policy.cost import default_accuracy_floor, whole_model_accuracy
 
         whole = whole_model_accuracy(manifest)
+        floor = default_accuracy_floor(manifest)
         if math.isnan(whole):
             text = "none: the bundle's calibration has no labels, so no accuracy is predicted"
         else:
