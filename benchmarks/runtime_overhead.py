@@ -51,6 +51,7 @@ import numpy as np
 import zmq
 
 import wire
+from cloud_node.backends import DecodingBackend
 from cloud_node.server import CloudConfig, CloudNode
 from edge_node.head import HeadRunner
 from edge_node.transport import CloudClient
@@ -66,11 +67,14 @@ MAX_ROWS = 16  # the cloud node's default max_batch
 _READY_TIMEOUT_S = 60.0
 
 
-class NullBackend:
-    """A tail that computes nothing: a constant output of the model's output shape."""
+class NullBackend(DecodingBackend):
+    """A tail that computes nothing: a constant output of the model's output shape.
+
+    Requests are decoded as with any in-process backend (in the worker thread).
+    """
 
     name = "null"
-    inline = True  # in-process like the embedded backend
+    provider = "none"
 
     def __init__(self, output: str, shape: tuple[int, ...], max_rows: int) -> None:
         self._output = output

@@ -9,14 +9,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
+import wire
 from edgesplit.bundle import Bundle, Cut
 
 
 @dataclass
 class Job:
-    """An admitted request waiting for a worker.
+    """An admitted request waiting for a worker, its tensors still encoded.
 
     ``bundle`` and ``backend`` are those of the bundle the request names (a cloud
     serving a rollout serves two); jobs batch together only for the same cut of
@@ -26,15 +25,15 @@ class Job:
     identity: bytes
     request_id: int
     cut: Cut
-    value: np.ndarray
+    tensors: tuple[wire.EncodedTensor, ...]
     received: float
     bundle: Bundle
     backend: Any
 
     @property
     def rows(self) -> int:
-        """Rows (batch size) of the request."""
-        return int(self.value.shape[0])
+        """Rows (batch size) of the request (its tensors' first dimension, checked equal)."""
+        return int(self.tensors[0].meta.shape[0])
 
 
 class AdmissionQueue:
@@ -104,14 +103,6 @@ class AdmissionQueue:
                 self._cond.wait(left)
             self._running += len(batch)
             return batch
-
-    def claim_if_idle(self) -> bool:
-        """Count one job as running if nothing is queued or running (the inline fast path)."""
-        with self._cond:
-            if self._jobs or self._running or self._closed:
-                return False
-            self._running = 1
-            return True
 
     def done(self, jobs: int, seconds: float) -> None:
         """A batch of ``jobs`` was served in ``seconds`` of compute: update the average."""

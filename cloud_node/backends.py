@@ -1,30 +1,64 @@
 """Tail backends: what runs the cloud half of a split.
 
 One small protocol, :class:`TailBackend`; the embedded ONNX Runtime backend
-is the default (in-process, no server needed). Triton joins behind the same
-protocol.
+is the default (in-process, no server needed). Triton and the Ray tier join
+behind the same protocol.
+
+A backend receives requests as they came off the wire (``wire.EncodedTensor``:
+descriptor and compressed payload) and decodes them where the tail runs: in
+the cloud node's worker thread for the in-process backends, in the replica for
+the Ray tier. The ingress thread never runs a codec or a model.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 import onnxruntime as ort
 
+import wire
 from edgesplit.bundle import Bundle, Cut
-from edgesplit.errors import BackendError
+from edgesplit.errors import BackendError, WireError
 from edgesplit.onnxrt import create_session, run_errors
+
+Request = Sequence[wire.EncodedTensor]
+"""One request's tensors, undecoded, in header order."""
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What a backend made of a batch of requests.
+
+    Attributes:
+        outputs: the tail's outputs by name, the rows of every request not in
+            ``failed``, in request order.
+        compute_s: seconds spent where the tail ran (decoding included).
+        failed: requests that could not be decoded, by index in the batch:
+            (a stable error code of ``wire.error_code``, the message).
+    """
+
+    outputs: dict[str, np.ndarray]
+    compute_s: float
+    failed: dict[int, tuple[str, str]] = field(default_factory=dict)
 
 
 class TailBackend(Protocol):
     """Runs the tail of a cut on a batch and returns the named outputs."""
 
     name: str
+    #: What runs the tails, for the start-up line (an execution provider, a server).
+    provider: str
 
     def infer(self, cut: Cut, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run the tail of ``cut`` on ``inputs`` (batch first)."""
+        """Run the tail of ``cut`` on decoded ``inputs`` (batch first)."""
+        ...
+
+    def run_batch(self, cut: Cut, requests: Sequence[Request], limits: wire.Limits) -> BatchResult:
+        """Decode ``requests`` (each checked against ``limits``) and run them as one batch."""
         ...
 
     def close(self) -> None:
@@ -32,12 +66,58 @@ class TailBackend(Protocol):
         ...
 
 
-class OnnxRuntimeBackend:
+def decode_and_run(
+    infer: Callable[[Cut, Mapping[str, np.ndarray]], dict[str, np.ndarray]],
+    cut: Cut,
+    requests: Sequence[Request],
+    limits: wire.Limits,
+) -> BatchResult:
+    """Decode each request, run those that decode as one batch, time both.
+
+    A request whose tensors cannot be decoded (a corrupt compressed frame) is
+    answered on its own, with the wire's error code; the others still run.
+
+    Raises:
+        BackendError: the tail failed on the batch.
+    """
+    began = time.perf_counter()
+    failed: dict[int, tuple[str, str]] = {}
+    decoded: list[dict[str, np.ndarray]] = []
+    for i, tensors in enumerate(requests):
+        try:
+            decoded.append({t.meta.name: t.decode(limits, k) for k, t in enumerate(tensors)})
+        except WireError as exc:
+            failed[i] = (wire.error_code(exc), str(exc)[:900])
+    if not decoded:
+        return BatchResult({}, time.perf_counter() - began, failed)
+    if len(decoded) == 1:
+        inputs = decoded[0]
+    else:
+        inputs = {name: np.concatenate([d[name] for d in decoded]) for name in decoded[0]}
+    outputs = infer(cut, inputs)
+    return BatchResult(outputs, time.perf_counter() - began, failed)
+
+
+class DecodingBackend:
+    """Base of the backends whose tails run in this process's worker threads.
+
+    Subclasses give :meth:`infer`; requests are decoded in the calling (worker)
+    thread, then run as one batch.
+    """
+
+    def infer(self, cut: Cut, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the tail of ``cut`` on decoded ``inputs``."""
+        raise NotImplementedError
+
+    def run_batch(self, cut: Cut, requests: Sequence[Request], limits: wire.Limits) -> BatchResult:
+        """Decode ``requests`` here and run them as one :meth:`infer` call."""
+        return decode_and_run(self.infer, cut, requests, limits)
+
+
+class OnnxRuntimeBackend(DecodingBackend):
     """Tails run in-process with ONNX Runtime, one session per cut, loaded up front."""
 
     name = "onnxruntime"
-    #: In-process calls: the cloud node may run them on its ingress thread when idle.
-    inline = True
 
     def __init__(
         self,

@@ -71,6 +71,12 @@ class CloudMetrics:
         self.bytes_sent = Counter(
             "edgesplit_cloud_sent_bytes", "Bytes of reply frames sent.", registry=r
         )
+        self.backend_bytes = Counter(
+            "edgesplit_cloud_backend_bytes",
+            "Bytes of tensors handed to the tail backend, still encoded as received "
+            "(on the Ray tier: what travels from the ingress to a replica).",
+            registry=r,
+        )
         self.release_bytes = Counter(
             "edgesplit_cloud_release_sent_bytes",
             "Bytes of release archives sent to edges in chunks (over-the-air updates).",

@@ -8,6 +8,13 @@ either in-process with ONNX Runtime or as a Triton client, and answers with
 the outputs and its own compute time, so the reply's queue time is the real
 wait (ingress queue + Serve's queue), not a guess.
 
+The tensors travel to the replica as the edge sent them (quantized,
+compressed: ``wire.EncodedTensor``) and are decoded there: the ingress only
+checks headers and routes, and the bytes that cross machines between the
+ingress and a replica are the wire's, not the decoded activation's. Payloads
+are numpy ``uint8`` views, which Ray serializes as out-of-band buffers (large
+ones go through the object store without a copy into the call).
+
 Replicas come and go under Ray: Serve's autoscaler adds them on load and
 replaces dead ones. A request whose replica died is retried once on another
 (or the replacement); if that fails too, it is answered ``busy`` so the edge
@@ -35,7 +42,8 @@ from typing import Any
 
 import numpy as np
 
-from cloud_node.backends import make_backend
+import wire
+from cloud_node.backends import BatchResult, Request, make_backend
 from edgesplit.bundle import Bundle, Cut, load_bundle
 from edgesplit.errors import BackendBusy, BackendError, BundleError, ConfigError
 
@@ -183,16 +191,14 @@ class TailReplica:
         )
         self.replica = f"{host}:{os.getpid()}"
 
-    async def infer(
-        self, cut_id: str, inputs: Mapping[str, np.ndarray]
-    ) -> tuple[dict[str, np.ndarray], float, str]:
-        """Run the tail of ``cut_id``: (outputs, compute seconds, this replica's name)."""
+    async def run_batch(
+        self, cut_id: str, requests: Sequence[Request], limits: wire.Limits
+    ) -> BatchResult:
+        """Decode ``requests`` here (they travel as sent) and run the tail of ``cut_id``."""
         cut = self._cuts.get(cut_id)
         if cut is None:
             raise BackendError(f"cut {cut_id!r} is not in this replica's bundle")
-        began = time.perf_counter()
-        outputs = self.backend.infer(cut, inputs)
-        return outputs, time.perf_counter() - began, self.replica
+        return self.backend.run_batch(cut, requests, limits)
 
     def describe_deployment(self) -> str:
         """The fingerprint of the bundle and settings this replica was deployed with."""
@@ -267,7 +273,6 @@ class RayBackend:
     """
 
     name = "ray"
-    inline = False
 
     def __init__(self, bundle: Bundle, config: RayTierConfig) -> None:
         self.bundle = bundle
@@ -471,13 +476,19 @@ class RayBackend:
     # -- requests -----------------------------------------------------------------------------
 
     def infer(self, cut: Cut, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run the tail of ``cut`` on a replica."""
-        return self.infer_timed(cut, inputs)[0]
+        """Run the tail of ``cut`` on decoded ``inputs``, on a replica (sent ``raw``)."""
+        request = [_raw_tensor(name, value) for name, value in inputs.items()]
+        result = self.run_batch(cut, [request], wire.Limits())
+        if result.failed:
+            code, message = result.failed[0]
+            raise BackendError(f"cut {cut.id}: {code}: {message}")
+        return result.outputs
 
-    def infer_timed(
-        self, cut: Cut, inputs: Mapping[str, np.ndarray]
-    ) -> tuple[dict[str, np.ndarray], float]:
-        """Run the tail of ``cut`` on a replica: (outputs, the replica's compute seconds).
+    def run_batch(self, cut: Cut, requests: Sequence[Request], limits: wire.Limits) -> BatchResult:
+        """Send ``requests``, still encoded, to a replica, which decodes and runs them.
+
+        The result's ``compute_s`` is the replica's own (decoding and the tail):
+        the rest of the wall time was queueing and the hop.
 
         Raises:
             BackendBusy: the replica died and the one retry failed too, or no
@@ -485,12 +496,12 @@ class RayBackend:
             BackendError: the tail itself failed (bad input reaching the model).
         """
         ray = self._ray
-        payload = dict(inputs)
+        payload = [list(tensors) for tensors in requests]
         for attempt in (1, 2):
-            response = self._handle.infer.remote(cut.id, payload)
+            response = self._handle.run_batch.remote(cut.id, payload, limits)
             try:
-                outputs, compute, _ = response.result(timeout_s=self.config.request_timeout_s)
-                return outputs, compute
+                result: BatchResult = response.result(timeout_s=self.config.request_timeout_s)
+                return result
             except ray.exceptions.RayTaskError as exc:
                 cause = getattr(exc, "cause", None) or exc
                 raise BackendError(f"cut {cut.id}: {cause}") from exc
@@ -559,6 +570,12 @@ class RayBackend:
             except Exception as exc:  # noqa: BLE001 - shutting down anyway
                 log.warning("serve shutdown failed error=%s", exc)
         ray.shutdown()
+
+
+def _raw_tensor(name: str, value: np.ndarray) -> wire.EncodedTensor:
+    """``value`` as a ``raw`` wire tensor (no copy for a C-contiguous little-endian array)."""
+    meta, payload = wire.encode_tensor(name, value, "raw")
+    return wire.EncodedTensor(meta, np.frombuffer(payload, dtype=np.uint8))
 
 
 def _status_message(app: Any) -> str:

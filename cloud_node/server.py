@@ -1,15 +1,18 @@
 """The cloud node: a ZeroMQ ROUTER ingress, a bounded queue, and workers that run tails.
 
-One request: the ingress thread receives it, validates it strictly
+One request: the ingress thread receives it, validates its header strictly
 (``wire``, then against the bundle), and either answers at once (``pong``,
 ``error``, or ``busy`` when the queue is full: with the queue's expected
 delay, so the edge runs the request itself instead of waiting) or admits it
-to the queue. A worker takes the oldest request plus every queued request
-for the same cut (within ``batch_window_s`` and ``max_batch`` rows), runs
-them as one backend call, and hands each reply back to the ingress, which
-alone owns the ROUTER socket. Replies carry the request's queue time and
-its batch's compute time. On stop the ingress stops reading, the workers
-finish what was admitted, and every admitted request is answered.
+to the queue, its tensors still encoded: the ingress thread never runs a
+codec or a model. A worker takes the oldest request plus every queued request
+for the same cut (within ``batch_window_s`` and ``max_batch`` rows) and hands
+them to the backend, which decodes them where the tail runs (the worker
+thread, or a Ray replica) and runs them as one batch; the worker hands each
+reply back to the ingress, which alone owns the ROUTER socket. Replies carry
+the request's queue time and its batch's compute time. On stop the ingress
+stops reading, the workers finish what was admitted, and every admitted
+request is answered.
 """
 
 from __future__ import annotations
@@ -43,8 +46,6 @@ from wire.message import MetaValue
 log = logging.getLogger(__name__)
 
 _node_ids = itertools.count(1)
-# The idle fast path takes only tails whose average compute is at most this.
-INLINE_MAX_S = 0.002
 # Messages one client may have complete and unread (an edge keeps at most 16 in flight);
 # beyond it libzmq stops reading from that client, which TCP then slows down.
 RCVHWM = 64
@@ -71,11 +72,6 @@ class CloudConfig:
         keys: this node's CURVE key pair; ``None`` serves plaintext (loopback
             only, checked by the caller).
         allowed: allowed client public keys (Z85) -> name; required with ``keys``.
-        inline_when_idle: with nothing queued, running or unread, the ingress thread
-            runs the request itself instead of handing it to a worker (saves ~0.1 ms a
-            request at low load; under load every request goes through the queue).
-            Only for backends whose ``inline`` attribute is true (the embedded one),
-            and only while the tails average at most ``INLINE_MAX_S`` of compute.
         busy_retry_s: the least delay a ``busy`` reply announces when the backend
             itself could not take an admitted request (a Ray replica lost): the
             edge keeps its requests for that long.
@@ -94,7 +90,6 @@ class CloudConfig:
     poll_interval_s: float = 0.1
     keys: KeyPair | None = None
     allowed: dict[bytes, str] | None = None
-    inline_when_idle: bool = True
     busy_retry_s: float = 0.5
     memory: GuardLimits | None = field(default_factory=GuardLimits)
     log_interval_s: float = 10.0
@@ -154,9 +149,6 @@ class CloudNode:
         self.metrics.rollout_fraction.set(self.fleet.fraction)
         self._gauged: set[tuple[str, str]] = set()
         self._gauged_at = -math.inf
-        # Only a backend that says so runs on the ingress thread: a Triton call made there
-        # measured ~1 ms slower than the same call from a worker (gRPC's threads and ours).
-        self._inline = self.config.inline_when_idle and bool(getattr(backend, "inline", False))
 
     def serve_bundle(self, bundle: Bundle, backend: TailBackend) -> None:
         """Also serve ``bundle``'s tails (a rollout's candidate), with their own backend."""
@@ -366,11 +358,6 @@ class CloudNode:
             self._socket.send_multipart(frames, copy=False)
             self.metrics.bytes_sent.inc(sum(len(f.buffer) for f in frames[1:]))
 
-    def _input_pending(self) -> bool:
-        """Whether more requests are waiting to be read from the socket."""
-        assert self._socket is not None
-        return bool(int(self._socket.getsockopt(zmq.EVENTS)) & zmq.POLLIN)
-
     def _send(self, identity: bytes, reply: list) -> None:
         assert self._socket is not None
         if self._guard is not None and not self._guard.sending(identity, reply):
@@ -434,26 +421,11 @@ class CloudNode:
                 "error", message.request_id, meta={"code": exc.code, "message": str(exc)[:900]}
             )
         try:
-            value = wire.decode_tensors(message, frames, self.config.limits)[cut.name]
+            # Lengths only: the backend decodes where the tail runs.
+            tensors = wire.encoded_tensors(message, frames)
         except WireError as exc:
             return self._wire_error(exc, message.request_id, received, cut.id)
-        job = Job(identity, message.request_id, cut, value, received, bundle, backend)
-        if (
-            self._inline
-            and self.queue.service_s <= INLINE_MAX_S
-            and not self._input_pending()
-            and self.queue.claim_if_idle()
-        ):
-            # Nothing queued, running or waiting on the socket, and a tail this quick: a
-            # hand-off to a worker would only add two thread wake-ups. Run it here. (A
-            # slow tail run here would keep the ingress from reading, so that requests
-            # would pile up unseen on the socket instead of being queued or refused.)
-            service = 0.0
-            try:
-                ((_, reply),), service = self._run([job], time.perf_counter())
-            finally:
-                self.queue.done(1, service)
-            return reply
+        job = Job(identity, message.request_id, cut, tensors, received, bundle, backend)
         if self.queue.offer(job):
             self.metrics.queue_depth.set(len(self.queue))
             return None
@@ -481,7 +453,7 @@ class CloudNode:
                 service = 0.0
                 try:
                     live = self._live(batch)
-                    replies, service = self._run(live, time.perf_counter()) if live else ([], 0)
+                    replies, service = self._run(live) if live else ([], 0)
                     for job, reply in replies:
                         push.send_multipart([job.identity, *reply], copy=False)
                 finally:
@@ -502,26 +474,18 @@ class CloudNode:
                 self.counts["skipped_gone"] += len(batch) - len(live)
         return live
 
-    def _run(self, batch: list[Job], started: float) -> tuple[list[tuple[Job, list]], float]:
+    def _run(self, batch: list[Job]) -> tuple[list[tuple[Job, list]], float]:
         """Run ``batch`` as one backend call (each alone if that fails).
 
-        Returns the replies and the compute seconds spent. A backend that
-        reports its own compute time (``infer_timed``: a Ray replica) makes the
-        difference to the wall time count as queueing, which it is (Serve's
-        queue, the hop to the replica).
+        Returns the replies and the compute seconds spent. The backend reports
+        the seconds spent where the tail ran (decoding included); the rest of
+        the wall time counts as queueing, which it is (Serve's queue, the hop
+        to a replica).
         """
         cut = batch[0].cut
         backend = batch[0].backend
-        merged = batch[0].value if len(batch) == 1 else np.concatenate([j.value for j in batch])
-        timed = getattr(backend, "infer_timed", None)
         try:
-            if timed is not None:
-                outputs, compute = timed(cut, {cut.name: merged})
-                finished = time.perf_counter()
-                started = finished - compute
-            else:
-                outputs = backend.infer(cut, {cut.name: merged})
-                finished = time.perf_counter()
+            result = backend.run_batch(cut, [job.tensors for job in batch], self.config.limits)
         except BackendBusy as exc:
             log.warning("backend busy, %d request(s) answered busy error=%s", len(batch), exc)
             self._count("busy_backend")
@@ -533,7 +497,7 @@ class CloudNode:
                 pairs: list[tuple[Job, list]] = []
                 spent = 0.0
                 for job in batch:
-                    one, seconds = self._run([job], time.perf_counter())
+                    one, seconds = self._run([job])
                     pairs += one
                     spent += seconds
                 return pairs, spent
@@ -542,8 +506,20 @@ class CloudNode:
             log.error("backend failed id=%d error=%s", job.request_id, exc)
             failed = {"code": "backend", "message": str(exc)[:900]}
             return [(job, wire.encode_message("error", job.request_id, meta=failed))], 0.0
-        compute = finished - started
-        return self._results(batch, outputs, started, compute), compute
+        finished = time.perf_counter()
+        self.metrics.backend_bytes.inc(sum(t.nbytes for job in batch for t in job.tensors))
+        replies = []
+        for index, (code, text) in result.failed.items():
+            job = batch[index]
+            self._error(code, job.received, cut.id)
+            self._quiet.warning(code, "undecodable tensor id=%d: %s", job.request_id, text)
+            meta = {"code": code, "message": text}
+            replies.append((job, wire.encode_message("error", job.request_id, meta=meta)))
+        served = [job for i, job in enumerate(batch) if i not in result.failed]
+        if served:
+            compute = result.compute_s
+            replies += self._results(served, result.outputs, finished - compute, compute)
+        return replies, result.compute_s
 
     def _results(
         self, batch: list[Job], outputs: dict[str, np.ndarray], started: float, compute: float

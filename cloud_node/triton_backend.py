@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from cloud_node.backends import DecodingBackend
 from edgesplit.bundle import Bundle, Cut
 from edgesplit.errors import BackendError
 
@@ -73,7 +74,7 @@ def tail_model_name(bundle: Bundle, cut: Cut, model_prefix: str | None = None) -
     return f"{model_prefix}{_TAIL_INFIX}{cut.id}"
 
 
-class TritonBackend:
+class TritonBackend(DecodingBackend):
     """Tails run by a Triton server, one gRPC client shared by every thread.
 
     Args:

@@ -28,12 +28,14 @@ from wire.codecs import (
 from wire.message import (
     KINDS,
     PROTOCOL_VERSION,
+    EncodedTensor,
     Limits,
     Message,
     decode_header,
     decode_message,
     decode_tensors,
     encode_message,
+    encoded_tensors,
     error_code,
 )
 
@@ -42,6 +44,7 @@ __all__ = [
     "ALL_CODECS",
     "Codec",
     "DEFAULT_CODEC",
+    "EncodedTensor",
     "KINDS",
     "Limits",
     "Message",
@@ -54,6 +57,7 @@ __all__ = [
     "decode_tensors",
     "encode_message",
     "encode_tensor",
+    "encoded_tensors",
     "error_code",
     "parse_codec",
 ]

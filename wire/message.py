@@ -221,6 +221,56 @@ def decode_tensors(
     }
 
 
+@dataclass(frozen=True)
+class EncodedTensor:
+    """One tensor as it came off the wire: its descriptor and its payload, not decoded.
+
+    The payload is a read-only ``uint8`` view of the received frame (no copy);
+    the pair travels as it is to wherever the tensor is decoded (a worker, a
+    Ray replica: numpy arrays cross processes as out-of-band buffers).
+    """
+
+    meta: TensorMeta
+    payload: np.ndarray
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the payload as sent (compressed, quantized)."""
+        return int(self.payload.nbytes)
+
+    def decode(self, limits: Limits = _DEFAULT_LIMITS, index: int | None = None) -> np.ndarray:
+        """The array, decoded straight into its declared dtype.
+
+        Raises:
+            PayloadError: the payload disagrees with the descriptor.
+            DecompressionError: a compressed payload is corrupt or expands wrongly.
+        """
+        return decode_tensor(self.meta, self.payload, limits, index=index)
+
+
+def encoded_tensors(message: Message, frames: Sequence[object]) -> tuple[EncodedTensor, ...]:
+    """The tensors of a message whose header :func:`decode_header` returned, undecoded.
+
+    Only what costs nothing is checked here: each payload's length against its
+    descriptor. Decompression and dequantization happen where the tensor is
+    used (:meth:`EncodedTensor.decode`).
+
+    Raises:
+        PayloadError: a frame's length disagrees with its descriptor.
+    """
+    tensors = []
+    for i, meta in enumerate(message.tensors):
+        where = f"tensor {meta.name!r} (index {i})"
+        view = byte_view(frames[i + 1], where)
+        if len(view) != meta.nbytes:
+            raise PayloadError(
+                f"{where}: payload has {len(view)} bytes, header declares nbytes={meta.nbytes}"
+            )
+        payload = np.frombuffer(view, dtype=np.uint8)
+        tensors.append(EncodedTensor(meta, payload))
+    return tuple(tensors)
+
+
 def _decode_header(frame: object, n_frames: int, limits: Limits) -> Message:
     data = byte_view(frame, "header frame", HeaderError)
     if len(data) > limits.max_header_bytes:

@@ -18,7 +18,7 @@ import pytest
 import zmq
 
 import wire
-from cloud_node.backends import OnnxRuntimeBackend
+from cloud_node.backends import DecodingBackend, OnnxRuntimeBackend
 from cloud_node.server import CloudConfig
 from edgesplit.bundle import Bundle, Cut
 from edgesplit.errors import ConfigError
@@ -35,11 +35,11 @@ from tests.cloud_node.test_server import _activation, _infer
 from tests.conftest import RunningCloud
 
 
-class GatedBackend:
+class GatedBackend(DecodingBackend):
     """The embedded backend, held until :attr:`gate` opens; records each call's batch size."""
 
     name = "gated-onnxruntime"
-    inline = True
+    provider = "CPUExecutionProvider"
 
     def __init__(self, bundle: Bundle) -> None:
         self.inner = OnnxRuntimeBackend(bundle, threads=1)
@@ -65,7 +65,7 @@ def gated(untrained_bundle: Bundle) -> Iterator[tuple[RunningCloud, GatedBackend
     served = RunningCloud(
         untrained_bundle,
         backend=backend,
-        config=CloudConfig(bind="tcp://127.0.0.1:*", queue_size=4, inline_when_idle=False),
+        config=CloudConfig(bind="tcp://127.0.0.1:*", queue_size=4),
     )
     yield served, backend
     backend.gate.set()
@@ -154,7 +154,7 @@ def test_batch_window_merges_requests_arriving_within_it(untrained_bundle: Bundl
     served = RunningCloud(
         untrained_bundle,
         backend=backend,
-        config=CloudConfig(bind="tcp://127.0.0.1:*", batch_window_s=0.2, inline_when_idle=False),
+        config=CloudConfig(bind="tcp://127.0.0.1:*", batch_window_s=0.2),
     )
     cut = untrained_bundle.manifest.cut("c03")
     act = _activation(untrained_bundle, cut.id, n=1)
@@ -177,7 +177,7 @@ def test_stop_answers_everything_already_admitted(untrained_bundle: Bundle) -> N
     served = RunningCloud(
         untrained_bundle,
         backend=backend,
-        config=CloudConfig(bind="tcp://127.0.0.1:*", inline_when_idle=False),
+        config=CloudConfig(bind="tcp://127.0.0.1:*"),
     )
     cut = untrained_bundle.manifest.cut("c03")
     act = _activation(untrained_bundle, cut.id, n=1)
@@ -275,7 +275,18 @@ def test_metrics_are_served_over_http(cloud, untrained_bundle: Bundle) -> None:
     assert "edgesplit_cloud_queue_depth 0.0" in text
 
 
-def test_an_idle_node_answers_on_the_ingress_thread(untrained_bundle: Bundle) -> None:
+def test_the_ingress_thread_never_decodes_or_runs_a_tail(
+    untrained_bundle: Bundle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Even idle: every request is decoded and run by a worker, the ingress only routes."""
+    decoded_on: list[str] = []
+    decode = wire.EncodedTensor.decode
+
+    def recording(self: wire.EncodedTensor, *args: object) -> np.ndarray:
+        decoded_on.append(threading.current_thread().name)
+        return decode(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(wire.EncodedTensor, "decode", recording)
     backend = GatedBackend(untrained_bundle)
     backend.gate.set()
     served = RunningCloud(
@@ -299,5 +310,44 @@ def test_an_idle_node_answers_on_the_ingress_thread(untrained_bundle: Bundle) ->
         replies[3][1][untrained_bundle.manifest.model.output], direct, rtol=1e-5, atol=1e-6
     )
     assert served.node.queue.expected_wait_s() == 0.0 and backend.calls == [2, 2, 2]
-    # Ran on the ingress thread (the one serving), never on a worker.
-    assert backend.threads == [served._thread.name] * 3
+    # Decoded and run on a worker, never on the ingress thread (the one serving).
+    assert backend.threads == ["edgesplit-worker-0"] * 3
+    assert decoded_on == ["edgesplit-worker-0"] * 3
+
+
+def test_a_corrupt_frame_in_a_batch_is_answered_alone_and_the_rest_run(
+    untrained_bundle: Bundle,
+) -> None:
+    """Decoding happens in the worker: one corrupt lz4 frame fails its own request only."""
+    backend = OnnxRuntimeBackend(untrained_bundle, threads=1)
+    served = RunningCloud(
+        untrained_bundle,
+        backend=backend,
+        config=CloudConfig(bind="tcp://127.0.0.1:*", batch_window_s=0.3),
+    )
+    cut = untrained_bundle.manifest.cut("c03")
+    act = _activation(untrained_bundle, cut.id, n=1)
+    corrupt = _infer(untrained_bundle, cut.id, act, request_id=2, codec="int8+lz4")
+    corrupt[1] = b"\xff" * len(corrupt[1])  # same length as declared: passes the ingress
+    context = zmq.Context()
+    sock = _dealer(served.endpoint, context)
+    try:
+        sock.send_multipart(_infer(untrained_bundle, cut.id, act, 1, codec="int8+lz4"))
+        sock.send_multipart(corrupt)
+        sock.send_multipart(_infer(untrained_bundle, cut.id, act, 3, codec="int8+lz4"))
+        replies = _replies(sock, 3)
+        # The node is still up and serving.
+        sock.send_multipart(_infer(untrained_bundle, cut.id, act, 4, codec="int8+lz4"))
+        after = _replies(sock, 1)
+    finally:
+        sock.close()
+        context.term()
+        served.stop()
+    assert replies[2][0].kind == "error" and replies[2][0].meta["code"] == "decompression"
+    assert "lz4" in str(replies[2][0].meta["message"])
+    assert [replies[r][0].kind for r in (1, 3)] == ["result", "result"]
+    assert [replies[r][0].meta["batch"] for r in (1, 3)] == [2, 2]
+    output = untrained_bundle.manifest.model.output
+    np.testing.assert_allclose(replies[1][1][output], replies[3][1][output], rtol=1e-6)
+    assert after[4][0].kind == "result"
+    assert served.node.counts["error_decompression"] == 1 and served.node.counts["ok"] == 3

@@ -58,7 +58,7 @@ def test_busy_cloud_sends_the_edge_local_until_its_delay_is_forgotten(
             gate.wait(10)
             return super().infer(cut, inputs)
 
-    node_cfg = CloudConfig(bind="tcp://127.0.0.1:*", queue_size=1, inline_when_idle=False)
+    node_cfg = CloudConfig(bind="tcp://127.0.0.1:*", queue_size=1)
     cloud_node = CloudNode(untrained_bundle, Held(untrained_bundle, threads=1), node_cfg)
     cloud_node.__enter__()
     server = threading.Thread(target=cloud_node.serve_forever, daemon=True)

@@ -15,7 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import zmq
 
+import wire
+from cloud_node.backends import OnnxRuntimeBackend
 from cloud_node.ray_tier import RayBackend, RayTierConfig
 from cloud_node.server import CloudConfig
 from edge_node.node import EdgeConfig, EdgeNode, Outcome
@@ -155,29 +158,40 @@ def _replica_actor(backend: RayBackend) -> str:
     return str(backend._handle.describe.remote().result(timeout_s=60)["actor"])
 
 
+@pytest.mark.parametrize("ingresses", [1, 2])
 def test_replica_killed_mid_stream_loses_nothing(
-    untrained_bundle: Bundle, tier: list[RayBackend]
+    untrained_bundle: Bundle, tier: list[RayBackend], ingresses: int
 ) -> None:
-    backend = RayBackend(untrained_bundle, _config("kill", request_timeout_s=8.0))
-    tier.append(backend)
-    running = RunningCloud(
-        untrained_bundle, backend=backend, config=CloudConfig(bind="tcp://127.0.0.1:*", workers=4)
-    )
-    before = _replica_actor(backend)
+    """One edge per ingress; with two, both ingresses share the one replica of one app."""
+    backends = []
+    for _ in range(ingresses):  # the second joins the app the first deployed
+        backends.append(RayBackend(untrained_bundle, _config("kill", request_timeout_s=8.0)))
+        tier.append(backends[-1])
+    nodes = [
+        RunningCloud(
+            untrained_bundle,
+            backend=backend,
+            config=CloudConfig(bind="tcp://127.0.0.1:*", workers=4),
+        )
+        for backend in backends
+    ]
+    before = _replica_actor(backends[0])
+    assert {_replica_actor(b) for b in backends} == {before}  # one replica, shared
     shape = untrained_bundle.manifest.model.input.shape
-    xs = np.random.default_rng(2).standard_normal((400, 1, *shape), dtype=np.float32)
-    policy = FixedPolicy(Decision("c03", None, "raw"), untrained_bundle.manifest.edge_only.id)
+    xs = np.random.default_rng(2).standard_normal((300, 1, *shape), dtype=np.float32)
+    policy = FixedPolicy(Decision("c03", None, "int8+lz4"), untrained_bundle.manifest.edge_only.id)
     killed: dict[str, float] = {}
+    started = threading.Barrier(ingresses + 1)
 
     def kill_replica() -> None:
+        started.wait(timeout=30)
         time.sleep(0.6)
         ray.kill(ray.get_actor(before, namespace="serve"), no_restart=True)
         killed["at"] = time.monotonic()
 
-    outcomes: list[tuple[float, Outcome]] = []
-    killer = threading.Thread(target=kill_replica)
-    try:
-        with CloudClient(running.endpoint) as client:
+    def edge(endpoint: str, out: dict[str, object]) -> None:
+        outcomes: list[tuple[float, Outcome]] = []
+        with CloudClient(endpoint) as client:
             node = EdgeNode(
                 untrained_bundle,
                 policy,
@@ -185,7 +199,7 @@ def test_replica_killed_mid_stream_loses_nothing(
                 EdgeConfig(timeout_s=1.0, backoff_s=0.2, max_backoff_s=0.5, pipeline_depth=4),
             )
             node.check_cloud()
-            killer.start()
+            started.wait(timeout=30)
             for outcome in node.stream(iter(xs)):
                 outcomes.append((time.monotonic(), outcome))
             # Until a replacement replica serves again (Ray restarts it), at most 60 s.
@@ -193,34 +207,98 @@ def test_replica_killed_mid_stream_loses_nothing(
             while time.monotonic() < deadline:
                 o = node.infer(xs[0])
                 outcomes.append((time.monotonic(), o))
-                if o.finished == "cloud" and time.monotonic() > killed["at"] + 0.5:
+                if o.finished == "cloud" and time.monotonic() > killed.get("at", 1e18) + 0.5:
                     break
                 time.sleep(0.02)
+        out.update(node=node, outcomes=outcomes)
+
+    results: list[dict[str, object]] = [{} for _ in nodes]
+    threads = [threading.Thread(target=kill_replica)] + [
+        threading.Thread(target=edge, args=(running.endpoint, out))
+        for running, out in zip(nodes, results, strict=True)
+    ]
+    for t in threads:
+        t.start()
+    try:
+        for t in threads:
+            t.join(timeout=180)
     finally:
-        killer.join()
-        running.stop()
-    answered = [o for _, o in outcomes]
-    # Every request answered exactly once at the edge, cloud or local.
-    assert len(answered) >= len(xs)
-    assert sum(node.counts[k] for k in ("cloud", "edge", "fallback")) == len(answered)
-    # The ingress answered every request it received exactly once (after its drain): as many
-    # results and busy replies as the edge sent, whether the edge still waited for them or not.
-    served = running.node.counts
-    reasons = Counter(o.reason for o in answered if o.finished == "fallback")
-    sent = node.counts["cloud"] + reasons["timeout"] + reasons["busy"]
-    assert served["ok"] + served["busy"] == sent, (served, node.counts, reasons)
-    assert not [k for k in served if k.startswith("error")], served
+        for running in nodes:
+            running.stop()
+    felt = sum(b.retries + b.lost for b in backends)
+    for running, out in zip(nodes, results, strict=True):
+        node = out["node"]
+        outcomes = out["outcomes"]
+        assert isinstance(node, EdgeNode) and isinstance(outcomes, list)
+        answered = [o for _, o in outcomes]
+        # Every request answered exactly once at the edge, cloud or local.
+        assert len(answered) >= len(xs)
+        assert sum(node.counts[k] for k in ("cloud", "edge", "fallback")) == len(answered)
+        # The ingress answered every request it received exactly once (after its drain): as
+        # many results and busy replies as its edge sent, whether it still waited or not.
+        served = running.node.counts
+        reasons = Counter(o.reason for o in answered if o.finished == "fallback")
+        sent = node.counts["cloud"] + reasons["timeout"] + reasons["busy"]
+        assert served["ok"] + served["busy"] == sent, (served, node.counts, reasons)
+        assert not [k for k in served if k.startswith("error")], served
+        felt += served["busy"] + reasons["timeout"]
+        after = [o for t, o in outcomes if t > killed["at"]]
+        assert after and after[-1].finished == "cloud"
+        print(
+            f"replica kill, {ingresses} ingress(es): {len(answered)} answered, busy "
+            f"{served['busy']}, fallbacks {dict(reasons)}"
+        )
     # The kill was felt (a retry, a busy reply, or requests that waited for the replacement
     # past the edge's deadline and finished locally), and Ray replaced the replica.
-    assert backend.retries + backend.lost + served["busy"] + reasons["timeout"] >= 1
-    after = [o for t, o in outcomes if t > killed["at"]]
-    assert after and after[-1].finished == "cloud"
-    replacement = _replica_actor(backend)
+    assert felt >= 1
+    replacement = _replica_actor(backends[0])
     assert replacement != before
-    print(
-        f"replica kill: {len(answered)} answered, retries {backend.retries}, busy "
-        f"{served['busy']}, fallbacks {dict(reasons)}, replaced {before} -> {replacement}"
+    print(f"replaced {before} -> {replacement}, retries {[b.retries for b in backends]}")
+
+
+def test_a_replica_decodes_the_frames_as_sent_and_answers_a_bad_one_with_its_code(
+    untrained_bundle: Bundle, tier: list[RayBackend]
+) -> None:
+    """The ingress hands the replica the wire's bytes (int8+lz4), not a decoded float32."""
+    backend = RayBackend(untrained_bundle, _config("encoded"))
+    tier.append(backend)
+    running = RunningCloud(
+        untrained_bundle, backend=backend, config=CloudConfig(bind="tcp://127.0.0.1:*")
     )
+    cut = untrained_bundle.manifest.cut("c03")
+    x = np.random.default_rng(5).standard_normal((2, *cut.shape), dtype=np.float32)
+    good = wire.encode_message(
+        "infer",
+        1,
+        {cut.name: x},
+        codec="int8+lz4",
+        meta={"bundle": untrained_bundle.id, "cut": cut.id},
+    )
+    bad = list(good)
+    bad[1] = b"\xff" * len(good[1])  # the declared length: only decoding finds it out
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RCVTIMEO, 20_000)
+    sock.connect(running.endpoint)
+    try:
+        replies = {}
+        for frames in (good, bad, good):
+            sock.send_multipart(frames)
+            message, arrays = wire.decode_message(sock.recv_multipart())
+            replies.setdefault(message.kind, []).append((message, arrays))
+    finally:
+        sock.close()
+        running.stop()
+    assert [m.meta["code"] for m, _ in replies["error"]] == ["decompression"]
+    assert len(replies["result"]) == 2
+    embedded = OnnxRuntimeBackend(untrained_bundle, threads=1)
+    decoded = wire.decode_message(good)[1][cut.name]
+    expected = embedded.infer(cut, {cut.name: decoded})[untrained_bundle.manifest.model.output]
+    output = replies["result"][0][1][untrained_bundle.manifest.model.output]
+    np.testing.assert_allclose(output, expected, rtol=1e-5, atol=1e-5)
+    sent = running.node.metrics.registry.get_sample_value("edgesplit_cloud_backend_bytes_total")
+    assert sent == 3 * len(good[1]) < decoded.nbytes  # encoded bytes went to the replica
+    assert running.node.counts["error_decompression"] == 1
 
 
 def test_scales_from_one_to_two_replicas_under_load(

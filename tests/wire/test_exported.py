@@ -12,6 +12,7 @@ EXPECTED = {
     "ALL_CODECS",
     "Codec",
     "DEFAULT_CODEC",
+    "EncodedTensor",
     "KINDS",
     "Limits",
     "Message",
@@ -24,6 +25,7 @@ EXPECTED = {
     "decode_tensors",
     "encode_message",
     "encode_tensor",
+    "encoded_tensors",
     "error_code",
     "parse_codec",
 }
