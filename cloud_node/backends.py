@@ -36,14 +36,21 @@ class BatchResult:
     Attributes:
         outputs: the tail's outputs by name, the rows of every request not in
             ``failed``, in request order.
-        compute_s: seconds spent where the tail ran (decoding included).
+        compute_s: seconds the tail computed.
+        decode_s: seconds spent decoding the requests before it, where it ran.
         failed: requests that could not be decoded, by index in the batch:
             (a stable error code of ``wire.error_code``, the message).
     """
 
     outputs: dict[str, np.ndarray]
     compute_s: float
+    decode_s: float = 0.0
     failed: dict[int, tuple[str, str]] = field(default_factory=dict)
+
+    @property
+    def service_s(self) -> float:
+        """Seconds the batch held where it ran: decoding and the tail."""
+        return self.decode_s + self.compute_s
 
 
 class TailBackend(Protocol):
@@ -89,13 +96,14 @@ def decode_and_run(
         except WireError as exc:
             failed[i] = (wire.error_code(exc), str(exc)[:900])
     if not decoded:
-        return BatchResult({}, time.perf_counter() - began, failed)
+        return BatchResult({}, 0.0, time.perf_counter() - began, failed)
     if len(decoded) == 1:
         inputs = decoded[0]
     else:
         inputs = {name: np.concatenate([d[name] for d in decoded]) for name in decoded[0]}
+    computing = time.perf_counter()
     outputs = infer(cut, inputs)
-    return BatchResult(outputs, time.perf_counter() - began, failed)
+    return BatchResult(outputs, time.perf_counter() - computing, computing - began, failed)
 
 
 class DecodingBackend:

@@ -292,6 +292,7 @@ class CloudNode:
     def _receive(self) -> int:
         """Read the requests waiting on the ROUTER; answer or admit each; return how many."""
         assert self._socket is not None
+        curve = self.config.keys is not None
         n = 0
         while n < 64:
             try:
@@ -307,7 +308,9 @@ class CloudNode:
                     self._dropped("reply_dropped")  # it does not read its replies: no work
                     continue
             self.metrics.bytes_received.inc(sum(len(f.buffer) for f in body))
-            reply = self.handle(body, now, identity, _user_id(body[0]) if body else None)
+            # The CURVE client's name (plaintext has none: no lookup, which raises there).
+            client = _user_id(body[0]) if body and curve else None
+            reply = self.handle(body, now, identity, client)
             if reply is not None:
                 self._send(identity, reply)
         return n
@@ -477,10 +480,10 @@ class CloudNode:
     def _run(self, batch: list[Job]) -> tuple[list[tuple[Job, list]], float]:
         """Run ``batch`` as one backend call (each alone if that fails).
 
-        Returns the replies and the compute seconds spent. The backend reports
-        the seconds spent where the tail ran (decoding included); the rest of
-        the wall time counts as queueing, which it is (Serve's queue, the hop
-        to a replica).
+        Returns the replies and the seconds the batch held the backend
+        (decoding and compute). Replies report the tail's compute; the rest of
+        the wall time (decoding, Serve's queue, the hop to a replica) counts as
+        queueing.
         """
         cut = batch[0].cut
         backend = batch[0].backend
@@ -519,7 +522,7 @@ class CloudNode:
         if served:
             compute = result.compute_s
             replies += self._results(served, result.outputs, finished - compute, compute)
-        return replies, result.compute_s
+        return replies, result.service_s
 
     def _results(
         self, batch: list[Job], outputs: dict[str, np.ndarray], started: float, compute: float

@@ -233,6 +233,12 @@ class EncodedTensor:
     meta: TensorMeta
     payload: np.ndarray
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # Compact across processes: the descriptor's values, not its class and field names.
+        m = self.meta
+        values = (m.name, m.dtype, m.shape, m.codec, m.nbytes, m.scale, m.zero_point)
+        return _rebuild_encoded, (values, self.payload)
+
     @property
     def nbytes(self) -> int:
         """Bytes of the payload as sent (compressed, quantized)."""
@@ -246,6 +252,10 @@ class EncodedTensor:
             DecompressionError: a compressed payload is corrupt or expands wrongly.
         """
         return decode_tensor(self.meta, self.payload, limits, index=index)
+
+
+def _rebuild_encoded(values: tuple[Any, ...], payload: np.ndarray) -> EncodedTensor:
+    return EncodedTensor(TensorMeta(*values), payload)
 
 
 def encoded_tensors(message: Message, frames: Sequence[object]) -> tuple[EncodedTensor, ...]:

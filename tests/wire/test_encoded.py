@@ -1,0 +1,58 @@
+"""Tensors kept as received (``wire.EncodedTensor``): checked cheaply, decoded where used."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+import wire
+from edgesplit.errors import DecompressionError, PayloadError
+
+
+def _frames(codec: str) -> tuple[list, np.ndarray]:
+    x = np.maximum(np.random.default_rng(1).standard_normal((2, 8, 5, 5)), 0).astype(np.float32)
+    return wire.encode_message("infer", 3, {"act": x}, codec=codec), x
+
+
+@pytest.mark.parametrize("codec", wire.SUPPORTED_CODECS)
+def test_an_encoded_tensor_decodes_as_the_whole_message_does(codec: str) -> None:
+    frames, _ = _frames(codec)
+    message = wire.decode_header(frames)
+    (tensor,) = wire.encoded_tensors(message, frames)
+    assert tensor.nbytes == len(frames[1]) == message.tensors[0].nbytes
+    _, arrays = wire.decode_message(frames)
+    np.testing.assert_array_equal(tensor.decode(), arrays["act"])
+    assert tensor.decode().dtype == np.float32
+
+
+def test_a_payload_of_another_length_than_declared_is_refused_before_decoding() -> None:
+    frames, _ = _frames("int8+lz4")
+    message = wire.decode_header(frames)
+    with pytest.raises(PayloadError, match=r"tensor 'act' \(index 0\): payload has 3 bytes"):
+        wire.encoded_tensors(message, [frames[0], b"abc"])
+
+
+def test_a_corrupt_payload_of_the_declared_length_fails_only_at_decode() -> None:
+    frames, _ = _frames("int8+lz4")
+    frames[1] = b"\xff" * len(frames[1])
+    (tensor,) = wire.encoded_tensors(wire.decode_header(frames), frames)
+    with pytest.raises(DecompressionError, match="lz4"):
+        tensor.decode(wire.Limits(), 0)
+
+
+def test_the_payload_is_a_view_of_the_frame_and_crosses_processes_out_of_band() -> None:
+    frames, x = _frames("raw")
+    frame = bytearray(frames[1])
+    (tensor,) = wire.encoded_tensors(wire.decode_header(frames), [frames[0], frame])
+    frame[0] ^= 0xFF  # a view: the change shows
+    assert tensor.payload[0] == frame[0]
+    frame[0] ^= 0xFF
+    buffers: list[pickle.PickleBuffer] = []
+    data = pickle.dumps(tensor, protocol=5, buffer_callback=buffers.append)
+    assert len(buffers) == 1 and memoryview(buffers[0]).nbytes == x.nbytes
+    assert len(data) < 256  # the descriptor's values, not its class and field names
+    again = pickle.loads(data, buffers=buffers)
+    assert again.meta == tensor.meta
+    np.testing.assert_array_equal(again.decode(), x)
