@@ -82,6 +82,34 @@ def experiment(
     price_gb: Annotated[
         float, typer.Option(help="Price of one GB the cloud receives (cost per 1k requests).")
     ] = 0.0,
+    slo_ms: Annotated[
+        float | None,
+        typer.Option(
+            help="cloud-scaling: latency SLO of one request, ms (default: 5x the cloud-only "
+            "request's median latency from one edge alone, measured first)."
+        ),
+    ] = None,
+    cuts: Annotated[
+        str | None,
+        typer.Option(
+            help="cloud-scaling: the edges' cut mix, comma-separated cut ids, e.g. c00,c09,c13 "
+            "(default: the cloud-only cut and the 3 inner cuts cheapest to send with int8+lz4)."
+        ),
+    ] = None,
+    cut_assign: Annotated[
+        str,
+        typer.Option(
+            help="cloud-scaling: how each edge gets its cut of the mix: round-robin or random "
+            "(seeded by --seed)."
+        ),
+    ] = "round-robin",
+    batch_window_ms: Annotated[
+        float,
+        typer.Option(
+            help="cloud-scaling: every node's batch window, ms: requests of one cut from any "
+            "edge arriving within it run as one batch."
+        ),
+    ] = 2.0,
     cache: Annotated[
         Path | None,
         typer.Option(
@@ -115,6 +143,17 @@ def experiment(
         "battery_hours": battery_hours,
         "price_cloud_s": price_cloud_s,
         "price_gb": price_gb,
+        # Options of one experiment reach it as overrides of its own settings.
+        "overrides": {
+            k: v
+            for k, v in {
+                "slo_ms": slo_ms,
+                "cuts": cuts,
+                "assign": cut_assign,
+                "batch_window_ms": batch_window_ms,
+            }.items()
+            if v is not None
+        },
     }
     if cache is not None:
         settings_kwargs["cache"] = cache
@@ -123,6 +162,10 @@ def experiment(
         from experiments.traces import load_traces
 
         load_traces(settings.traces)  # bad trace files fail here, before any work
+    if name in ("cloud-scaling", "all"):
+        from experiments.exp_cloud_scaling import options
+
+        options(settings)  # bad cloud-scaling flags fail here, before any work
     chosen = list(CATALOG) if name == "all" else [entry(name)]
     began = time.perf_counter()
     reports = []

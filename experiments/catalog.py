@@ -40,7 +40,8 @@ CATALOG: tuple[Entry, ...] = (
     Entry("generalization", "exp_generalization",
           "bandwidth prediction tuned on one trace family, judged on the others vs the oracle"),
     Entry("cloud-scaling", "exp_cloud_scaling",
-          "cloud tier throughput and p99 vs concurrent edges, 1 and 2 Ray replicas"),
+          "many edges, one SLO: throughput, p99, SLO attainment vs 1-64 edges with mixed cuts; "
+          "Ray 1-2 replicas, single process, cloud-only"),
 )  # fmt: skip
 
 NAMES: tuple[str, ...] = tuple(e.name for e in CATALOG)

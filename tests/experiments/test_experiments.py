@@ -20,6 +20,8 @@ from typing import Any
 import pytest
 from rich.console import Console
 
+from edgesplit.bundle import Cut
+from edgesplit.errors import ConfigError
 from experiments.cpulimit import cpu_limit_support
 from experiments.harness import Settings
 from experiments.netlink import netns_support
@@ -209,15 +211,101 @@ def test_drift_is_learned_and_followed(base: Settings) -> None:
 
 @needs_cgroup
 def test_cloud_scaling_on_ray(base: Settings) -> None:
-    from experiments.exp_cloud_scaling import NODES, run
+    from experiments.exp_cloud_scaling import SERIES, run
 
-    tiny = {"edges": (1, 2), "seconds": 1.0, "warmup_s": 0.5}
+    tiny = {"edges": (1, 4), "seconds": 1.0, "warmup_s": 0.5, "calibrate_s": 1.0}
     run(settings(base, overrides=tiny), Console(quiet=True))
     folder = base.out / "cloud-scaling"
-    check_outputs(folder, "cloud_scaling.csv")
+    meta = check_outputs(folder, "cloud_scaling.csv", "cloud_scaling_cuts.csv")
     rows = read_csv(folder / "cloud_scaling.csv")
-    assert [(r["node"], r["edges"]) for r in rows] == [(n, str(e)) for n in NODES for e in (1, 2)]
-    assert all(float(r["throughput"]) > 0 and float(r["lost"]) == 0 for r in rows)
+    assert [(r["node"], r["load"], r["edges"]) for r in rows] == [
+        (n, load, str(e)) for n, load in SERIES for e in (1, 4)
+    ]
+    # The SLO was measured (5x one edge's cloud-only latency) and applied to every point.
+    slo = meta["settings"]["slo_ms"]
+    assert meta["settings"]["slo_measured"] and 0 < slo < 10_000
+    assert {float(r["slo_ms"]) for r in rows} == {slo}
+    for r in rows:
+        assert float(r["throughput"]) > 0 and float(r["lost"]) == 0, r
+        assert 0 <= float(r["slo_attainment"]) <= 1, r
+        assert float(r["batch_mean"]) >= 1, r
+        assert float(r["p50_ms"]) <= float(r["p99_ms"]), r
+    # Mixed cuts: 4 edges round-robin over the mix (the cloud-only cut and 3 inner ones) send
+    # one cut each; cloud-only edges all send the input.
+    mix = meta["settings"]["mix"]
+    assert len(mix) == 4 and mix[0] == "c00"
+    cuts = read_csv(folder / "cloud_scaling_cuts.csv")
+    for n, load in SERIES:
+        at4 = {r["cut"]: r for r in cuts if (r["node"], r["load"], r["edges"]) == (n, load, "4")}
+        expected = {"c00": "4"} if load == "cloud-only" else {c: "1" for c in mix}
+        assert {c: r["edges_on_cut"] for c, r in at4.items()} == expected, (n, load)
+        # Every request of the point is in one cut's row.
+        total = next(r for r in rows if (r["node"], r["load"], r["edges"]) == (n, load, "4"))
+        assert sum(int(r["requests"]) for r in at4.values()) == int(total["requests"])
+    # A batch holds requests of one cut, so with one edge a cut it never exceeds 1.
+    assert all(
+        float(r["batch_mean"]) == 1 for r in cuts if r["load"] == "mixed cuts" and r["edges"] == "4"
+    )
+
+
+def _cut(index: int, kind: str, sent: float) -> Cut:
+    return Cut(
+        id=f"c{index:02d}", index=index, kind=kind, tensor=f"t{index}", name=f"t{index}",
+        shape=(8,), dtype="float32", head=(), exits=(), tail=None if kind == "output" else "tail",
+        raw_bytes=32, encoded_bytes={"int8+lz4": sent},
+    )  # fmt: skip
+
+
+def test_cloud_scaling_mix_assignment_and_options(tmp_path: Path) -> None:
+    from experiments.exp_cloud_scaling import Options, assign, chosen_mix, default_mix, options
+
+    sent = {0: 600, 1: 800, 2: 700, 3: 200, 4: 200, 5: 90, 6: 45, 7: 22, 8: 0.5, 9: 0.5}
+    cuts = [_cut(i, "input" if i == 0 else "inner", b) for i, b in sent.items()]
+    cuts.append(_cut(10, "output", 0))
+    # The 3 inner cuts cheapest to send, in depth order, after the cloud-only cut; c09 sends
+    # no less than the shallower c08 and is skipped (more edge work, nothing saved).
+    assert [c.id for c in default_mix(cuts)] == ["c00", "c06", "c07", "c08"]
+    # Too few cuts that save bytes: the others fill in (c04 sends as much as c03).
+    few = default_mix(cuts[:5] + cuts[10:], count=4)
+    assert [c.id for c in few] == ["c00", "c01", "c02", "c03", "c04"]
+    mix = default_mix(cuts)
+    assert [c.id for c in assign(mix, 6, "round-robin", 0)] == ["c00", "c06", "c07", "c08"] + [
+        "c00", "c06"
+    ]  # fmt: skip
+    drawn = [c.id for c in assign(mix, 64, "random", 7)]
+    assert drawn == [c.id for c in assign(mix, 64, "random", 7)]  # seeded
+    assert set(drawn) == {c.id for c in mix}  # 64 draws of 4 cuts miss none (p < 1e-7)
+    given = options(Settings(out=tmp_path, overrides={"cuts": "c09, c00", "slo_ms": 50}))
+    assert given == Options(slo_ms=50.0, cuts=("c09", "c00"))
+    assert [c.id for c in chosen_mix(cuts, given)] == ["c00", "c09"]
+    assert options(Settings(out=tmp_path)) == Options()
+    with pytest.raises(ConfigError, match="--cuts c99: c99 is not an offloadable cut"):
+        chosen_mix(cuts, Options(cuts=("c99",)))
+    with pytest.raises(ConfigError, match="--cuts c10: c10 is not an offloadable cut"):
+        chosen_mix(cuts, Options(cuts=("c10",)))  # edge-only: nothing to send
+    with pytest.raises(ConfigError, match="--slo-ms -1.0"):
+        Options(slo_ms=-1.0)
+    with pytest.raises(ConfigError, match="--cut-assign sideways"):
+        Options(assign="sideways")
+
+
+def test_summary_counts_busy_and_losses_as_slo_misses_and_means_batches() -> None:
+    from experiments.loadgen import Sample, summarize, summarize_by_cut
+
+    samples = [Sample(0, 0.010, "ok", 0.001, "c00", 4) for _ in range(4)] + [
+        Sample(0, 0.200, "ok", 0.001, "c09", 1),  # late: a miss
+        Sample(0, 0.001, "busy", 0.0, "c09"),  # the edge runs it itself: a miss
+        Sample(0, 30.0, "lost", 0.0, "c09"),
+    ]
+    figures = summarize(samples, 2.0, slo_s=0.1)
+    assert figures["slo_attainment"] == 4 / 7  # 4 results within 100 ms of 7 requests
+    assert figures["batch_mean"] == 5 / 2  # 5 results in 2 batches (one of 4, one of 1)
+    assert figures["throughput"] == 5 / 2.0 and figures["requests"] == 7
+    assert (figures["busy"], figures["lost"], figures["other"]) == (1, 1, 0)
+    by_cut = summarize_by_cut(samples, 2.0, slo_s=0.1)
+    assert by_cut["c00"]["slo_attainment"] == 1 and by_cut["c09"]["slo_attainment"] == 0
+    assert by_cut["c00"]["batch_mean"] == 4 and by_cut["c09"]["batch_mean"] == 1
+    assert "slo_attainment" not in summarize(samples, 2.0)
 
 
 def test_relay_paces_the_uplink_and_follows_a_new_rate() -> None:
