@@ -30,7 +30,7 @@ from referencing import Registry, Resource
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
-OVERLAYS = ("local", "gpu")
+OVERLAYS = ("local", "gpu", "scale")
 DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile.cloud"
 #: The images the manifests run edgesplit in, by repository name, and their Dockerfiles.
 IMAGE_DOCKERFILES = {
@@ -601,6 +601,73 @@ def test_local_overlay_needs_no_gpu() -> None:
     assert svc["spec"]["ports"][0]["nodePort"] == 30555
     pvc = _named(objects, "PersistentVolumeClaim", "edgesplit-bundle")
     assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"]
+
+
+def test_scale_overlay_runs_several_ingresses_behind_one_service(tmp_path: Path) -> None:
+    from edgesplit.config import load_config
+
+    objects = list(_render("scale"))
+    ingress = _named(objects, "Deployment", "edgesplit-cloud")
+    replicas = ingress["spec"]["replicas"]
+    assert replicas >= 2
+    labels = ingress["spec"]["template"]["metadata"]["labels"]
+    # Every Service that selects the ingress pods: one for the edges (the ZeroMQ port),
+    # the rest for Prometheus only.
+    services = [
+        o for o in objects if o["kind"] == "Service" and _matches(o["spec"]["selector"], labels)
+    ]
+    zmq = [s for s in services if any(p.get("targetPort") == "zmq" for p in s["spec"]["ports"])]
+    assert [s["metadata"]["name"] for s in zmq] == ["edgesplit-cloud"]
+    assert zmq[0]["spec"]["sessionAffinity"] == "None"  # per connection: one pod an edge
+    monitors = [o for o in objects if o["kind"] == "ServiceMonitor"]
+    for svc in services:
+        if svc is zmq[0]:
+            continue
+        assert any(
+            _matches(m["spec"]["selector"]["matchLabels"], svc["metadata"]["labels"])
+            for m in monitors
+        ), f"Service {svc['metadata']['name']}: no ServiceMonitor scrapes its pods"
+    # Voluntary disruptions leave some ingresses up.
+    (pdb,) = [
+        o
+        for o in objects
+        if o["kind"] == "PodDisruptionBudget" and _selects(o["spec"]["selector"], labels)
+    ]
+    if "maxUnavailable" in pdb["spec"]:
+        assert 1 <= pdb["spec"]["maxUnavailable"] < replicas
+    else:
+        assert 1 <= pdb["spec"]["minAvailable"] < replicas
+    # Spread over the nodes.
+    spread = ingress["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert any(
+        c["topologyKey"] == "kubernetes.io/hostname"
+        and c["whenUnsatisfiable"] == "DoNotSchedule"
+        and _selects(c["labelSelector"], labels)
+        for c in spread
+    )
+    # One Ray Serve app for all: the same --ray address and the same [ray] app name.
+    joins = set()
+    for where, template, container, argv in _edgesplit_containers(objects):
+        if argv[1] != "cloud":
+            continue
+        assert _matches(
+            ingress["spec"]["selector"]["matchLabels"], template["metadata"]["labels"]
+        ), f"{where}: an `edgesplit cloud` outside the ingress Deployment"
+        ctx = _parse(argv)
+        path = tmp_path / "edgesplit.toml"
+        path.write_text(_config_text(objects, template, ctx.params["config"]))
+        env = {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+        joins.add((ctx.params["ray"], load_config(path, env=env).ray.app))
+    assert len(joins) == 1, joins
+    # The autoscaler sizes that Deployment, from its replica count up, on CPU.
+    hpa = _named(objects, "HorizontalPodAutoscaler", "edgesplit-cloud")["spec"]
+    assert hpa["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "edgesplit-cloud",
+    }
+    assert hpa["minReplicas"] == replicas < hpa["maxReplicas"]
+    assert [m["resource"]["name"] for m in hpa["metrics"]] == ["cpu"]
 
 
 def test_edge_daemonset_runs_on_jetsons_with_read_only_sysfs(
