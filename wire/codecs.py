@@ -102,6 +102,9 @@ def parse_codec(name: str) -> Codec:
         PayloadError: ``name`` is not one of ``ALL_CODECS``, or its compressor's
             package is not installed in this process.
     """
+    known = _PARSED.get(name) if isinstance(name, str) else None
+    if known is not None:
+        return known
     supported = ", ".join(SUPPORTED_CODECS)
     if not isinstance(name, str) or name not in ALL_CODECS:
         raise PayloadError(f"unknown codec {name!r}; supported codecs: {supported}")
@@ -112,6 +115,12 @@ def parse_codec(name: str) -> Codec:
             f"not installed; install it or use one of: {supported}"
         )
     return Codec(quantizer, compressor or None)
+
+
+_PARSED: dict[str, Codec] = {
+    name: Codec(name.partition("+")[0], name.partition("+")[2] or None) for name in SUPPORTED_CODECS
+}
+"""The codecs this process supports, parsed once (``parse_codec`` runs for every tensor)."""
 
 
 @dataclass(frozen=True)
