@@ -138,6 +138,18 @@ last_line() {
   grep -v '^[[:space:]]*$' "$1" 2>/dev/null | tail -n 1 | cut -c1-300 || true
 }
 
+# outcome NAME LIMIT RC: a figure line saying why a step failed or timed out; returns RC.
+outcome() {
+  local name=$1 limit=$2 rc=$3
+  if ((rc == 124 || rc == 137)); then
+    figure "$name" "timed out after $limit s (log: $LOGS/$name.log)"
+  elif ((rc != 0)); then
+    figure "$name" "failed, exit $rc: $(last_line "$LOGS/$name.log") (log: $LOGS/$name.log)"
+  fi
+  ((rc == 0)) || FAILED=1
+  return "$rc"
+}
+
 # step NAME LIMIT CMD...: run CMD within LIMIT seconds (and the budget), its output in
 # WORK/logs/NAME.log. Fails, with a figure line saying why, when CMD fails, times out
 # or the budget is spent.
@@ -156,13 +168,7 @@ step() {
   fi
   local rc=0
   timeout --kill-after=10 "$limit" "$@" >"$LOGS/$name.log" 2>&1 || rc=$?
-  if ((rc == 124 || rc == 137)); then
-    figure "$name" "timed out after $limit s (log: $LOGS/$name.log)"
-  elif ((rc != 0)); then
-    figure "$name" "failed, exit $rc: $(last_line "$LOGS/$name.log") (log: $LOGS/$name.log)"
-  fi
-  ((rc == 0)) || FAILED=1
-  return "$rc"
+  outcome "$name" "$limit" "$rc"
 }
 
 # measure NAME LIMIT ARGS...: `python -m benchmarks.gpu_check ARGS` within LIMIT seconds;
@@ -183,13 +189,7 @@ measure() {
   local rc=0
   timeout --kill-after=10 "$limit" "$PY" -m benchmarks.gpu_check "$@" \
     2>"$LOGS/$name.log" | tee -a "$FIGURES" || rc=$?
-  if ((rc == 124 || rc == 137)); then
-    figure "$name" "timed out after $limit s (log: $LOGS/$name.log)"
-  elif ((rc != 0)); then
-    figure "$name" "failed, exit $rc: $(last_line "$LOGS/$name.log") (log: $LOGS/$name.log)"
-  fi
-  ((rc == 0)) || FAILED=1
-  return "$rc"
+  outcome "$name" "$limit" "$rc"
 }
 
 # serve NAME LIMIT CMD...: start `edgesplit cloud` CMD in a process group of its own and
