@@ -54,7 +54,7 @@ from benchmarks.cores import (
 from benchmarks.triton_direct import build, measure, p95
 from edge_node.transport import CloudClient
 from edgesplit.bundle import Bundle, Cut, load_bundle
-from experiments.loadgen import node, ray_flags, run_load, sample, summarize
+from experiments.loadgen import in_window, node, ray_flags, run_load, sample, summarize
 
 SINGLE = "single-process"
 #: Cores busy outside the measured parts above which a run is called disturbed.
@@ -141,7 +141,7 @@ def _throughput(
         samples, began = run_load(
             endpoint, work.bundle, work.cut, work.value, work.edges, work.seconds
         )
-    figures = summarize([s for s in samples if s.at >= began], work.seconds)
+    figures = summarize(in_window(samples, began, work.seconds), work.seconds)
     share = sampler.share(began, began + work.seconds)
     found = sum(1 for part in share.parts if part.startswith("replica "))
     if found != replicas:

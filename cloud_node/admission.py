@@ -13,7 +13,7 @@ import wire
 from edgesplit.bundle import Bundle, Cut
 
 
-@dataclass
+@dataclass(eq=False)  # jobs are distinct whatever their fields: removed by identity
 class Job:
     """An admitted request waiting for a worker, its tensors still encoded.
 

@@ -487,8 +487,9 @@ class RayBackend:
     def run_batch(self, cut: Cut, requests: Sequence[Request], limits: wire.Limits) -> BatchResult:
         """Send ``requests``, still encoded, to a replica, which decodes and runs them.
 
-        The result's ``compute_s`` is the replica's own (decoding and the tail):
-        the rest of the wall time was queueing and the hop.
+        The result's ``compute_s`` is the tail's, measured in the replica (its
+        decoding is ``decode_s``): the rest of the wall time, decoding
+        included, counts as the request's queueing.
 
         Raises:
             BackendBusy: the replica died and the one retry failed too, or no

@@ -513,6 +513,15 @@ class CloudNode:
             log.error("backend failed id=%d error=%s", job.request_id, exc)
             failed = {"code": "backend", "message": str(exc)[:900]}
             return [(job, wire.encode_message("error", job.request_id, meta=failed))], 0.0
+        except Exception as exc:  # noqa: BLE001 - a worker that dies leaves its batch unanswered
+            log.exception("backend call failed unexpectedly, %d request(s) answered", len(batch))
+            text = f"{type(exc).__name__}: {exc}"[:900]
+            replies = []
+            for job in batch:
+                self._error("backend", job.received, cut.id)
+                meta = {"code": "backend", "message": text}
+                replies.append((job, wire.encode_message("error", job.request_id, meta=meta)))
+            return replies, 0.0
         finished = time.perf_counter()
         self.metrics.backend_bytes.inc(sum(t.nbytes for job in batch for t in job.tensors))
         replies = []

@@ -86,15 +86,17 @@ class LoadRun:
         samples: every request, warm-up included.
         began: when the measured window (after the warm-up) began, wall clock.
         cpu_s: CPU seconds the load generators spent driving the edges (all processes).
+        ended: when the measured window ended (the edges stopped sending), wall clock.
     """
 
     samples: list[Sample]
     began: float
     cpu_s: float
+    ended: float = float("inf")
 
     def window(self) -> list[Sample]:
-        """The samples that ended in the measured window."""
-        return [s for s in self.samples if s.at >= self.began]
+        """The samples that ended in the measured window (not those drained after it)."""
+        return in_window(self.samples, self.began, self.ended - self.began)
 
 
 @dataclass(frozen=True)
@@ -359,7 +361,8 @@ def run_edges(
                 p.terminate()
                 p.join()
     samples = [row for rows, _ in outs for row in rows]
-    return LoadRun(samples, start.value + warmup_s, sum(cpu for _, cpu in outs))
+    began = start.value + warmup_s
+    return LoadRun(samples, began, sum(cpu for _, cpu in outs), began + seconds)
 
 
 def run_load(
@@ -433,7 +436,16 @@ def load(
 ) -> dict[str, float]:
     """Throughput and latency of ``edges`` concurrent closed-loop edges over ``seconds``."""
     samples, began = run_load(endpoint, bundle, cut, value, edges, seconds, warmup_s)
-    return summarize([s for s in samples if s.at >= began], seconds)
+    return summarize(in_window(samples, began, seconds), seconds)
+
+
+def in_window(samples: Sequence[Sample], began: float, seconds: float) -> list[Sample]:
+    """The samples answered within ``seconds`` from ``began``.
+
+    Replies drained after the edges stopped sending would otherwise count toward
+    a throughput over ``seconds``.
+    """
+    return [s for s in samples if began <= s.at <= began + seconds]
 
 
 @contextmanager

@@ -74,6 +74,8 @@ _DTYPE_NAMES: dict[str, str] = {np.dtype(name).char: name for name in ALLOWED_DT
 """Type code -> name of the allowed dtypes, any byte order: numpy 2's ``dtype.name`` costs
 microseconds on every encode, a lookup here nanoseconds."""
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
 ZSTD_LEVEL = 3
 """zstd compression level used by ``encode_tensor`` (zstd's own default)."""
 
@@ -278,6 +280,11 @@ def _check_quantization(meta: TensorMeta, codec: Codec, where: str) -> None:
         )
     if not (math.isfinite(meta.scale) and meta.scale > 0):
         raise PayloadError(f"{where}: int8 scale must be finite and > 0, got scale={meta.scale}")
+    if meta.dtype != "float64" and meta.scale > _FLOAT32_MAX:
+        # Dequantized in float32: such a scale is inf there, and the zero point's code NaN.
+        raise PayloadError(
+            f"{where}: int8 scale={meta.scale} is beyond float32's range, for a {meta.dtype} tensor"
+        )
     if not (_is_int(meta.zero_point) and INT8_MIN <= meta.zero_point <= INT8_MAX):
         raise PayloadError(
             f"{where}: int8 zero_point must be an int in [-128, 127], "
@@ -292,9 +299,10 @@ def encode_tensor(
 
     The payload is a zero-copy view of ``array`` for ``raw`` on a C-contiguous
     little-endian array: do not modify the array until the frame is sent.
-    Otherwise it is a contiguous little-endian copy. ``fp16`` turns values beyond
-    +-65504 into +-inf. ``int8`` maps [min(x, 0), max(x, 0)] onto 256 codes, so 0.0
-    is exact and each value is off by at most scale / 2.
+    Otherwise it is a contiguous little-endian copy. ``fp16`` turns |x| >= 65520
+    into inf (65504 < |x| < 65520 round to 65504). ``int8`` maps [min(x, 0),
+    max(x, 0)] onto 256 codes, so 0.0 is exact and each value is off by at most
+    scale / 2.
 
     Raises:
         PayloadError: an unknown codec, a dtype outside ``ALLOWED_DTYPES``, or

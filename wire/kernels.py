@@ -47,7 +47,7 @@ def _flat(array: np.ndarray, dtype: type[np.floating[Any]]) -> np.ndarray:
 
 
 def encode_fp16(array: np.ndarray) -> np.ndarray:
-    """``array`` as little-endian float16, to nearest (ties to even); |x| > 65504 becomes inf."""
+    """``array`` as little-endian float16, to nearest (ties to even); |x| >= 65520 becomes inf."""
     if array.dtype.itemsize != 4:  # float16 is copied as is; float64 rounds once, in numpy
         with np.errstate(over="ignore"):
             return np.ascontiguousarray(array, dtype="<f2")

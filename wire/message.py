@@ -221,11 +221,11 @@ def decode_tensors(
     }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # a payload is an array: no field-by-field equality
 class EncodedTensor:
     """One tensor as it came off the wire: its descriptor and its payload, not decoded.
 
-    The payload is a read-only ``uint8`` view of the received frame (no copy);
+    The payload is a ``uint8`` view of the received frame (no copy);
     the pair travels as it is to wherever the tensor is decoded (a worker, a
     Ray replica: numpy arrays cross processes as out-of-band buffers).
     """

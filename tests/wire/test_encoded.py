@@ -56,3 +56,21 @@ def test_the_payload_is_a_view_of_the_frame_and_crosses_processes_out_of_band() 
     again = pickle.loads(data, buffers=buffers)
     assert again.meta == tensor.meta
     np.testing.assert_array_equal(again.decode(), x)
+
+
+def test_an_int8_scale_beyond_float32_is_refused_for_a_float32_tensor() -> None:
+    frames, _ = _frames("int8")
+    header = wire.decode_header(frames)
+    meta = header.tensors[0]
+    huge = wire.TensorMeta(meta.name, meta.dtype, meta.shape, meta.codec, meta.nbytes, 1e39, 0)
+    with pytest.raises(PayloadError, match="beyond float32's range"):
+        wire.decode_tensor(huge, frames[1], wire.Limits())
+    as_float64 = wire.TensorMeta(meta.name, "float64", meta.shape, meta.codec, meta.nbytes, 1e39, 0)
+    assert np.isfinite(wire.decode_tensor(as_float64, frames[1], wire.Limits())).all()
+
+
+def test_encoded_tensors_compare_by_identity() -> None:
+    frames, _ = _frames("raw")
+    header = wire.decode_header(frames)
+    a, b = wire.encoded_tensors(header, frames)[0], wire.encoded_tensors(header, frames)[0]
+    assert a != b and a == a  # no element-wise array comparison, no error
