@@ -23,6 +23,7 @@ from wire.message import MetaValue
 #: Longest pause between ZeroMQ's reconnection attempts to a cloud that went away: a
 #: restarted cloud is found again within this (plus the edge's own probe backoff).
 RECONNECT_MAX_MS = 500
+_POLLIN = int(zmq.POLLIN)
 
 
 @dataclass(frozen=True)
@@ -123,15 +124,22 @@ class CloudClient:
         Raises:
             TransportError: no connection to the cloud.
         """
-        if connect_wait_s > 0:
-            self._socket.poll(max(1, int(connect_wait_s * 1000)), zmq.POLLOUT)
         request_id = self.new_id()
         frames = wire.encode_message(kind, request_id, arrays, codec=codec, meta=meta)
         sent = sum(memoryview(f).nbytes for f in frames)
         raw = sum(a.nbytes for a in arrays.values()) if arrays else 0
         started = time.perf_counter()
         try:
-            self._socket.send_multipart(frames, zmq.NOBLOCK, copy=False)
+            try:
+                self._socket.send_multipart(frames, zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                # No completed connection yet: wait for one only now (a poll on every
+                # request would cost more than the send itself).
+                if connect_wait_s <= 0:
+                    raise
+                self._socket.poll(max(1, int(connect_wait_s * 1000)), zmq.POLLOUT)
+                started = time.perf_counter()
+                self._socket.send_multipart(frames, zmq.NOBLOCK, copy=False)
         except zmq.Again:
             raise TransportError(
                 f"no connection to the cloud at {self.endpoint} (down, unreachable, or refusing "
@@ -157,9 +165,11 @@ class CloudClient:
         timed = False
         try:
             while True:
-                try:
+                # Read at once what is queued, else wait for it (a readiness check
+                # costs less than the zmq.Again of a failed read).
+                if int(self._socket.getsockopt(zmq.EVENTS)) & _POLLIN:
                     parts = self._socket.recv_multipart(zmq.NOBLOCK, copy=False)
-                except zmq.Again:
+                else:
                     left = deadline - time.perf_counter()
                     if left <= 0:
                         return None
