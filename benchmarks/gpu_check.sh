@@ -138,6 +138,17 @@ last_line() {
   grep -v '^[[:space:]]*$' "$1" 2>/dev/null | tail -n 1 | cut -c1-300 || true
 }
 
+# within_budget NAME LIMIT: LIMIT cut to what is left of the budget, in LIMIT_LEFT; fails,
+# with a figure line, when less than 5 s is left.
+within_budget() {
+  LIMIT_LEFT=$(budget_left "$2")
+  if ((LIMIT_LEFT < 5)); then
+    figure "$1" "skipped (the ${BUDGET_S} s budget is spent)"
+    FAILED=1
+    return 1
+  fi
+}
+
 # outcome NAME LIMIT RC: a figure line saying why a step failed or timed out; returns RC.
 outcome() {
   local name=$1 limit=$2 rc=$3
@@ -160,12 +171,8 @@ step() {
     echo "dry-run: timeout $limit $(show "$@") > $(show "$LOGS/$name.log")"
     return 0
   fi
-  limit=$(budget_left "$limit")
-  if ((limit < 5)); then
-    figure "$name" "skipped (the ${BUDGET_S} s budget is spent)"
-    FAILED=1
-    return 1
-  fi
+  within_budget "$name" "$limit" || return 1
+  limit=$LIMIT_LEFT
   local rc=0
   timeout --kill-after=10 "$limit" "$@" >"$LOGS/$name.log" 2>&1 || rc=$?
   outcome "$name" "$limit" "$rc"
@@ -180,12 +187,8 @@ measure() {
     echo "dry-run: timeout $limit $(show "$PY" -m benchmarks.gpu_check "$@")"
     return 0
   fi
-  limit=$(budget_left "$limit")
-  if ((limit < 5)); then
-    figure "$name" "skipped (the ${BUDGET_S} s budget is spent)"
-    FAILED=1
-    return 1
-  fi
+  within_budget "$name" "$limit" || return 1
+  limit=$LIMIT_LEFT
   local rc=0
   timeout --kill-after=10 "$limit" "$PY" -m benchmarks.gpu_check "$@" \
     2>"$LOGS/$name.log" | tee -a "$FIGURES" || rc=$?
@@ -205,12 +208,8 @@ serve() {
     SERVER_PID=PID
     return 0
   fi
-  limit=$(budget_left "$limit")
-  if ((limit < 5)); then
-    figure "$name" "skipped (the ${BUDGET_S} s budget is spent)"
-    FAILED=1
-    return 1
-  fi
+  within_budget "$name" "$limit" || return 1
+  limit=$LIMIT_LEFT
   rm -f "$ready"
   local began pid
   began=$(date +%s)

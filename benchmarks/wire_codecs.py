@@ -29,7 +29,7 @@ from functools import partial
 
 import numpy as np
 
-from edgesplit.errors import DecompressionError, PayloadError
+from edgesplit.errors import PayloadError
 from wire import (
     ALLOWED_DTYPES,
     SUPPORTED_CODECS,
@@ -40,7 +40,7 @@ from wire import (
     encode_tensor,
     parse_codec,
 )
-from wire.codecs import _check_meta, _compress, _decompress, _where, _wire_dtype, byte_view
+from wire.codecs import _compress, _wire_dtype, wire_array
 
 SHAPES = {"200 KB": (1, 64, 28, 28), "2 MB": (1, 128, 64, 64)}  # float32: 4 bytes a value
 CODECS = ("raw", "fp16", "int8", "int8+lz4", "fp16+lz4", "int8+zstd")
@@ -124,30 +124,7 @@ def _baseline_encode_tensor(
 def _baseline_decode_tensor(
     meta: TensorMeta, payload: object, limits: Limits, *, index: int | None = None
 ) -> np.ndarray:
-    where = _where(meta.name, index)
-    codec = _check_meta(meta, limits, where)
-    data = byte_view(payload, where)
-    count = math.prod(meta.shape)
-    wire_dtype = _wire_dtype(codec, meta.dtype)
-    expected = count * wire_dtype.itemsize
-    if codec.compressor is None:
-        raw: memoryview | bytes = data
-    elif len(data) != meta.nbytes:
-        raise PayloadError(
-            f"{where}: payload has {len(data)} bytes, header declares nbytes={meta.nbytes}"
-        )
-    else:
-        raw = _decompress(codec.compressor, data, expected, where)
-    if len(raw) != expected:
-        error = DecompressionError if codec.compressor else PayloadError
-        action = "decompresses to" if codec.compressor else "has"
-        raise error(
-            f"{where}: payload {action} {len(raw)} bytes, shape {meta.shape} {meta.dtype} "
-            f"with codec {meta.codec} needs {expected}"
-        )
-    if meta.dtype == "bool" and count and np.frombuffer(raw, dtype=np.uint8).max() > 1:
-        raise PayloadError(f"{where}: bool payload holds bytes other than 0 and 1")
-    wire = np.frombuffer(raw, dtype=wire_dtype).reshape(meta.shape)
+    codec, wire = wire_array(meta, payload, limits, index)  # framing: unchanged
     if codec.quantizer == "int8":
         assert meta.scale is not None and meta.zero_point is not None
         return _baseline_dequantize_int8(wire, meta.dtype, meta.scale, meta.zero_point)

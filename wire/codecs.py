@@ -360,6 +360,23 @@ def decode_tensor(
         DecompressionError: the compressed payload is corrupt or does not expand
             to exactly the declared size.
     """
+    codec, wire = wire_array(meta, payload, limits, index)
+    if codec.quantizer == "int8":
+        assert meta.scale is not None and meta.zero_point is not None  # by _check_meta
+        return dequantize_int8(wire, np.dtype(meta.dtype), meta.scale, meta.zero_point)
+    if codec.quantizer == "fp16":
+        return decode_fp16(wire, np.dtype(meta.dtype))
+    return wire.astype(np.dtype(meta.dtype), copy=False)
+
+
+def wire_array(
+    meta: TensorMeta, payload: object, limits: Limits, index: int | None = None
+) -> tuple[Codec, np.ndarray]:
+    """A payload's codec and its values as sent (decompressed, still quantized).
+
+    Checks ``meta`` against ``limits`` and the payload against ``meta``: the
+    first half of :func:`decode_tensor`, with the same errors.
+    """
     where = _where(meta.name, index)
     codec = _check_meta(meta, limits, where)
     data = byte_view(payload, where)
@@ -383,13 +400,7 @@ def decode_tensor(
         )
     if meta.dtype == "bool" and count and np.frombuffer(raw, dtype=np.uint8).max() > 1:
         raise PayloadError(f"{where}: bool payload holds bytes other than 0 and 1")
-    wire = np.frombuffer(raw, dtype=wire_dtype).reshape(meta.shape)
-    if codec.quantizer == "int8":
-        assert meta.scale is not None and meta.zero_point is not None  # by _check_meta
-        return dequantize_int8(wire, np.dtype(meta.dtype), meta.scale, meta.zero_point)
-    if codec.quantizer == "fp16":
-        return decode_fp16(wire, np.dtype(meta.dtype))
-    return wire.astype(np.dtype(meta.dtype), copy=False)
+    return codec, np.frombuffer(raw, dtype=wire_dtype).reshape(meta.shape)
 
 
 def _decompress(compressor: str, data: memoryview, expected: int, where: str) -> bytes:
