@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import math
 import struct
 import threading
 import time
@@ -34,6 +33,7 @@ import zmq
 import wire
 from cloud_node.admission import AdmissionQueue, Job
 from cloud_node.backends import TailBackend
+from cloud_node.control import CONTROL_KINDS, ControlPlane
 from cloud_node.fleet import Fleet
 from cloud_node.guard import GuardLimits, PeerGuard
 from cloud_node.metrics import CloudMetrics
@@ -148,9 +148,8 @@ class CloudNode:
         self._guard: PeerGuard | None = None
         self._quiet = LogThrottle(log, self.config.log_interval_s)
         self._cut_ids = {c.id for c in bundle.manifest.cuts}
-        self.metrics.rollout_fraction.set(self.fleet.fraction)
-        self._gauged: set[tuple[str, str]] = set()
-        self._gauged_at = -math.inf
+        # The fleet's control plane (hello, fetch, fleet): its own class, the same socket.
+        self.control = ControlPlane(self.fleet, self.metrics, admins, self._count, self._dropped)
         self._children: dict[tuple[str, str], tuple[Any, Any]] = {}
 
     def serve_bundle(self, bundle: Bundle, backend: TailBackend) -> None:
@@ -337,11 +336,6 @@ class CloudNode:
         self._count(f"error_{kind}")
         self.metrics.errors.labels(kind).inc()
 
-    def _refuse(self, request_id: int, code: str, text: str, kind: str | None = None) -> list:
-        """Count (as ``kind``, default ``code``) and answer a refused control-plane request."""
-        self._dropped(kind or code)
-        return wire.encode_message("error", request_id, meta={"code": code, "message": text[:900]})
-
     def _drain(self) -> None:
         """Stop admitting; forward the replies of everything admitted."""
         self.queue.close()
@@ -401,17 +395,8 @@ class CloudNode:
                     "queue_s": self.queue.expected_wait_s(),
                 },
             )
-        if message.kind in ("hello", "fetch", "fleet"):
-            try:
-                return self._fleet_message(message, client)
-            except Exception as exc:  # noqa: BLE001 - the ingress stays up whatever comes
-                log.exception("fleet message kind=%s failed", message.kind)
-                self._dropped("fleet")
-                return wire.encode_message(
-                    "error",
-                    message.request_id,
-                    meta={"code": "fleet", "message": f"{type(exc).__name__}: {exc}"[:900]},
-                )
+        if message.kind in CONTROL_KINDS:
+            return self.control.answer(message, client)
         try:
             if message.kind != "infer":
                 raise RequestRejected(
@@ -581,103 +566,11 @@ class CloudNode:
             },
         )
 
-    # -- fleet and releases ------------------------------------------------------------------
-
-    def _fleet_message(self, message: wire.Message, client: str | None) -> list:
-        """Answer a ``hello`` (heartbeat), ``fetch`` (a release chunk) or ``fleet`` (the view)."""
-        fleet = self.fleet
-        meta = message.meta
-        if message.kind == "hello":
-            self._count("hello")
-            welcome = fleet.hello(meta, client)
-            self._fleet_gauges()
-            return wire.encode_message("welcome", message.request_id, meta=welcome)
-        if message.kind == "fetch":
-            try:
-                # The edge is named as its hello names it: only an edge offered the
-                # release gets its bytes (the edge part alone: no tail leaves).
-                data = fleet.chunk(
-                    meta.get("bundle"),
-                    meta.get("offset"),
-                    meta.get("length"),
-                    meta.get("name"),
-                    client,
-                )
-            except (PermissionError, ValueError) as exc:
-                code = "forbidden" if isinstance(exc, PermissionError) else "fetch"
-                return self._refuse(message.request_id, code, str(exc), kind="fetch")
-            self._count("fetch")
-            self.metrics.release_bytes.inc(len(data))
-            chunk = np.frombuffer(data, dtype=np.uint8)
-            return wire.encode_message(
-                "chunk", message.request_id, {"data": chunk}, meta={"offset": meta.get("offset")}
-            )
-        op = meta.get("op", "status")
-        rid = message.request_id
-        # The fleet view names every edge and its health: admins only, as rollout changes.
-        if self.admins is not None and client not in self.admins:
-            return self._refuse(
-                rid,
-                "forbidden",
-                f"client {client!r} may not read the fleet view or change the rollout "
-                "(the cloud's --fleet-admins)",
-            )
-        after: object = None
-        limit: object = None
-        if op == "rollout":
-            fraction = meta.get("fraction")
-            if not isinstance(fraction, int | float) or isinstance(fraction, bool):
-                fraction = -1.0
-            try:
-                fleet.set_fraction(float(fraction))
-            except ConfigError as exc:
-                return self._refuse(rid, "rollout", str(exc))
-            self.metrics.rollout_fraction.set(fleet.fraction)
-            log.info("rollout fraction=%.3f by=%s", fleet.fraction, client)
-        elif op == "status":
-            after, limit = meta.get("after"), meta.get("limit")
-        else:
-            return self._refuse(rid, "fleet", f"op={str(op)[:40]!r}: expected status or rollout")
-        try:
-            # One page: its own rows, not the fleet's (the client asks for the next).
-            text = fleet.report_json(after, limit)
-        except ValueError as exc:
-            return self._refuse(rid, "fleet", str(exc))
-        self._count("fleet")
-        return wire.encode_message(
-            "report", message.request_id, {"json": np.frombuffer(text, dtype=np.uint8)}
-        )
-
-    def _fleet_gauges(self) -> None:
-        """Edges by version and state, recounted at most once a second (hellos are many).
-
-        Heartbeats the fleet did not record (over their key's rate) are counted
-        as errors ``hello_rate`` as they come; evicted records in ``counts``.
-        """
-        dropped = self.fleet.take_dropped()
-        if dropped:
-            with self._lock:
-                self.counts["error_hello_rate"] += dropped.get("hello_rate", 0)
-                self.counts["fleet_evicted"] += dropped.get("evicted", 0)
-            if dropped.get("hello_rate"):
-                self.metrics.errors.labels("hello_rate").inc(dropped["hello_rate"])
-        now = time.monotonic()
-        if now - self._gauged_at < 1.0:
-            return
-        self._gauged_at = now
-        gauge = self.metrics.fleet_edges
-        counts = self.fleet.states()
-        for key in self._gauged - counts.keys():
-            gauge.labels(*key).set(0)
-        for key, count in counts.items():
-            gauge.labels(*key).set(count)
-        self._gauged |= counts.keys()
-
     # -- bookkeeping -------------------------------------------------------------------------
 
-    def _count(self, key: str) -> None:
+    def _count(self, key: str, n: int = 1) -> None:
         with self._lock:
-            self.counts[key] += 1
+            self.counts[key] += n
 
     def _observe(self, outcome: str, cut: str, received: float) -> None:
         # The labelled children, looked up once (a labels() call costs more than the count).
