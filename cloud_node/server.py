@@ -462,8 +462,7 @@ class CloudNode:
             return batch
         live = [job for job in batch if not guard.gone(job.identity)]
         if len(live) < len(batch):
-            with self._lock:
-                self.counts["skipped_gone"] += len(batch) - len(live)
+            self._count("skipped_gone", len(batch) - len(live))
         return live
 
     def _run(self, batch: list[Job]) -> tuple[list[tuple[Job, list]], float]:
@@ -493,29 +492,19 @@ class CloudNode:
                     pairs += one
                     spent += seconds
                 return pairs, spent
-            job = batch[0]
-            self._error("backend", job.received, cut.id)
-            log.error("backend failed id=%d error=%s", job.request_id, exc)
-            failed = {"code": "backend", "message": str(exc)[:900]}
-            return [(job, wire.encode_message("error", job.request_id, meta=failed))], 0.0
+            log.error("backend failed id=%d error=%s", batch[0].request_id, exc)
+            return [self._failed(batch[0], "backend", str(exc))], 0.0
         except Exception as exc:  # noqa: BLE001 - a worker that dies leaves its batch unanswered
             log.exception("backend call failed unexpectedly, %d request(s) answered", len(batch))
-            text = f"{type(exc).__name__}: {exc}"[:900]
-            replies = []
-            for job in batch:
-                self._error("backend", job.received, cut.id)
-                meta = {"code": "backend", "message": text}
-                replies.append((job, wire.encode_message("error", job.request_id, meta=meta)))
-            return replies, 0.0
+            text = f"{type(exc).__name__}: {exc}"
+            return [self._failed(job, "backend", text) for job in batch], 0.0
         finished = time.perf_counter()
         self.metrics.backend_bytes.inc(sum(t.nbytes for job in batch for t in job.tensors))
         replies = []
         for index, (code, text) in result.failed.items():
             job = batch[index]
-            self._error(code, job.received, cut.id)
             self._quiet.warning(code, "undecodable tensor id=%d: %s", job.request_id, text)
-            meta = {"code": code, "message": text}
-            replies.append((job, wire.encode_message("error", job.request_id, meta=meta)))
+            replies.append(self._failed(job, code, text))
         served = [job for i, job in enumerate(batch) if i not in result.failed]
         if served:
             compute = result.compute_s
@@ -550,6 +539,12 @@ class CloudNode:
                 (job, wire.encode_message("result", job.request_id, values, codec="raw", meta=meta))
             )
         return replies
+
+    def _failed(self, job: Job, code: str, text: str) -> tuple[Job, list]:
+        """Count error ``code`` for ``job`` and give its ``error`` reply."""
+        self._error(code, job.received, job.cut.id)
+        meta = {"code": code, "message": text[:900]}
+        return job, wire.encode_message("error", job.request_id, meta=meta)
 
     def _busy(self, job: Job, wait: float, reason: str) -> list:
         """A ``busy`` reply: the edge should run ``job`` itself; ``wait`` is the delay announced."""

@@ -379,17 +379,13 @@ def wire_array(
     """
     where = _where(meta.name, index)
     codec = _check_meta(meta, limits, where)
-    data = byte_view(payload, where)
     count = math.prod(meta.shape)
     wire_dtype = _wire_dtype(codec, meta.dtype)
     expected = count * wire_dtype.itemsize
     if codec.compressor is None:
-        raw: memoryview | bytes = data
-    elif len(data) != meta.nbytes:
-        raise PayloadError(
-            f"{where}: payload has {len(data)} bytes, header declares nbytes={meta.nbytes}"
-        )
+        raw: memoryview | bytes = byte_view(payload, where)
     else:
+        data = sized_view(meta, payload, index)
         raw = _decompress(codec.compressor, data, expected, where)
     if len(raw) != expected:
         error = DecompressionError if codec.compressor else PayloadError
@@ -401,6 +397,21 @@ def wire_array(
     if meta.dtype == "bool" and count and np.frombuffer(raw, dtype=np.uint8).max() > 1:
         raise PayloadError(f"{where}: bool payload holds bytes other than 0 and 1")
     return codec, np.frombuffer(raw, dtype=wire_dtype).reshape(meta.shape)
+
+
+def sized_view(meta: TensorMeta, payload: object, index: int | None = None) -> memoryview:
+    """A byte view of ``payload``, checked to be the ``nbytes`` its descriptor declares.
+
+    Raises:
+        PayloadError: not a bytes-like frame, or of another length.
+    """
+    where = _where(meta.name, index)
+    data = byte_view(payload, where)
+    if len(data) != meta.nbytes:
+        raise PayloadError(
+            f"{where}: payload has {len(data)} bytes, header declares nbytes={meta.nbytes}"
+        )
+    return data
 
 
 def _decompress(compressor: str, data: memoryview, expected: int, where: str) -> bytes:

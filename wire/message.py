@@ -35,6 +35,7 @@ from wire.codecs import (
     decoded_nbytes,
     encode_tensor,
     parse_codec,
+    sized_view,
 )
 
 PROTOCOL_VERSION = 1
@@ -268,17 +269,10 @@ def encoded_tensors(message: Message, frames: Sequence[object]) -> tuple[Encoded
     Raises:
         PayloadError: a frame's length disagrees with its descriptor.
     """
-    tensors = []
-    for i, meta in enumerate(message.tensors):
-        where = f"tensor {meta.name!r} (index {i})"
-        view = byte_view(frames[i + 1], where)
-        if len(view) != meta.nbytes:
-            raise PayloadError(
-                f"{where}: payload has {len(view)} bytes, header declares nbytes={meta.nbytes}"
-            )
-        payload = np.frombuffer(view, dtype=np.uint8)
-        tensors.append(EncodedTensor(meta, payload))
-    return tuple(tensors)
+    return tuple(
+        EncodedTensor(meta, np.frombuffer(sized_view(meta, frames[i + 1], i), dtype=np.uint8))
+        for i, meta in enumerate(message.tensors)
+    )
 
 
 def _decode_header(frame: object, n_frames: int, limits: Limits) -> Message:
