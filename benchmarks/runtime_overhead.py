@@ -53,7 +53,6 @@ import zmq
 import wire
 from cloud_node.backends import DecodingBackend
 from cloud_node.server import CloudConfig, CloudNode
-from edge_node.head import HeadRunner
 from edge_node.transport import CloudClient
 from edgesplit.bundle import Bundle, Cut, load_bundle
 from edgesplit.runs import stop_process
@@ -111,14 +110,12 @@ def choose_cut(cuts: Sequence[Cut], target_bytes: int, max_rows: int) -> tuple[C
 
 def activation(bundle: Bundle, cut: Cut, rows: int) -> np.ndarray:
     """The real activation at ``cut`` for ``rows`` test inputs (the head run, exits off)."""
-    from experiments.loadgen import sample
+    from experiments.loadgen import cut_values, sample
 
     inputs = sample(bundle, rows)
     if inputs.shape[0] < rows:
         inputs = np.resize(inputs, (rows, *inputs.shape[1:]))
-    segments = [bundle.manifest.segments[s] for s in cut.head]
-    runner = HeadRunner(bundle, threads=1)
-    value = runner.run(segments, (bundle.manifest.model.input.name, inputs), None).value
+    value = cut_values(bundle, [cut], inputs)[cut.id]
     return np.ascontiguousarray(value, dtype=np.dtype(cut.dtype))
 
 

@@ -62,12 +62,7 @@ class ControlPlane:
             return self._answer(message, client)
         except Exception as exc:  # noqa: BLE001 - the ingress stays up whatever comes
             log.exception("fleet message kind=%s failed", message.kind)
-            self._dropped("fleet")
-            return wire.encode_message(
-                "error",
-                message.request_id,
-                meta={"code": "fleet", "message": f"{type(exc).__name__}: {exc}"[:900]},
-            )
+            return self._refuse(message.request_id, "fleet", f"{type(exc).__name__}: {exc}")
 
     def _answer(self, message: wire.Message, client: str | None) -> list:
         """Answer a ``hello`` (heartbeat), ``fetch`` (a release chunk) or ``fleet`` (the view)."""
