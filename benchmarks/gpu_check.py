@@ -115,7 +115,7 @@ def tensorrt_missing() -> str | None:
 
 def providers(wanted: str, label: str) -> int:
     """Which provider a probe session takes for ``wanted``; why not the first, if not."""
-    from edge_node.providers import SHORT_NAMES, TENSORRT, report_providers
+    from edgesplit.providers import SHORT_NAMES, TENSORRT, report_providers
 
     report = report_providers(wanted)
     figure(f"provider.{label}", report.used)

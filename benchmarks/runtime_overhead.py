@@ -52,10 +52,10 @@ import zmq
 
 import wire
 from cloud_node.backends import DecodingBackend
+from cloud_node.process import stop_process
 from cloud_node.server import CloudConfig, CloudNode
 from edge_node.transport import CloudClient
 from edgesplit.bundle import Bundle, Cut, load_bundle
-from edgesplit.runs import stop_process
 from edgesplit.security import generate_keys, load_allowed, load_keypair, load_public_key
 from wire.message import MetaValue
 

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.triton_direct import build
+from cloud_node.process import start_cloud_process, stop_process
 from edgesplit.bundle import load_bundle
-from edgesplit.runs import start_cloud_process, stop_process
 from experiments.loadgen import rss_bytes, run_load, sample, summarize
 
 

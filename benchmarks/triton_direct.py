@@ -37,11 +37,11 @@ from pathlib import Path
 
 import numpy as np
 
+from cloud_node.process import start_cloud_process, stop_process
 from cloud_node.server import CloudConfig, CloudNode
 from cloud_node.triton_backend import TritonBackend
 from edge_node.transport import CloudClient
 from edgesplit.bundle import Bundle, Cut, load_bundle
-from edgesplit.runs import start_cloud_process, stop_process
 from experiments.loadgen import sample
 from partitioner.triton import python_backend_repository
 from tests.tritonserver import triton_server

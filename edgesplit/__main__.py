@@ -1,5 +1,5 @@
 """``python -m edgesplit``: the same as the ``edgesplit`` command."""
 
-from edgesplit.cli import main
+from edgesplit.app.cli import main
 
 main()

@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
 
     import partitioner.profile as profile_module
-    from edgesplit.offline import _with_source
+    from partitioner.build import with_source
     from partitioner.prepare import prepare
     from partitioner.profile import ProfileConfig, profile_target, save_profile
     from partitioner.profiling import Repetitions
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         return profile_target(prepared, "edge", config, report)
 
     try:
-        measured = _with_source(
+        measured = with_source(
             args.model,
             "profile (edge)",
             work,

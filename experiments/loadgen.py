@@ -37,8 +37,8 @@ import numpy as np
 import zmq
 
 import wire
+from cloud_node.process import start_cloud_process, stop_process
 from edgesplit.bundle import Bundle, Cut, segment_chain
-from edgesplit.runs import start_cloud_process, stop_process
 from experiments.harness import ExperimentError
 
 #: An answer slower than this counts as lost.

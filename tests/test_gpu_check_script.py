@@ -20,8 +20,8 @@ import onnxruntime as ort
 import pytest
 
 from benchmarks.gpu_check import main as gpu_check
+from cloud_node.process import start_cloud_process, stop_process
 from edgesplit.bundle import Bundle
-from edgesplit.runs import start_cloud_process, stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu_check.sh"

@@ -47,7 +47,7 @@ ALLOWED = {
         "edgesplit.metrics",
         "edgesplit.release",
         # The Ray tier's replicas pick the execution providers the edge does.
-        "edge_node.providers",
+        "edgesplit.providers",
     },
 }
 ROOT_MODULES = {
@@ -102,7 +102,7 @@ def test_root_modules_are_leaves() -> None:
 
 def test_runtimes_load_no_framework_in_a_real_interpreter() -> None:
     code = (
-        "import sys, wire, offload_policy, edgesplit.bundle, edgesplit.runs, edgesplit.cli;"
+        "import sys, wire, offload_policy, edgesplit.bundle, edgesplit.app.runs, edgesplit.app.cli;"
         "import edge_node.node, edge_node.inputs, cloud_node.server, cloud_node.backends;"
         f"print(sorted(m for m in sys.modules if m.split('.')[0] in {sorted(HEAVY)!r}))"
     )

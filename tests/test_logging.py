@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
-from edgesplit.runs import JsonFormatter
+from edgesplit.logs import JsonFormatter
 
 
 def test_json_lines_carry_the_key_value_fields() -> None:

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from cloud_node.ray_tier import RayTierConfig, check_reachable
-from edgesplit.cli import _bare_ray_flag
+from edgesplit.app.cli import _bare_ray_flag
 from edgesplit.config import load_config
 from edgesplit.errors import ConfigError
 

@@ -22,10 +22,10 @@ import pytest
 import typer
 import typer.main
 
-from edge_node.providers import CUDA, TENSORRT, options_by_provider, resolve_providers
-from edgesplit.cli import app
+from edgesplit.app.cli import app
 from edgesplit.config import load_config
 from edgesplit.onnxrt import CPU
+from edgesplit.providers import CUDA, TENSORRT, options_by_provider, resolve_providers
 from offload_policy.energy import DEVICES
 
 if sys.version_info >= (3, 11):

@@ -11,8 +11,8 @@ import pytest
 import zmq
 
 import wire
+from cloud_node.process import start_cloud_process, stop_process
 from edgesplit.bundle import Bundle
-from edgesplit.runs import start_cloud_process, stop_process
 from edgesplit.security import load_keypair, load_public_key, make_curve_client
 
 pytestmark = pytest.mark.integration

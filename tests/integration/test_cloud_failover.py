@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cloud_node.process import start_cloud_process, stop_process
 from edge_node.node import EdgeConfig, EdgeNode, Outcome
 from edge_node.transport import RECONNECT_MAX_MS, CloudClient
 from edgesplit.bundle import Bundle
-from edgesplit.runs import start_cloud_process, stop_process
 from offload_policy import Decision, FixedPolicy
 from tests.conftest import free_port
 

@@ -39,8 +39,8 @@ from hypothesis.stateful import (
 
 import wire
 from cloud_node.backends import OnnxRuntimeBackend
+from cloud_node.process import start_cloud_process, stop_process
 from edgesplit.bundle import Bundle, Cut
-from edgesplit.runs import start_cloud_process, stop_process
 from experiments.loadgen import rss_bytes
 from tests.conftest import free_port
 

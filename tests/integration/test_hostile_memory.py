@@ -33,8 +33,8 @@ import zmq
 
 import wire
 from cloud_node.backends import OnnxRuntimeBackend
+from cloud_node.process import start_cloud_process, stop_process
 from edgesplit.bundle import Bundle, Cut
-from edgesplit.runs import start_cloud_process, stop_process
 from edgesplit.security import generate_keys, load_keypair, load_public_key, make_curve_client
 from experiments.loadgen import rss_bytes
 from tests.conftest import free_port

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from benchmarks.triton_direct import sample
+from cloud_node.process import start_cloud_process, stop_process
 from edgesplit.bundle import Bundle
-from edgesplit.runs import start_cloud_process, stop_process
 from experiments.loadgen import rss_bytes, run_load, summarize
 from tests.conftest import free_port
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from cloud_node.process import start_cloud_process, stop_process
 from edgesplit.bundle import Bundle
-from edgesplit.runs import start_cloud_process, stop_process
 from tests.conftest import edge_cli_rows, free_port
 
 pytest.importorskip("ray", reason="Ray is installed with the test extra")

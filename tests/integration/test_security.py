@@ -27,9 +27,9 @@ import pytest
 import zmq
 
 import wire
+from cloud_node.process import start_cloud_process, stop_process
 from cloud_node.server import CloudConfig
 from edgesplit.bundle import Bundle
-from edgesplit.runs import start_cloud_process, stop_process
 from edgesplit.security import (
     generate_keys,
     load_allowed,

@@ -39,8 +39,8 @@ from typing import Any
 
 import pytest
 
+from cloud_node.process import stop_process
 from edgesplit.bundle import MANIFEST, Bundle, compute_bundle_id, load_bundle
-from edgesplit.runs import stop_process
 from experiments.netlink import ShapedLink, cleanup_stale, netns_support
 from experiments.simulate import slower_edge
 from offload_policy import Decision, Observation, predict

@@ -20,13 +20,13 @@ import numpy as np
 import pytest
 
 from cloud_node.backends import OnnxRuntimeBackend
+from cloud_node.process import start_cloud_process, stop_process
 from cloud_node.server import CloudConfig, CloudNode
 from cloud_node.triton_backend import TritonBackend, tail_model_name
 from edge_node.head import HeadRunner
 from edge_node.transport import CloudClient
 from edgesplit.bundle import Bundle, Cut, segment_chain
 from edgesplit.errors import BackendError
-from edgesplit.runs import start_cloud_process, stop_process
 from partitioner.triton import python_backend_repository
 from tests.conftest import edge_cli_rows, free_port
 from tests.tritonserver import (

@@ -207,7 +207,7 @@ def test_fleet_state_stays_bounded_and_markup_is_shown_as_text(
     with pytest.raises(Exception, match="fraction"):
         fleet.set_fraction(True)  # type: ignore[arg-type]
     fleet.hello({"name": "[/bold]", "version": "[red]x", "note": "[/]"}, None)
-    from edgesplit.cli_fleet import _nulls, show_report
+    from edgesplit.app.cli_fleet import _nulls, show_report
 
     report = fleet.report()
     show_report(report)

@@ -649,7 +649,7 @@ def test_download_from_a_url_and_ab_comparison(
 def test_cloud_and_fleet_commands_as_processes(
     untrained_bundle: Bundle, keys: dict[str, Path], tmp_path: Path
 ) -> None:
-    from edgesplit.runs import start_cloud_process, stop_process
+    from cloud_node.process import start_cloud_process, stop_process
 
     v2 = variant(untrained_bundle, tmp_path / "v2", "v2")
     made = subprocess.run(
@@ -731,7 +731,7 @@ def test_edge_process_takes_the_update_stops_cleanly_on_sigterm_and_restarts_on_
     import os
     import signal
 
-    from edgesplit.runs import start_cloud_process, stop_process
+    from cloud_node.process import start_cloud_process, stop_process
 
     v2 = variant(untrained_bundle, tmp_path / "v2", "v2")
     archive = release_of(v2, tmp_path, "2", None)
@@ -799,7 +799,7 @@ def test_edge_process_takes_the_update_stops_cleanly_on_sigterm_and_restarts_on_
 def test_fleet_status_needs_an_admin_key_too(
     untrained_bundle: Bundle, keys: dict[str, Path], tmp_path: Path, clouds: list[Cloud]
 ) -> None:
-    from edgesplit.cli_fleet import _ask
+    from edgesplit.app.cli_fleet import _ask
     from edgesplit.errors import TransportError
 
     cloud = Cloud(untrained_bundle, None, tmp_path / "u", keys=keys)

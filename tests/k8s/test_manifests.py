@@ -341,7 +341,7 @@ def _parse(argv: list[str]) -> Any:
     import typer
     import typer.main
 
-    from edgesplit.cli import app
+    from edgesplit.app.cli import app
 
     assert argv[0] == "edgesplit", argv
     commands = typer.main.get_command(app).commands  # type: ignore[attr-defined]

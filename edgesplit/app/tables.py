@@ -1,4 +1,4 @@
-"""The tables the runtime commands print: cuts, sizes, the edge's start-up and its summary."""
+"""The tables the commands print: cuts, sizes, profiles, pruning, the edge's start and summary."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from edgesplit.bundle import Manifest
 from offload_policy import Decision, Observation, predict, rank_cuts, whole_model_accuracy
 
 if TYPE_CHECKING:
-    from edgesplit.runs import EdgeRun
+    from edgesplit.app.runs import EdgeRun
+    from partitioner.profile import TargetProfile
 
 
 def cut_table(
@@ -236,4 +237,77 @@ def summary_table(
     return table
 
 
-__all__ = ["cut_table", "size_table", "startup_table", "summary_table"]
+def _ms(timing) -> str:
+    return "-" if timing is None else f"{timing.median_s * 1e3:.3f}"
+
+
+def profile_table(profile: TargetProfile, codec: str = "int8+lz4") -> Table:
+    """Every cut of a profile: shape, bytes, the side's latency and the head's memory."""
+    side = "head" if profile.role == "edge" else "tail"
+    table = Table(
+        title=(
+            f"{profile.role} profile of {profile.model}: {profile.provider}, "
+            f"{profile.threads or 'default'} threads, batch {profile.batch_size}, "
+            f"{profile.machine.get('cpu', '?')}; whole model {_ms(profile.whole_model)} ms, "
+            f"{len(profile.layers)} kernels"
+        )
+    )
+    columns = [
+        "cut",
+        "kind",
+        "shape",
+        "raw bytes",
+        f"{codec} bytes",
+        f"{side} ms",
+        f"{side} p95 ms",
+    ]
+    if profile.role == "edge":
+        columns += ["head peak MiB", "head weights MiB"]
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("cut", "kind") else "right")
+    for cut in profile.cuts:
+        timing = cut.head if profile.role == "edge" else cut.tail
+        row = [
+            cut.id,
+            cut.kind,
+            "x".join(map(str, cut.shape)),
+            f"{cut.raw_bytes:,}",
+            f"{cut.encoded_bytes[codec]:,.0f}" if codec in cut.encoded_bytes else "-",
+            _ms(timing),
+            "-" if timing is None else f"{timing.p95_s * 1e3:.3f}",
+        ]
+        if profile.role == "edge":
+            row += [
+                "-" if cut.head_peak_bytes is None else f"{cut.head_peak_bytes / 2**20:.1f}",
+                "-" if cut.head_weights_bytes is None else f"{cut.head_weights_bytes / 2**20:.2f}",
+            ]
+        table.add_row(*row)
+    return table
+
+
+def pruning_table(manifest: Manifest) -> Table:
+    """The cuts pruned from a bundle and why."""
+    info = manifest.pruning
+    title = "pruning off: every candidate cut kept"
+    if info is not None:
+        title = (
+            f"{len(manifest.cuts)} of {info.candidates} candidate cuts kept; pruned: never optimal "
+            f"at {info.bandwidth_mbps[0]:g}-{info.bandwidth_mbps[1]:g} Mbit/s"
+        )
+    table = Table(title=title)
+    for column in ("pruned cut", "shape", "beaten by", "why"):
+        table.add_column(column, overflow="fold")
+    for cut in manifest.pruned:
+        why = cut.reason.split(". With ", 1)[-1]
+        table.add_row(cut.id, "x".join(map(str, cut.shape)), ",".join(cut.beaten_by), why)
+    return table
+
+
+__all__ = [
+    "cut_table",
+    "profile_table",
+    "pruning_table",
+    "size_table",
+    "startup_table",
+    "summary_table",
+]

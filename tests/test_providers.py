@@ -10,7 +10,9 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from edge_node.providers import (
+from edgesplit.errors import ConfigError
+from edgesplit.onnxrt import CPU, create_session
+from edgesplit.providers import (
     CUDA,
     DEFAULT_ORDER,
     OPENVINO,
@@ -21,8 +23,6 @@ from edge_node.providers import (
     report_providers,
     resolve_providers,
 )
-from edgesplit.errors import ConfigError
-from edgesplit.onnxrt import CPU, create_session
 
 GPU_HERE = CUDA in ort.get_available_providers()
 

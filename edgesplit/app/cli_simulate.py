@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from edgesplit.cli import BUNDLE_HELP, app, console
+from edgesplit.app.cli import BUNDLE_HELP, app, console
 from edgesplit.errors import ConfigError
 
 
@@ -126,8 +126,8 @@ def simulate(
     with each policy's mean latency relative to the oracle (which knows the
     true bandwidth at each request).
     """
+    from edgesplit.app.tables import floor_text
     from edgesplit.bundle import load_bundle
-    from edgesplit.tables import floor_text
     from experiments.drift import drift_schedule
     from experiments.report import result_table, summary_table
     from experiments.simulate import POLICIES, SimConfig, floor_in_force, simulate_all

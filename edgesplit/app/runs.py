@@ -1,18 +1,14 @@
 """Shared plumbing of the commands: build a bundle, run the edge over inputs, show results.
 
-The CLI (``edgesplit.cli``) parses flags and calls these; the demo chains
+The CLI (``edgesplit.app.cli``) parses flags and calls these; the demo chains
 them. The offline side (profiling, partitioning) lives in
-:mod:`edgesplit.offline`, so the runtime commands never load it.
+:mod:`edgesplit.app.offline`, so the runtime commands never load it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -22,19 +18,19 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from edge_node.head import HeadRunner
 from edge_node.inputs import InputSource, open_inputs
 from edge_node.node import EdgeConfig, EdgeNode, Outcome
 from edge_node.power import detect_monitor
-from edge_node.providers import options_by_provider, report_providers, resolve_providers
 from edge_node.report import RunSummary, summarize
 from edge_node.transport import CloudClient
 from edge_node.update import committed_bundle
+from edgesplit.app.tables import cut_table, startup_table, summary_table
 from edgesplit.bundle import Bundle, Manifest
 from edgesplit.errors import ConfigError, TransportError
-from edgesplit.tables import cut_table, startup_table, summary_table
+from edgesplit.progress import progress_bar
+from edgesplit.providers import options_by_provider, report_providers, resolve_providers
 from offload_policy import (
     AdaptivePolicy,
     Battery,
@@ -47,54 +43,6 @@ from offload_policy import (
 )
 
 log = logging.getLogger(__name__)
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object a line: time, level, logger, message, and ``key=value`` fields parsed."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        """The record as one line of JSON."""
-        message = record.getMessage()
-        event: dict[str, Any] = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": message,
-        }
-        for token in message.split():
-            key, sep, value = token.partition("=")
-            if sep and key.isidentifier() and key not in event:
-                event[key] = value
-        if record.exc_info:
-            event["exception"] = self.formatException(record.exc_info)
-        return json.dumps(event)
-
-
-def configure_logging(level: str = "WARNING", fmt: str = "text") -> None:
-    """One event a line to stderr: ``key=value`` text, or JSON objects (``fmt="json"``)."""
-    handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
-    root.addHandler(handler)
-    root.setLevel(getattr(logging, level.upper(), logging.WARNING))
-
-
-def progress_bar(console: Console) -> Progress:
-    """The progress bar every long command shows."""
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[status]}"),
-        console=console,
-        transient=False,
-    )
 
 
 def choose_decision(
@@ -395,66 +343,3 @@ def run_edge(
                 counts = " ".join(f"{k}={v}" for k, v in sorted(node.counts.items()))
                 bar.update(task, completed=i + 1, status=counts)
     return outcomes, summarize(outcomes, inputs.labels, time.perf_counter() - started)
-
-
-def start_cloud_process(
-    bundle: Path,
-    bind: str,
-    log_path: Path,
-    ready_timeout_s: float = 60.0,
-    extra: Sequence[str] = (),
-) -> tuple[subprocess.Popen, str]:
-    """Start ``edgesplit cloud`` in its own process; return it and its bound endpoint.
-
-    Its log goes to ``log_path`` (a file, so a chatty node never blocks on a pipe).
-    """
-    fd, ready = tempfile.mkstemp(prefix="edgesplit-cloud-", suffix=".endpoint")
-    os.close(fd)
-    os.unlink(ready)
-    cmd = [
-        sys.executable,
-        "-m",
-        "edgesplit",
-        "cloud",
-        "--bundle",
-        str(bundle),
-        "--bind",
-        bind,
-        "--ready-file",
-        ready,
-        *extra,
-    ]
-    with open(log_path, "ab") as log_file:
-        proc = subprocess.Popen(
-            cmd, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-        )
-    deadline = time.monotonic() + ready_timeout_s
-    try:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                lines = Path(log_path).read_text(errors="replace").strip().splitlines()
-                raise TransportError(
-                    f"cloud node exited with code {proc.returncode}: "
-                    f"{lines[-1] if lines else 'no message'} (log: {log_path})"
-                )
-            if os.path.exists(ready) and os.path.getsize(ready) > 0:
-                with open(ready, encoding="utf-8") as fh:
-                    return proc, fh.read().strip()
-            time.sleep(0.05)
-        stop_process(proc)
-        raise TransportError(f"cloud node did not become ready within {ready_timeout_s:g} s")
-    finally:
-        if os.path.exists(ready):
-            os.unlink(ready)
-
-
-def stop_process(proc: subprocess.Popen, timeout_s: float = 10.0) -> int:
-    """SIGTERM, then SIGKILL after ``timeout_s``; return the exit code."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return proc.returncode

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from edgesplit.cli import app, console
+from edgesplit.app.cli import app, console
 from edgesplit.errors import ConfigError
 
 

@@ -11,8 +11,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from edgesplit.cli import app, console
-from edgesplit.cli_runtime import ConfigOption, InsecureOption, SecretKeyOption, _edge_security
+from edgesplit.app.cli import app, console
+from edgesplit.app.cli_runtime import ConfigOption, InsecureOption, SecretKeyOption, _edge_security
 from edgesplit.errors import ConfigError, TransportError
 
 fleet_app = typer.Typer(
@@ -110,7 +110,7 @@ def _ask(
     the rest is asked for page by page on the same connection.
     """
     from edge_node.transport import CloudClient
-    from edgesplit.cli_runtime import _load
+    from edgesplit.app.cli_runtime import _load
 
     cfg = _load(
         config,

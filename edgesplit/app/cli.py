@@ -82,7 +82,7 @@ def main_options(
     ] = "warning",
 ) -> None:
     """Global options."""
-    from edgesplit.runs import configure_logging
+    from edgesplit.logs import configure_logging
 
     configure_logging(log_level)
 
@@ -145,7 +145,7 @@ def _profile_config(
     fp16: bool = False,
 ):
     """How to profile; providers by short or full name (``tensorrt,cuda,cpu``)."""
-    from edge_node.providers import options_by_provider, resolve_providers
+    from edgesplit.providers import options_by_provider, resolve_providers
     from partitioner.profile import ProfileConfig
     from partitioner.profiling import Repetitions
 
@@ -220,7 +220,8 @@ def profile(
     real samples, each head's peak memory, and the machine, execution
     provider, threads and batch size.
     """
-    from edgesplit.offline import profile_table, run_profile
+    from edgesplit.app.tables import profile_table
+    from partitioner.build import run_profile
     from partitioner.profile import load_profile, save_profile
 
     if from_file is not None:
@@ -304,8 +305,8 @@ def partition(
     (the model must be the same ONNX graph). Note: on one machine the edge is
     as fast as the cloud, so pruning keeps few cuts; --no-prune keeps all.
     """
-    from edgesplit.offline import build_bundle, pruning_table
-    from edgesplit.tables import cut_table
+    from edgesplit.app.tables import cut_table, pruning_table
+    from partitioner.build import build_bundle
     from partitioner.partition import PartitionConfig
     from partitioner.pruning import PruneConfig
 
@@ -371,9 +372,8 @@ def show(
     sizes: Annotated[bool, typer.Option(help="Also show bytes per cut under every codec.")] = False,
 ) -> None:
     """Show a bundle's cuts with sizes and predicted latency at a given link."""
+    from edgesplit.app.tables import cut_table, pruning_table, size_table
     from edgesplit.bundle import load_bundle
-    from edgesplit.offline import pruning_table
-    from edgesplit.tables import cut_table, size_table
 
     b = load_bundle(bundle)
     m = b.manifest
@@ -446,12 +446,13 @@ def demo(
     so the exits answer easy inputs on the edge and the rest is offloaded; the
     table shows what the profile predicts for every cut at --bandwidth-mbps.
     """
+    from cloud_node.process import start_cloud_process, stop_process
     from edge_node.inputs import load_inputs
+    from edgesplit.app.runs import EdgeRun, run_edge_session
     from edgesplit.bundle import FORMAT_VERSION, load_bundle
     from edgesplit.config import load_config
-    from edgesplit.offline import build_bundle
-    from edgesplit.runs import EdgeRun, run_edge_session, start_cloud_process, stop_process
     from edgesplit.security import generate_keys, load_keypair, load_public_key
+    from partitioner.build import build_bundle
     from partitioner.partition import PartitionConfig
     from partitioner.pruning import PruneConfig
     from partitioner.training import DEFAULT_EPOCHS, TrainConfig, default_cache_dir
@@ -534,10 +535,10 @@ def demo(
 
 
 # Commands kept in their own modules register themselves on ``app``.
-from edgesplit import cli_experiment as _cli_experiment  # noqa: E402,F401
-from edgesplit import cli_fleet as _cli_fleet  # noqa: E402,F401
-from edgesplit import cli_runtime as _cli_runtime  # noqa: E402,F401
-from edgesplit import cli_simulate as _cli_simulate  # noqa: E402,F401
+from edgesplit.app import cli_experiment as _cli_experiment  # noqa: E402,F401
+from edgesplit.app import cli_fleet as _cli_fleet  # noqa: E402,F401
+from edgesplit.app import cli_runtime as _cli_runtime  # noqa: E402,F401
+from edgesplit.app import cli_simulate as _cli_simulate  # noqa: E402,F401
 
 
 def _bare_ray_flag(argv: list[str]) -> list[str]:

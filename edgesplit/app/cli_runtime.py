@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from edgesplit.cli import BUNDLE_HELP, CODEC_HELP, app, console
+from edgesplit.app.cli import BUNDLE_HELP, CODEC_HELP, app, console
 from edgesplit.errors import ConfigError
 
 ConfigOption = Annotated[
@@ -72,7 +72,7 @@ def _providers(text: str | None) -> tuple[str, ...] | None:
 
 
 def _logging(cfg: Any) -> None:
-    from edgesplit.runs import configure_logging
+    from edgesplit.logs import configure_logging
 
     configure_logging(cfg.logging.level, cfg.logging.format)
 
@@ -343,8 +343,8 @@ def _fleet(bundle: Any, cfg: Any) -> tuple[Any, Any, Any, Any]:
 
     from cloud_node.backends import OnnxRuntimeBackend
     from cloud_node.fleet import Candidate, Fleet
-    from edge_node.providers import resolve_providers
     from edgesplit.errors import UpdateError
+    from edgesplit.providers import resolve_providers
     from edgesplit.release import unpack_release
 
     f = cfg.fleet
@@ -591,7 +591,7 @@ def edge(
     takes the bundle it assigns: verified, switched between requests, watched
     on probation and rolled back if its error rate or latency regress.
     """
-    from edgesplit.runs import EdgeRun, run_edge_session
+    from edgesplit.app.runs import EdgeRun, run_edge_session
 
     overrides = {
         "edge.bundle": bundle,
