@@ -179,6 +179,6 @@ def make_backend(
         from cloud_node.triton_backend import TritonBackend
 
         return TritonBackend(bundle, triton_url, timeout_s=triton_timeout_s)
-    from edge_node.providers import resolve_providers
+    from edgesplit.providers import resolve_providers
 
     return OnnxRuntimeBackend(bundle, resolve_providers(tuple(providers)), threads=threads)
