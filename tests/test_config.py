@@ -8,15 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from edgesplit.config import (
-    SECTIONS,
-    Config,
-    EdgeSection,
-    SecuritySection,
-    check_security,
+from edgesplit.config import SECTIONS, Config, EdgeSection, SecuritySection
+from edgesplit.config_load import check_security, is_loopback, load_config
+from edgesplit.config_render import (
     config_reference_markdown,
-    is_loopback,
-    load_config,
+    config_to_toml,
     render_default_config,
 )
 from edgesplit.errors import ConfigError
@@ -247,7 +243,7 @@ def test_any_config_round_trips_through_toml(tmp_path: Path) -> None:
         security=replace(SecuritySection(), curve=False, insecure=True),
     )
     config = replace(config, policy=replace(config.policy, threshold=None, slo_ms=80.0))
-    path = _write(tmp_path, config.to_toml(), "round.toml")
+    path = _write(tmp_path, config_to_toml(config), "round.toml")
     assert load_config(path, env={}) == config
 
 
@@ -255,7 +251,7 @@ def test_docs_match_the_declarations() -> None:
     docs = (ROOT / "docs" / "config.md").read_text(encoding="utf-8")
     assert docs == config_reference_markdown(), (
         "docs/config.md is stale: regenerate it with "
-        "python -c 'from edgesplit.config import config_reference_markdown as m; "
+        "python -c 'from edgesplit.config_render import config_reference_markdown as m; "
         'print(m(), end="")\' > docs/config.md'
     )
 

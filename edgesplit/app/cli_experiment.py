@@ -8,8 +8,10 @@ from typing import Annotated
 
 import typer
 
-from edgesplit.app.cli import app, console
+from edgesplit.app.common import console
 from edgesplit.errors import ConfigError
+
+app = typer.Typer()
 
 
 def _names() -> str:

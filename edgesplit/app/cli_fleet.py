@@ -11,25 +11,17 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from edgesplit.app.cli import app, console
-from edgesplit.app.cli_runtime import ConfigOption, InsecureOption, SecretKeyOption, _edge_security
+from edgesplit.app.common import ConfigOption, InsecureOption, console, load
+from edgesplit.app.flags import Overrides, with_settings
 from edgesplit.errors import ConfigError, TransportError
 
+app = typer.Typer()
 fleet_app = typer.Typer(
     help="The fleet of edges a cloud node sees: versions, health, last seen; the rollout.",
     no_args_is_help=True,
 )
 app.add_typer(fleet_app, name="fleet")
 
-ConnectOption = Annotated[
-    str | None,
-    typer.Option(
-        help="The cloud node's endpoint, e.g. tcp://cloud:5555 (default: [edge] connect)."
-    ),
-]
-ServerKeyOption = Annotated[
-    Path | None, typer.Option(help="The cloud's public key file (NAME.key).")
-]
 TimeoutOption = Annotated[float, typer.Option(help="Seconds to wait for the cloud's answer.")]
 
 
@@ -97,9 +89,7 @@ def release(
 
 def _ask(
     config: Path | None,
-    connect: str | None,
-    secret_key: Path | None,
-    server_key: Path | None,
+    overrides: Overrides,
     insecure: bool,
     meta: dict[str, Any],
     timeout_s: float,
@@ -110,21 +100,13 @@ def _ask(
     the rest is asked for page by page on the same connection.
     """
     from edge_node.transport import CloudClient
-    from edgesplit.app.cli_runtime import _load
+    from edgesplit.app.runs import edge_security
 
-    cfg = _load(
-        config,
-        {
-            "edge.connect": connect,
-            "security.secret_key": secret_key,
-            "security.server_key": server_key,
-        },
-        insecure,
-    )
+    cfg = load(config, overrides, insecure)
     endpoint = cfg.edge.connect
     if not endpoint:
         raise ConfigError("no cloud endpoint: give --connect tcp://HOST:PORT")
-    keys, server, _ = _edge_security(cfg, endpoint)
+    keys, server, _ = edge_security(cfg, endpoint)
     with CloudClient(endpoint, keys=keys, server_key=server) as client:
         report = _page(client, endpoint, meta, timeout_s)
         edges = report["edges"]
@@ -154,14 +136,14 @@ def _page(client: Any, endpoint: str, meta: dict[str, Any], timeout_s: float) ->
 
 
 @fleet_app.command("status")
+@with_settings("fleet")
 def status(
     config: ConfigOption = None,
-    connect: ConnectOption = None,
-    secret_key: SecretKeyOption = None,
-    server_key: ServerKeyOption = None,
     insecure: InsecureOption = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the raw report as JSON.")] = False,
     timeout_s: TimeoutOption = 5.0,
+    *,
+    overrides: Overrides,
 ) -> None:
     """List the edges with their bundle version, health and last-seen time, and compare A/B.
 
@@ -171,7 +153,7 @@ def status(
     the edges page by page; all are listed. Needs a key listed in the cloud's
     --fleet-admins.
     """
-    report = _ask(config, connect, secret_key, server_key, insecure, {"op": "status"}, timeout_s)
+    report = _ask(config, overrides, insecure, {"op": "status"}, timeout_s)
     if as_json:
         # Strict JSON for other tools: no NaN (unknown figures are null).
         text = json.dumps(_nulls(report), indent=1, allow_nan=False)
@@ -181,16 +163,16 @@ def status(
 
 
 @fleet_app.command("rollout")
+@with_settings("fleet")
 def rollout(
     fraction: Annotated[
         float, typer.Option(help="Share of the edges offered the release: 0 stops, 1 everyone.")
     ],
     config: ConfigOption = None,
-    connect: ConnectOption = None,
-    secret_key: SecretKeyOption = None,
-    server_key: ServerKeyOption = None,
     insecure: InsecureOption = False,
     timeout_s: TimeoutOption = 5.0,
+    *,
+    overrides: Overrides,
 ) -> None:
     """Change the share of the fleet offered the cloud's release (its --offer).
 
@@ -201,7 +183,7 @@ def rollout(
     if not 0.0 <= fraction <= 1.0:
         raise ConfigError(f"--fraction {fraction}: expected 0..1")
     meta = {"op": "rollout", "fraction": fraction}
-    report = _ask(config, connect, secret_key, server_key, insecure, meta, timeout_s)
+    report = _ask(config, overrides, insecure, meta, timeout_s)
     show_report(report)
 
 

@@ -8,8 +8,10 @@ from typing import Annotated
 
 import typer
 
-from edgesplit.app.cli import BUNDLE_HELP, app, console
+from edgesplit.app.common import BUNDLE_HELP, console
 from edgesplit.errors import ConfigError
+
+app = typer.Typer()
 
 
 @app.command()

@@ -28,9 +28,11 @@ from edge_node.transport import CloudClient
 from edge_node.update import committed_bundle
 from edgesplit.app.tables import cut_table, startup_table, summary_table
 from edgesplit.bundle import Bundle, Manifest
+from edgesplit.config import Config
 from edgesplit.errors import ConfigError, TransportError
 from edgesplit.progress import progress_bar
 from edgesplit.providers import options_by_provider, report_providers, resolve_providers
+from edgesplit.security import KeyPair
 from offload_policy import (
     AdaptivePolicy,
     Battery,
@@ -343,3 +345,21 @@ def run_edge(
                 counts = " ".join(f"{k}={v}" for k, v in sorted(node.counts.items()))
                 bar.update(task, completed=i + 1, status=counts)
     return outcomes, summarize(outcomes, inputs.labels, time.perf_counter() - started)
+
+
+def edge_security(cfg: Config, connect: str) -> tuple[KeyPair | None, bytes | None, str]:
+    """(key pair, server public key, description) for the edge."""
+    from edgesplit.config_load import check_security
+    from edgesplit.security import load_keypair, load_public_key
+
+    sec = cfg.security
+    check_security(connect, sec)
+    if not sec.curve:
+        return None, None, "CURVE off (--insecure, loopback only)"
+    if sec.secret_key is None or sec.server_key is None:
+        raise ConfigError(
+            "CURVE is on: give --secret-key (this edge's NAME.key_secret) and --server-key "
+            "(the cloud's NAME.key), create them with `edgesplit keys`, or pass --insecure "
+            "on a loopback endpoint"
+        )
+    return load_keypair(sec.secret_key), load_public_key(sec.server_key), "CURVE on"

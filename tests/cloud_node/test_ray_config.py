@@ -9,7 +9,7 @@ import pytest
 
 from cloud_node.ray_tier import RayTierConfig, check_reachable
 from edgesplit.app.cli import _bare_ray_flag
-from edgesplit.config import load_config
+from edgesplit.config_load import load_config
 from edgesplit.errors import ConfigError
 
 

@@ -23,7 +23,7 @@ import typer
 import typer.main
 
 from edgesplit.app.cli import app
-from edgesplit.config import load_config
+from edgesplit.config_load import load_config
 from edgesplit.onnxrt import CPU
 from edgesplit.providers import CUDA, TENSORRT, options_by_provider, resolve_providers
 from offload_policy.energy import DEVICES

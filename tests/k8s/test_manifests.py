@@ -396,7 +396,7 @@ def _config_text(objects: list[dict[str, Any]], template: dict, config_flag: Pat
 def test_config_is_valid_with_each_containers_environment(
     objects: list[dict[str, Any]], tmp_path: Path
 ) -> None:
-    from edgesplit.config import load_config
+    from edgesplit.config_load import load_config
 
     backends = set()
     for where, template, container, argv in _edgesplit_containers(objects):
@@ -604,7 +604,7 @@ def test_local_overlay_needs_no_gpu() -> None:
 
 
 def test_scale_overlay_runs_several_ingresses_behind_one_service(tmp_path: Path) -> None:
-    from edgesplit.config import load_config
+    from edgesplit.config_load import load_config
 
     objects = list(_render("scale"))
     ingress = _named(objects, "Deployment", "edgesplit-cloud")

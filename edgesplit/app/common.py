@@ -1,0 +1,97 @@
+"""What the command modules share: the console, option types and help texts, the config."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from edgesplit.app.flags import Overrides
+from edgesplit.config import Config
+from edgesplit.errors import ConfigError
+
+# Tables stay readable when the output is a file or a CI log.
+console = Console(width=None if sys.stdout.isatty() else 120)
+
+BUNDLE_HELP = "Bundle directory written by `edgesplit partition`."
+CODEC_HELP = "Tensor codec on the wire: raw, fp16 or int8, optionally +lz4 or +zstd."
+CUT_HELP = (
+    "Cut id (see `edgesplit show`), `auto` (the fastest cut at --bandwidth-mbps by the profile) "
+    "or `after-exits` (every exit on the edge, the rest in the cloud)."
+)
+THRESHOLD_HELP = "Early-exit confidence (max softmax) on the calibrated grid; `off` disables exits."
+BANDWIDTH_HELP = "Uplink bandwidth the policy assumes, Mbit/s."
+InputShapeOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Input shape (no batch) for a factory returning a bare nn.Module: 3,224,224."
+    ),
+]
+ThreadsOption = Annotated[int, typer.Option(help="ONNX Runtime intra-op threads (0: its default).")]
+
+
+def parse_threshold(value: str) -> float | None:
+    """``--threshold``: a confidence, or ``off``/``none`` for no early exit."""
+    if value.lower() in ("off", "none"):
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise ConfigError(f"--threshold {value}: expected a number like 0.9, or `off`") from None
+
+
+def parse_shape(value: str | None) -> tuple[int, ...] | None:
+    """``--input-shape 3,224,224`` as a tuple of positive sizes."""
+    if not value:
+        return None
+    try:
+        shape = tuple(int(v) for v in value.split(","))
+    except ValueError:
+        raise ConfigError(f"--input-shape {value}: expected integers like 3,224,224") from None
+    if not shape or min(shape) <= 0:
+        raise ConfigError(f"--input-shape {value}: sizes must be positive")
+    return shape
+
+
+def positive(name: str, value: float) -> float:
+    """``value`` if it is above 0, else a ConfigError naming the flag."""
+    if not value > 0:
+        raise ConfigError(f"{name} {value}: must be > 0")
+    return value
+
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="TOML config file (see `edgesplit config --default`); flags override it.",
+    ),
+]
+InsecureOption = Annotated[
+    bool,
+    typer.Option(
+        "--insecure",
+        help="Turn CURVE encryption off; refused unless the endpoint is loopback.",
+    ),
+]
+
+
+def load(path: Path | None, overrides: Overrides, insecure: bool = False) -> Config:
+    """The config from defaults, file, environment and flags; logging set up from it.
+
+    ``--insecure`` is the one flag that sets two keys (``security.curve`` off and
+    ``security.insecure`` on).
+    """
+    from edgesplit.config_load import load_config
+    from edgesplit.logs import configure_logging
+
+    given = dict(overrides)
+    if insecure:
+        given["security.curve"] = False
+        given["security.insecure"] = True
+    cfg = load_config(path, overrides=given)
+    configure_logging(cfg.logging.level, cfg.logging.format)
+    return cfg
