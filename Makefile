@@ -39,9 +39,14 @@ triton-venv: $(TRITON_STAMP)
 demo: $(STAMP)
 	$(BIN)/edgesplit demo
 
+# mypy on every package, and --strict on the core (edgesplit without its app layer) and wire.
+CORE := $(filter-out edgesplit/__main__.py,$(wildcard edgesplit/*.py)) edgesplit/schemas edgesplit/release
+MYPY_STRICT := $(BIN)/mypy --strict $(CORE) wire
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(MYPY_STRICT)
 
 # The shaped-link tests drive `ip` and `tc` (iproute2) and `iptables` (100% loss) as root:
 # install them where they are missing.
@@ -54,6 +59,7 @@ system-deps:
 test: $(STAMP) $(TRITON_STAMP) system-deps
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(MYPY_STRICT)
 	$(BIN)/python -m pytest
 
 clean:
