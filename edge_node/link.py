@@ -15,12 +15,8 @@ from collections import deque
 from dataclasses import dataclass
 
 from edgesplit.errors import PolicyError
-from offload_policy.estimators import (
-    RttEstimator,
-    ThroughputEstimator,
-    make_estimator,
-    sample_from_transfer,
-)
+from offload_policy.estimator_registry import make_estimator
+from offload_policy.estimators import RttEstimator, ThroughputEstimator, sample_from_transfer
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Read ``manifest.json`` into a validated :class:`~edgesplit.bundle.Manifest`.
+"""Read ``manifest.json`` into a validated :class:`~edgesplit.manifest.Manifest`.
 
 Outside data is converted once, here: every field is checked for presence and
 type, and an error names the file, the field (``cuts[3].head``) and what to
@@ -11,7 +11,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from edgesplit.bundle import (
+from edgesplit.errors import BundleError
+from edgesplit.manifest import (
     FORMAT,
     FORMAT_VERSION,
     Cut,
@@ -25,7 +26,6 @@ from edgesplit.bundle import (
     TensorSpec,
     Timing,
 )
-from edgesplit.errors import BundleError
 
 
 class _Reader:
@@ -51,18 +51,18 @@ class _Reader:
             raise self.fail(f"{where}.{key}", f"expected {_kind_name(kind)}, got {value!r:.60}")
         return value
 
-    def opt(self, data: dict, key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    def opt(self, data: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
         if data.get(key) is None:
             return None
         return self.get(data, key, kind, where)
 
-    def ints(self, data: dict, key: str, where: str) -> tuple[int, ...]:
+    def ints(self, data: dict[str, Any], key: str, where: str) -> tuple[int, ...]:
         values = self.get(data, key, list, where)
         if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
             raise self.fail(f"{where}.{key}", f"expected non-negative integers, got {values}")
         return tuple(values)
 
-    def strs(self, data: dict, key: str, where: str) -> tuple[str, ...]:
+    def strs(self, data: dict[str, Any], key: str, where: str) -> tuple[str, ...]:
         values = self.get(data, key, list, where)
         if not all(isinstance(v, str) for v in values):
             raise self.fail(f"{where}.{key}", f"expected strings, got {values}")
@@ -75,7 +75,7 @@ class _Reader:
             raise self.fail(where, f"expected a list of numbers, got {values!r:.60}")
         return tuple(math.nan if v is None else float(v) for v in values)
 
-    def table(self, data: dict, key: str, where: str) -> tuple[tuple[float, ...], ...]:
+    def table(self, data: dict[str, Any], key: str, where: str) -> tuple[tuple[float, ...], ...]:
         rows = self.get(data, key, list, where)
         return tuple(self.floats(row, f"{where}.{key}[{i}]") for i, row in enumerate(rows))
 

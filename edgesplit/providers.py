@@ -44,7 +44,8 @@ def provider_name(name: str) -> str:
     key = name.strip().lower()
     if key in SHORT_NAMES:
         return SHORT_NAMES[key]
-    for full in (*DEFAULT_ORDER, *ort.get_all_providers()):
+    known: list[str] = [*DEFAULT_ORDER, *ort.get_all_providers()]
+    for full in known:
         if full.lower() == key:
             return full
     others = [p for p in ort.get_all_providers() if p not in DEFAULT_ORDER]

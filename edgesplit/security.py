@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import zmq
@@ -144,7 +145,7 @@ def require_secure_or_loopback(endpoint: str, curve: bool, what: str) -> None:
         )
 
 
-def make_curve_server(sock: zmq.Socket, keys: KeyPair) -> None:
+def make_curve_server(sock: zmq.Socket[Any], keys: KeyPair) -> None:
     """Make ``sock`` a CURVE server checked by the ZAP handler (set before bind)."""
     sock.curve_secretkey = keys.secret
     sock.curve_publickey = keys.public
@@ -152,7 +153,7 @@ def make_curve_server(sock: zmq.Socket, keys: KeyPair) -> None:
     sock.zap_domain = ZAP_DOMAIN.encode()
 
 
-def make_curve_client(sock: zmq.Socket, keys: KeyPair, server_public: bytes) -> None:
+def make_curve_client(sock: zmq.Socket[Any], keys: KeyPair, server_public: bytes) -> None:
     """Make ``sock`` a CURVE client of the server with ``server_public`` (set before connect)."""
     sock.curve_secretkey = keys.secret
     sock.curve_publickey = keys.public
@@ -169,7 +170,7 @@ class Authenticator:
 
     def __init__(
         self,
-        context: zmq.Context,
+        context: zmq.Context[Any],
         allowed: dict[bytes, str],
         on_decision: Callable[[str], None] | None = None,
     ) -> None:

@@ -107,7 +107,7 @@ def run(settings: Settings, console: Console) -> Results:
     from experiments.prediction_protocol import References, grid, score_family, tune
     from experiments.simulate import SimConfig
     from offload_policy.adaptive import PolicyConfig
-    from offload_policy.estimators import ESTIMATORS
+    from offload_policy.estimator_registry import ESTIMATORS
 
     results = Results(NAME, TITLE, settings, console)
     size = sizes(settings)
@@ -178,7 +178,7 @@ def slo_rows(refs: Any, fams: dict[str, tuple[str, list[Any]]]) -> list[dict[str
     """
     from experiments.simulate import simulate
     from offload_policy.error_tracking import ErrorTracking, tracked
-    from offload_policy.estimators import ESTIMATORS
+    from offload_policy.estimator_registry import ESTIMATORS
 
     m, base = refs.manifest, refs.config
     any_trace = next(iter(fams.values()))[1][0]

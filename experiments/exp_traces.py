@@ -37,8 +37,10 @@ from experiments.harness import (
     sized,
 )
 from experiments.measure import summary
-from experiments.netlink import MIN_RATE_BPS, RelayLink, replay
+from experiments.relay import RelayLink
+from experiments.shaped_link import MIN_RATE_BPS
 from experiments.testbed import RELAY_LINK, TC_LINK, Testbed, read_rows, start_together, wait
+from experiments.trace_replay import replay
 from offload_policy.cost import default_accuracy_floor
 
 NAME = "traces"
@@ -348,7 +350,7 @@ def _report(
     results.measured(
         "latency, cuts chosen, bandwidth estimates, requests served",
         "each policy's real edge worker (own CPU cgroup) over its own tbf-shaped link whose rate "
-        "follows the trace live (experiments/netlink.replay) to its own `edgesplit cloud`",
+        "follows the trace live (experiments/trace_replay.replay) to its own `edgesplit cloud`",
     )
     results.modelled(
         "energy per request",

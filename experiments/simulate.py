@@ -24,50 +24,28 @@ import math
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from edgesplit.bundle import Manifest, Timing
 from edgesplit.errors import ConfigError, PolicyError
 from experiments.drift import DriftSchedule, SpeedModel
+from experiments.policies import POLICIES, Policy, named_policy
 from experiments.traces import Trace
-from offload_policy.adaptive import AdaptivePolicy, PolicyConfig
-from offload_policy.baselines import Edgent, cloud_only, edge_only, neurosurgeon
+from offload_policy.adaptive import PolicyConfig
 from offload_policy.battery import Battery
 from offload_policy.corrections import probe_segment
 from offload_policy.cost import branches, default_accuracy_floor
 from offload_policy.energy import radio
-from offload_policy.estimators import (
-    ESTIMATORS,
-    ThroughputEstimator,
-    ThroughputSample,
-    make_estimator,
-)
+from offload_policy.estimator_registry import ESTIMATORS, make_estimator
+from offload_policy.estimators import ThroughputEstimator, ThroughputSample
 from offload_policy.types import Decision, Observation
 
-POLICIES = ("edgesplit", "oracle", "neurosurgeon", "edgent", "edge-only", "cloud-only")
 #: What edgesplit may be told of the speeds (:attr:`SimConfig.corrections`).
 CORRECTIONS = ("learn", "told", "off")
 #: Bytes of framing per offloaded request (msgpack header and ZeroMQ frames), measured.
 HEADER_BYTES = 120
-
-
-class Policy(Protocol):
-    """What the simulator drives: the same interface the edge node uses."""
-
-    @property
-    def name(self) -> str:
-        """The policy's name in reports."""
-        ...
-
-    def initial_state(self) -> Any:
-        """The state before the first request."""
-        ...
-
-    def decide(self, observation: Observation, state: Any, now: float) -> tuple[Decision, Any]:
-        """The decision for a request and the next state."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -212,40 +190,6 @@ def slower_edge(manifest: Manifest, factor: float) -> Manifest:
         k: Timing(v.median_s * factor, v.p95_s * factor, v.runs) for k, v in edge.timings.items()
     }
     return replace(manifest, profiles={**manifest.profiles, "edge": replace(edge, timings=timings)})
-
-
-def named_policy(
-    name: str,
-    manifest: Manifest,
-    config: PolicyConfig,
-    *,
-    mean_bandwidth_bps: float | None = None,
-    rtt_s: float = 0.0,
-    deadline_s: float | None = None,
-) -> Policy:
-    """The policy ``name`` (one of :data:`POLICIES`) for this bundle.
-
-    Neurosurgeon plans its static cut for ``mean_bandwidth_bps`` and
-    ``rtt_s``; Edgent meets ``deadline_s``. The simulator and the real-link
-    worker (experiments/worker.py) both build their policies here.
-    """
-    if name == "edgesplit":
-        return AdaptivePolicy(manifest, config)
-    if name == "oracle":
-        return AdaptivePolicy(manifest, config, oracle=True)
-    if name == "edge-only":
-        return edge_only(manifest)
-    if name == "cloud-only":
-        return cloud_only(manifest)
-    if name == "neurosurgeon":
-        if mean_bandwidth_bps is None:
-            raise ConfigError("neurosurgeon: needs the mean bandwidth it plans its cut for")
-        return neurosurgeon(manifest, mean_bandwidth_bps, rtt_s)
-    if name == "edgent":
-        if deadline_s is None:
-            raise ConfigError("edgent: needs the deadline it meets")
-        return Edgent(manifest, deadline_s)
-    raise ConfigError(f"--policy {name}: unknown; choose from {', '.join(POLICIES)}")
 
 
 def make_policy(name: str, manifest: Manifest, trace: Trace, config: SimConfig) -> Policy:
@@ -459,3 +403,20 @@ def simulate_all(
             if progress:
                 progress(len(results), total)
     return results
+
+
+__all__ = [
+    "CORRECTIONS",
+    "HEADER_BYTES",
+    "POLICIES",
+    "Policy",
+    "RequestRecord",
+    "SimConfig",
+    "SimResult",
+    "floor_in_force",
+    "make_policy",
+    "named_policy",
+    "simulate",
+    "simulate_all",
+    "slower_edge",
+]

@@ -1,6 +1,6 @@
 """A real edge-cloud pair over a shaped link, for the experiments.
 
-:class:`Testbed` opens a :class:`~experiments.netlink.ShapedLink` (two
+:class:`Testbed` opens a :class:`~experiments.shaped_link.ShapedLink` (two
 network namespaces, tbf on the uplink), makes CURVE keys, starts
 ``edgesplit cloud`` (embedded ONNX Runtime, unthrottled: the cloud machine)
 in the cloud namespace, and runs :mod:`experiments.worker` plans in the
@@ -26,7 +26,8 @@ from edgesplit.errors import ConfigError
 from edgesplit.security import generate_keys
 from experiments.cpulimit import CpuCgroup
 from experiments.harness import ROOT, ExperimentError
-from experiments.netlink import RelayLink, ShapedLink, netns_support
+from experiments.relay import RelayLink
+from experiments.shaped_link import ShapedLink, netns_support
 
 CLOUD_PORT = 5555
 

@@ -57,7 +57,7 @@ class Told:
 
 def make_policy(spec: dict[str, Any], plan: dict[str, Any], bundle: Any) -> Told:
     """The policy a phase names, wrapped in :class:`Told` (the simulator's, for the named ones)."""
-    from experiments.simulate import named_policy
+    from experiments.policies import named_policy
     from offload_policy import FixedPolicy
     from offload_policy.adaptive import PolicyConfig
     from offload_policy.types import Decision

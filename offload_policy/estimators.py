@@ -17,6 +17,8 @@ such samples into a prediction of the next transfer's throughput:
   link, the rate that minimises expected latency.
 
 :class:`RttEstimator` smooths round-trip times as TCP does (RFC 6298).
+The estimators by name (the edge's ``estimator`` setting) are in
+:mod:`offload_policy.estimator_registry`.
 
 Every estimator is a frozen value: ``update`` returns a new one and leaves
 the old one as it was, so a policy state can hold it and tests can replay it.
@@ -26,7 +28,6 @@ Nothing here reads a clock: each sample carries its time.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -405,36 +406,7 @@ class RttEstimator:
         return self.srtt_s + max(granularity_s, k * self.rttvar_s)
 
 
-def _tracked() -> ThroughputEstimator:
-    # offload_policy.error_tracking builds on this module: imported when first asked for.
-    from offload_policy.error_tracking import tracked
-
-    return tracked()
-
-
-#: The estimators by name (the edge's ``estimator`` setting), each freshly made.
-ESTIMATORS: dict[str, Callable[[], ThroughputEstimator]] = {
-    "harmonic": lambda: HarmonicMean(5),
-    "robust": lambda: RobustLowerBound(HarmonicMean(5), window=5),
-    "ewma": lambda: Ewma(0.5),
-    "last": lambda: LastSample(),
-    "tracked": _tracked,
-}
-
-
-def make_estimator(name: str) -> ThroughputEstimator:
-    """A fresh estimator by name (see :data:`ESTIMATORS`).
-
-    Raises:
-        PolicyError: an unknown name.
-    """
-    if name not in ESTIMATORS:
-        raise PolicyError(f"estimator {name!r}: unknown; choose from {', '.join(ESTIMATORS)}")
-    return ESTIMATORS[name]()
-
-
 __all__ = [
-    "ESTIMATORS",
     "MIN_TRANSFER_S",
     "Ewma",
     "HarmonicMean",
@@ -444,6 +416,5 @@ __all__ = [
     "ThroughputEstimator",
     "ThroughputSample",
     "relative_error",
-    "make_estimator",
     "sample_from_transfer",
 ]

@@ -7,11 +7,7 @@ search and the reports read. Every input and output gets a dynamic ``batch`` axi
 
 from __future__ import annotations
 
-import os
-import uuid
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +17,7 @@ import torch
 from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
 
 from edgesplit.errors import ModelError
+from partitioner.atomic import atomic_output
 from partitioner.models import MODEL_NAMES, ModelSpec, build_model, load_factory
 
 VERIFY_TOLERANCE = 1e-4
@@ -48,22 +45,6 @@ _EXPORT_ERRORS: tuple[type[Exception], ...] = (
     torch.jit.Error,
     onnx.checker.ValidationError,
 )
-
-
-@contextmanager
-def atomic_output(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; move it onto ``path`` if the block succeeds.
-
-    Readers never see a half-written file: the rename is atomic on one file system.
-    The temporary file is removed if the block raises.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")  # created by the writer
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def export_onnx(spec: ModelSpec, path: Path, *, opset: int = 17) -> Path:
@@ -206,7 +187,6 @@ def resolve_model(ref: str, input_shape: tuple[int, ...] | None = None) -> Model
 __all__ = [
     "VERIFY_BATCH",
     "VERIFY_TOLERANCE",
-    "atomic_output",
     "export_onnx",
     "resolve_model",
     "verify_onnx",

@@ -1,171 +1,37 @@
 """The models edgesplit partitions: an early-exit CNN, a torchvision zoo, user factories.
 
-Every model is described by a ``ModelSpec``: the module (in eval mode), its input
-shape without the batch axis, and the names of its outputs, the final output first
-and then the early exits in depth order. ``build_model`` builds a zoo model by name;
-``load_factory`` calls a user's ``package.module:factory``.
+Every model is described by a ``ModelSpec`` (:mod:`partitioner.model_spec`): the
+module (in eval mode), its input shape without the batch axis, and the names of its
+outputs, the final output first and then the early exits in depth order.
+``build_model`` builds a zoo model by name (the early-exit CNN of
+:mod:`partitioner.branchynet`, trained by :mod:`partitioner.training`, or a
+torchvision model); ``load_factory`` calls a user's ``package.module:factory``.
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from edgesplit.errors import ModelError
-from partitioner.datasets import CLASS_NAMES, INPUT_SHAPE
-
-FINAL_OUTPUT = "logits"
-"""Name of a model's final output, always the first one."""
+from partitioner.branchynet import (
+    BRANCHYNET_EXITS,
+    BRANCHYNET_OUTPUTS,
+    EarlyExitCNN,
+    branchynet_spec,
+    new_branchynet,
+)
+from partitioner.model_spec import FINAL_OUTPUT, ModelSpec
+from partitioner.training import default_cache_dir, train_branchynet
 
 IMAGENET_SHAPE: tuple[int, int, int] = (3, 224, 224)
 """Input shape of the torchvision zoo models without the batch axis."""
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """A model and what edgesplit needs to know about it.
-
-    Attributes:
-        name: Short name, used in file names and reports.
-        module: The model, put in eval mode when the spec is made.
-        input_shape: Shape of one input without the batch axis, e.g. ``(1, 32, 32)``.
-        output_names: Names of the outputs in the order ``forward`` returns them:
-            the final output first, then the early exits in depth order.
-        exit_names: The early-exit outputs among ``output_names``, in depth order;
-            empty for a model without early exits.
-        class_names: Label of each class index, if known.
-    """
-
-    name: str
-    module: nn.Module
-    input_shape: tuple[int, ...]
-    output_names: tuple[str, ...]
-    exit_names: tuple[str, ...] = ()
-    class_names: tuple[str, ...] | None = None
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.module, nn.Module):
-            raise ModelError(
-                f"model {self.name!r}: module must be a torch.nn.Module, "
-                f"got type={type(self.module).__name__}"
-            )
-        if not self.input_shape or any(
-            not isinstance(size, int) or size <= 0 for size in self.input_shape
-        ):
-            raise ModelError(
-                f"model {self.name!r}: input_shape={self.input_shape!r} must be positive ints "
-                "without the batch axis, e.g. (3, 224, 224)"
-            )
-        if not self.output_names or len(set(self.output_names)) != len(self.output_names):
-            raise ModelError(
-                f"model {self.name!r}: output_names={self.output_names!r} must be non-empty "
-                "and unique"
-            )
-        expected_exits = self.output_names[1 : 1 + len(self.exit_names)]
-        if self.exit_names and tuple(self.exit_names) != expected_exits:
-            raise ModelError(
-                f"model {self.name!r}: exit_names={self.exit_names!r} must follow the final "
-                f"output in output_names={self.output_names!r}"
-            )
-        self.module.eval()
-
-
-class EarlyExitCNN(nn.Module):
-    """A BranchyNet-style CNN for 1x32x32 images with two early exits.
-
-    The backbone is three conv blocks (conv, batch norm, ReLU, 2x2 max pool) and a
-    classifier; each block's output is a single tensor, so the exported graph can
-    be cut after any block. Exit branches read a block's output and feed nothing
-    back: ``exit_1`` (after block 1) pools hard and classifies linearly,
-    ``exit_2`` (after block 2) adds a small conv. Both cost a small fraction of
-    the backbone, and are less accurate than the final output.
-
-    Args:
-        num_classes: Number of classes.
-        widths: Channels of the three conv blocks.
-    """
-
-    def __init__(self, num_classes: int = 10, widths: tuple[int, int, int] = (16, 32, 64)):
-        super().__init__()
-        c1, c2, c3 = widths
-        self.block1 = _conv_block(INPUT_SHAPE[0], c1)  # 32x32 -> 16x16
-        self.block2 = _conv_block(c1, c2)  # 16x16 -> 8x8
-        self.block3 = _conv_block(c2, c3)  # 8x8 -> 4x4
-        self.classifier = nn.Sequential(
-            nn.Flatten(),
-            nn.Linear(c3 * 4 * 4, 128),
-            nn.ReLU(inplace=True),
-            nn.Linear(128, num_classes),
-        )
-        self.exit_1 = nn.Sequential(
-            nn.AvgPool2d(4),  # 16x16 -> 4x4
-            nn.Flatten(),
-            nn.Linear(c1 * 4 * 4, num_classes),
-        )
-        self.exit_2 = nn.Sequential(
-            nn.Conv2d(c2, c2, kernel_size=1),
-            nn.ReLU(inplace=True),
-            nn.AvgPool2d(2),  # 8x8 -> 4x4
-            nn.Flatten(),
-            nn.Linear(c2 * 4 * 4, num_classes),
-        )
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Classify a batch [N, 1, 32, 32].
-
-        Returns:
-            ``(logits, exit_1, exit_2)``: unnormalized class scores [N, num_classes]
-            of the final classifier, then of the exits in depth order.
-        """
-        h1 = self.block1(x)
-        exit_1 = self.exit_1(h1)
-        h2 = self.block2(h1)
-        exit_2 = self.exit_2(h2)
-        h3 = self.block3(h2)
-        logits = self.classifier(h3)
-        return logits, exit_1, exit_2
-
-
-BRANCHYNET_OUTPUTS: tuple[str, ...] = (FINAL_OUTPUT, "exit_1", "exit_2")
-BRANCHYNET_EXITS: tuple[str, ...] = ("exit_1", "exit_2")
-
-
-def _conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
-        nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True),
-        nn.MaxPool2d(2),
-    )
-
-
-def new_branchynet(seed: int = 0) -> EarlyExitCNN:
-    """An ``EarlyExitCNN`` with seeded random weights (global RNG left untouched)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return EarlyExitCNN(num_classes=len(CLASS_NAMES))
-
-
-def branchynet_spec(module: EarlyExitCNN, name: str = "branchynet") -> ModelSpec:
-    """Wrap an ``EarlyExitCNN`` in its ``ModelSpec``."""
-    return ModelSpec(
-        name=name,
-        module=module,
-        input_shape=INPUT_SHAPE,
-        output_names=BRANCHYNET_OUTPUTS,
-        exit_names=BRANCHYNET_EXITS,
-        class_names=CLASS_NAMES,
-    )
-
-
 def _trained_branchynet(seed: int) -> ModelSpec:
-    # Imported here: training imports this module for EarlyExitCNN.
-    from partitioner.training import default_cache_dir, train_branchynet
-
     result = train_branchynet(default_cache_dir(), seed=seed)
     module = new_branchynet(seed)
     module.load_state_dict(torch.load(result.weights_path, map_location="cpu", weights_only=True))

@@ -24,9 +24,9 @@ import torch
 from torch import nn
 
 from edgesplit.errors import ModelError
+from partitioner.atomic import atomic_output
+from partitioner.branchynet import BRANCHYNET_OUTPUTS, EarlyExitCNN, new_branchynet
 from partitioner.datasets import DATASET_VERSION, Split, load_digits_task
-from partitioner.export import atomic_output
-from partitioner.models import BRANCHYNET_OUTPUTS, EarlyExitCNN, new_branchynet
 
 TRAINING_VERSION = 1
 """Bump when the training procedure changes, so cached weights are retrained."""

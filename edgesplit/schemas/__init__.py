@@ -25,7 +25,8 @@ _ERRORS: dict[str, type[EdgesplitError]] = {"manifest": BundleError, "profile": 
 def schema(name: str) -> dict[str, Any]:
     """The JSON Schema named ``name`` (``manifest`` or ``profile``)."""
     text = resources.files(__package__).joinpath(f"{name}.schema.json").read_text("utf-8")
-    return json.loads(text)
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
 
 
 @cache

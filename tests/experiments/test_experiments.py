@@ -24,7 +24,7 @@ from edgesplit.bundle import Cut
 from edgesplit.errors import ConfigError
 from experiments.cpulimit import cpu_limit_support
 from experiments.harness import Settings
-from experiments.netlink import netns_support
+from experiments.shaped_link import netns_support
 
 MODEL = "branchynet-untrained"
 ROOT = Path(__file__).resolve().parents[2]
@@ -257,7 +257,7 @@ def _cut(index: int, kind: str, sent: float) -> Cut:
 
 
 def test_cloud_scaling_mix_assignment_and_options(tmp_path: Path) -> None:
-    from experiments.exp_cloud_scaling import Options, assign, chosen_mix, default_mix, options
+    from experiments.cloud_scaling_plan import Options, assign, chosen_mix, default_mix, options
 
     sent = {0: 600, 1: 800, 2: 700, 3: 200, 4: 200, 5: 90, 6: 45, 7: 22, 8: 0.5, 9: 0.5}
     cuts = [_cut(i, "input" if i == 0 else "inner", b) for i, b in sent.items()]
@@ -313,7 +313,7 @@ def test_relay_paces_the_uplink_and_follows_a_new_rate() -> None:
     import threading
     import time
 
-    from experiments.netlink import DelayRelay
+    from experiments.relay import DelayRelay
 
     sink = socket.create_server(("127.0.0.1", 0))
     received: list[tuple[float, int]] = []

@@ -18,15 +18,9 @@ import numpy as np
 import pytest
 
 from edgesplit.errors import ConfigError
-from experiments.netlink import (
-    MIN_RATE_BPS,
-    ShapedLink,
-    TokenBucket,
-    cleanup_stale,
-    netns_support,
-    rate_points,
-    replay,
-)
+from experiments.netns import cleanup_stale
+from experiments.shaped_link import MIN_RATE_BPS, ShapedLink, TokenBucket, netns_support
+from experiments.trace_replay import rate_points, replay
 from experiments.traces import Trace
 
 pytestmark = pytest.mark.integration

@@ -41,7 +41,8 @@ import pytest
 
 from cloud_node.process import stop_process
 from edgesplit.bundle import MANIFEST, Bundle, compute_bundle_id, load_bundle
-from experiments.netlink import ShapedLink, cleanup_stale, netns_support
+from experiments.netns import cleanup_stale
+from experiments.shaped_link import ShapedLink, netns_support
 from experiments.simulate import slower_edge
 from offload_policy import Decision, Observation, predict
 

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from edgesplit.errors import ConfigError, PolicyError
 from offload_policy.error_tracking import ErrorTracking, tracked, transfer_time_ratio
+from offload_policy.estimator_registry import make_estimator
 from offload_policy.estimators import (
     Ewma,
     HarmonicMean,
@@ -17,7 +18,6 @@ from offload_policy.estimators import (
     RobustLowerBound,
     ThroughputEstimator,
     ThroughputSample,
-    make_estimator,
 )
 
 MBIT = 1e6
