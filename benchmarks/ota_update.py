@@ -35,10 +35,13 @@ import numpy as np
 from cloud_node.backends import OnnxRuntimeBackend
 from cloud_node.fleet import Candidate, Fleet
 from cloud_node.server import CloudConfig, CloudNode
+from edge_node.config import UpdateConfig
+from edge_node.download import Downloader
 from edge_node.head import HeadRunner
+from edge_node.metrics import EdgeMetrics
 from edge_node.node import EdgeConfig, EdgeNode
 from edge_node.transport import CloudClient
-from edge_node.update import UpdateConfig, Updater
+from edge_node.update import Updater
 from edgesplit.bundle import MANIFEST, Bundle, compute_bundle_id, load_bundle, sha256_file
 from edgesplit.manifest_json import manifest_from_dict
 from edgesplit.release import (
@@ -170,9 +173,7 @@ def _client_factory(endpoint: str, tmp: Path) -> Callable[[], CloudClient]:
 
 def _downloads(endpoint: str, tmp: Path, archive: Path, repeats: int, bundle_id: str) -> None:
     size = archive.stat().st_size
-    updater = Updater(
-        UpdateConfig(state_dir=tmp / "dl"), "1", _client_factory(endpoint, tmp), HeadRunner, None
-    )
+    downloader = Downloader(UpdateConfig(state_dir=tmp / "dl"), _client_factory(endpoint, tmp))
     handler = functools.partial(_QuietHandler, directory=str(archive.parent))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -184,9 +185,9 @@ def _downloads(endpoint: str, tmp: Path, archive: Path, repeats: int, bundle_id:
                 target = tmp / f"dl-{channel}.tar"
                 began = time.perf_counter()
                 if channel == "http":
-                    updater._fetch_url(url, target, size)
+                    downloader.from_url(url, target, size)
                 else:
-                    updater._fetch_chunks(bundle_id, target, size, 256 * 1024)
+                    downloader.chunks(bundle_id, target, size, 256 * 1024)
                 speeds[channel].append(size / (time.perf_counter() - began) / 1e6)
                 assert sha256_file(target) == sha256_file(archive), channel
     finally:
@@ -209,7 +210,13 @@ def _update(
         return FixedPolicy(Decision(cut.id, None, "int8+lz4"), b.manifest.edge_only.id)
 
     client = _client_factory(endpoint, tmp)
-    edge = EdgeNode(bundle, policy(bundle), client(), EdgeConfig(timeout_s=5.0, rtt_s=0.0))
+    own = client()
+    config = EdgeConfig(timeout_s=5.0, rtt_s=0.0)
+    runner = HeadRunner(bundle)
+    # The first 100 requests on a node without an updater: the baseline. Then the same
+    # bundle, sessions and socket on a node with one.
+    baseline = EdgeNode(bundle, policy(bundle), own, config, runner)
+    metrics = EdgeMetrics()
     updater = Updater(
         UpdateConfig(
             state_dir=tmp / "state",
@@ -222,8 +229,13 @@ def _update(
         client,
         lambda b: HeadRunner(b),
         policy,
+        client=own,
+        metrics=metrics,
     )
-    edge.runner.warm([cut])
+    updating = EdgeNode(
+        bundle, policy(bundle), own, config, runner, metrics=metrics, updater=updater
+    )
+    runner.warm([cut])
     rng = np.random.default_rng(0)
     shape = m.model.input.shape
     x = rng.standard_normal((1, *shape), dtype=np.float32)
@@ -233,8 +245,7 @@ def _update(
     began = time.perf_counter()
     after_commit = 0
     while after_commit < 100 and time.perf_counter() - began < 600:
-        if sent == 100:
-            edge.updater = updater  # the first 100 requests without it: the baseline
+        edge = baseline if sent < 100 else updating
         seen = {r for r, _ in updater.events}
         for event in ("offered", "switched", "committed", "rolled_back", "refused"):
             if event in seen and event not in marks:
@@ -255,8 +266,7 @@ def _update(
             phase = "before"
         phases[phase].append(outcome.latency_s)
         time.sleep(args.interval_ms / 1e3)
-    assert edge.client is not None
-    edge.client.close()
+    own.close()
     print(
         f"requests: {sent} sent, {answered} answered, {sent - answered} lost; cut {cut.id} int8+lz4"
     )

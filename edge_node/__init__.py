@@ -1,7 +1,9 @@
 """The device runtime: run heads, take confident exits, offload the rest, always answer."""
 
+from edge_node.config import EdgeConfig, UpdateConfig
 from edge_node.head import HeadResult, HeadRunner
-from edge_node.node import CloudHealth, EdgeConfig, EdgeNode, Outcome
+from edge_node.node import EdgeNode
+from edge_node.records import CloudHealth, Outcome
 from edge_node.transport import CloudClient, Reply
 
 __all__ = [
@@ -13,4 +15,5 @@ __all__ = [
     "HeadRunner",
     "Outcome",
     "Reply",
+    "UpdateConfig",
 ]

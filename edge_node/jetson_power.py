@@ -10,13 +10,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from edge_node.power_monitor import PowerReading, Sensor
 from edge_node.sysfs_power import SYSFS_ROOT, SysfsFiles
 from edgesplit.errors import ConfigError
-
-if TYPE_CHECKING:
-    from edge_node.power import PowerReading
 
 I2C_DEVICES_DIR = "sys/bus/i2c/devices"
 
@@ -48,7 +45,7 @@ class _Rail:
         return millivolts * milliamps / 1e6
 
 
-class JetsonMonitor:
+class JetsonMonitor(Sensor):
     """The INA3221 power rails of a Jetson; the board's power is its input rail.
 
     The input rail is the first of VDD_IN, POM_5V_IN, VIN found; a board with none
@@ -90,8 +87,6 @@ class JetsonMonitor:
 
     def read(self, now: float) -> PowerReading:
         """Read every rail."""
-        from edge_node.power import PowerReading
-
         files = SysfsFiles()
         rails: dict[str, float] = {}
         for rail in self._rails:

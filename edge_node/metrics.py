@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from edge_node.records import Outcome
 from edgesplit.metrics import LATENCY_BUCKETS
+from offload_policy import Decision
 
 
 class EdgeMetrics:
@@ -111,3 +115,33 @@ class EdgeMetrics:
         self.in_flight = Gauge(
             "edgesplit_edge_in_flight", "Offloaded requests awaiting their reply.", registry=r
         )
+        self._decided: tuple[str, str] | None = None
+
+    def decided(self, decision: Decision, bandwidth_bps: float, rtt_s: float) -> None:
+        """A request's decision, and the link it was taken on."""
+        key = (decision.cut, decision.codec)
+        if key != self._decided:
+            if self._decided is not None:
+                self.decision.labels(*self._decided).set(0)
+            self.decision.labels(*key).set(1)
+            self._decided = key
+        threshold = decision.exit_threshold
+        self.threshold.set(math.nan if threshold is None else threshold)
+        self.bandwidth.set(bandwidth_bps)
+        self.rtt.set(rtt_s)
+
+    def answered(self, outcome: Outcome, raw_bytes: int | None) -> None:
+        """A request answered; ``raw_bytes``: its offload's uncompressed size (``None``: none)."""
+        finished, cut, sent = outcome.finished, outcome.cut, outcome.bytes_sent
+        self.requests.labels(finished, cut).inc()
+        self.latency.labels(finished, cut).observe(outcome.latency_s)
+        self.energy.labels("model").inc(outcome.energy_j)
+        if finished.startswith("exit"):
+            self.exits.labels(finished).inc()
+        if outcome.reason:
+            self.fallbacks.labels(outcome.reason).inc()
+        if raw_bytes is not None:
+            self.bytes_sent.inc(sent)
+            self.raw_bytes.inc(raw_bytes)
+            if sent:
+                self.compression.observe(raw_bytes / sent)

@@ -16,61 +16,33 @@ counted.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
+import wire
+from edge_node.cloud_watch import CloudWatch, Pairing
+from edge_node.config import EdgeConfig
+from edge_node.energy import EnergyAccount
+from edge_node.feedback import Feedback
 from edge_node.head import HeadResult, HeadRunner
 from edge_node.link import LinkMonitor
 from edge_node.metrics import EdgeMetrics
-from edge_node.records import CloudHealth, EdgeConfig, Outcome
-from edge_node.transport import CloudClient, Pending, Reply
+from edge_node.power_monitor import PowerMonitor
+from edge_node.records import CloudHealth, Outcome
+from edge_node.switch import BundleUpdates, DropSpare, Policy, SwitchBack, SwitchTo
+from edge_node.transport import CloudClient, Pending
 from edgesplit.bundle import Bundle, Cut, segment_chain
 from edgesplit.errors import BundleError, TransportError, WireError
 from edgesplit.onnxrt import run_errors
 from offload_policy import Decision, Observation
-from offload_policy.corrections import CorrectionFactors, Corrections, probe_segment
-from offload_policy.energy import device_power, radio
+from offload_policy.corrections import Corrections
 
 log = logging.getLogger(__name__)
-
-
-class Policy(Protocol):
-    """What the edge asks for a decision."""
-
-    @property
-    def name(self) -> str:
-        """The policy's name, for logs and metrics."""
-        ...
-
-    def decide(self, observation: Observation, state: Any, now: float) -> tuple[Decision, Any]:
-        """A decision for the next request, and the policy's new state."""
-        ...
-
-
-class PowerSource(Protocol):
-    """A battery or power monitor (see :mod:`edge_node.power`)."""
-
-    def read(self, now: float) -> Any:
-        """A reading with ``battery_level``, ``charging`` and ``power_w`` (each may be None)."""
-        ...
-
-
-class Updater(Protocol):
-    """What over-the-air updates (:class:`edge_node.update.Updater`) hook into the node."""
-
-    def tick(self, node: EdgeNode, now: float) -> None:
-        """Between requests: heartbeat, download progress, switch, probation verdict."""
-        ...
-
-    def record(self, outcome: Outcome) -> None:
-        """One request's outcome, for the health of the bundle serving."""
-        ...
 
 
 @dataclass
@@ -91,7 +63,22 @@ class _Ticket:
 
 
 class EdgeNode:
-    """Answers requests for one bundle, with or without a cloud."""
+    """Answers requests for one bundle, with or without a cloud.
+
+    Args:
+        bundle: the bundle to serve.
+        policy: what decides each request's cut, exit threshold and codec.
+        client: the cloud's client; ``None``: edge only.
+        config: see :class:`~edge_node.config.EdgeConfig`.
+        runner: the bundle's head sessions (default: made here, on the CPU).
+        power: where battery and power readings come from (``None``: mains, no reading).
+        metrics: where the node counts (give the updater the same).
+        updater: over-the-air updates (:class:`edge_node.update.Updater`), told of every
+            tick and outcome and asked between requests for a switch; ``None``: none.
+        pairing: the pairing with the cloud done before the node was built
+            (:func:`~edge_node.cloud_watch.pair`): its round trip is the link's first.
+        clock: the clock of every decision and deadline, seconds.
+    """
 
     def __init__(
         self,
@@ -101,41 +88,35 @@ class EdgeNode:
         config: EdgeConfig | None = None,
         runner: HeadRunner | None = None,
         *,
-        power: PowerSource | None = None,
+        power: PowerMonitor | None = None,
         metrics: EdgeMetrics | None = None,
+        updater: BundleUpdates | None = None,
+        pairing: Pairing | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.bundle = bundle
-        self.policy = policy
         self.client = client
         self.config = config or EdgeConfig()
         self.runner = runner or HeadRunner(bundle)
-        self.power = power
         self.metrics = metrics or EdgeMetrics()
+        self.updater = updater
         self.clock = clock
         c = self.config
-        self.health = CloudHealth(c.backoff_s, c.max_backoff_s)
         self.link = LinkMonitor(
             c.bandwidth_bps,
             c.estimator,
             fixed_bps=c.bandwidth_bps if c.fixed_bandwidth else None,
             fixed_rtt_s=c.rtt_s,
         )
-        # What the edge measures of its head and the cloud's tail, fed back into the policy.
-        self.corrections = Corrections()
+        if pairing is not None:
+            self.link.add_rtt(pairing.rtt_s)
         self.counts: Counter[str] = Counter()
-        self.recoveries = 0
-        self._state: Any = getattr(policy, "initial_state", lambda: None)()
-        self._radio = radio(c.radio)
-        self._device = device_power(c.device)
-        self._probe: Pending | None = None
-        self._cloud_queue_s = 0.0
-        self._cloud_queue_at = -math.inf
-        self._power_reading: Any = None
-        self._power_read_at = -math.inf
-        self._last_decision: tuple[str, str] | None = None
-        self.metrics.cloud_up.set(1.0 if client is not None else 0.0)
-        self.updater: Updater | None = None
+        health = CloudHealth(c.backoff_s, c.max_backoff_s)
+        self.cloud = CloudWatch(client, health, self.link, self.metrics, self.counts, clock)
+        # What the edge measures of its head and the cloud's tail, fed back into the policy.
+        self.feedback = Feedback(c.corrections, self.metrics, clock)
+        self.set_policy(policy)
+        self.energy = EnergyAccount(power, c.radio, c.device, c.power_interval_s, self.metrics)
         # The bundle served before an update, kept while the new one is on probation: a
         # request whose head fails on the new bundle is answered by the old one.
         self.spare: tuple[Bundle, HeadRunner] | None = None
@@ -143,7 +124,7 @@ class EdgeNode:
     def set_policy(self, policy: Policy) -> None:
         """Use ``policy`` from the next request on (its state starts afresh)."""
         self.policy = policy
-        self._state = getattr(policy, "initial_state", lambda: None)()
+        self._state: Any = getattr(policy, "initial_state", lambda: None)()
 
     def switch(
         self, bundle: Bundle, runner: HeadRunner, policy: Policy
@@ -158,81 +139,49 @@ class EdgeNode:
         self.set_policy(policy)
         # The new bundle's profiles are a new reference: what was learned against the old
         # ones does not carry over.
-        self.corrections = Corrections()
+        self.feedback.corrections = Corrections()
         return old
 
-    def _serves(self, reply: Reply) -> bool:
-        """Whether a ``pong`` says the cloud serves this edge's bundle."""
-        meta = reply.message.meta
-        served = str(meta.get("bundles") or meta.get("bundle") or "").split(",")
-        return self.bundle.id in served
+    @property
+    def health(self) -> CloudHealth:
+        """Whether the cloud is up, and its backoff."""
+        return self.cloud.health
+
+    @property
+    def recoveries(self) -> int:
+        """Times a cloud marked down answered a probe and was used again."""
+        return self.cloud.recoveries
 
     @property
     def measured_rtt_s(self) -> float:
         """The smoothed round-trip time measured so far, seconds."""
         return self.link.measured_rtt_s
 
-    # -- pairing and probing -----------------------------------------------------------------
-
     def check_cloud(self, timeout_s: float = 5.0, pings: int = 5) -> str:
         """Ping the cloud, refuse to pair with a different bundle, measure the RTT.
 
         Returns the cloud's backend name.
         """
-        if self.client is None:
-            raise TransportError("no cloud endpoint configured")
-        fastest, reply = self.client.measure_rtt(timeout_s, pings)
-        theirs = reply.message.meta.get("bundle")
-        if not self._serves(reply):
-            raise BundleError(
-                f"cloud at {self.client.endpoint} serves bundle={str(theirs)[:12]}, this edge has "
-                f"bundle={self.bundle.id[:12]}; deploy the same bundle on both sides"
-            )
-        self.link.add_rtt(fastest)
-        return str(reply.message.meta.get("backend"))
+        return self.cloud.check(self.bundle.id, timeout_s, pings)
 
-    def _tend_cloud(self, now: float) -> None:
-        """Probe a cloud that is down once its backoff ran out; take the probe's answer."""
-        client = self.client
-        if client is None or self.health.up:
+    def _between_requests(self, updater: BundleUpdates, now: float) -> None:
+        """Tell the updater the time and what is served; carry out the switch it asks for."""
+        updater.tick(now, self.bundle, None if self.spare is None else self.spare[0])
+        request = updater.next_switch()
+        if isinstance(request, SwitchTo):
+            self.spare = (self.bundle, self.runner)
+            self.switch(request.bundle, request.runner, request.policy)
+        elif isinstance(request, SwitchBack):
+            if self.spare is None or self.spare[0].id != request.bundle.id:
+                log.error("update asked to switch back to bundle=%s, not kept", request.bundle.id)
+                return
+            (bundle, runner), self.spare = self.spare, None
+            self.switch(bundle, runner, request.policy)
+        elif isinstance(request, DropSpare):
+            self.spare = None
+        else:
             return
-        if self._probe is not None:
-            reply = self._collect(self._probe, deadline=0.0)
-            if reply is not None:
-                self._probe = None
-                if reply.message.kind == "pong" and self._serves(reply):
-                    self.health.succeeded()
-                    self.recoveries += 1
-                    self.counts["cloud_recovered"] += 1
-                    self.link.add_rtt(reply.round_trip_s)
-                    self.metrics.cloud_up.set(1.0)
-                    log.info(
-                        "cloud is back endpoint=%s rtt_s=%.4f", client.endpoint, reply.round_trip_s
-                    )
-                else:
-                    self.health.failed(now)
-            elif time.perf_counter() > self._probe.sent_at + self.config.timeout_s:
-                client.abandon(self._probe)
-                self._probe = None
-                self.health.failed(now)
-            return
-        if self.health.available(now):
-            try:
-                self._probe = client.send("ping", None)
-                self.counts["cloud_probes"] += 1
-            except TransportError:
-                self.health.failed(now)
-
-    def _collect(self, pending: Pending, deadline: float) -> Reply | None:
-        """The reply to ``pending`` if it arrives before ``deadline`` (0: only if already here)."""
-        assert self.client is not None
-        try:
-            if deadline == 0.0:
-                return self.client.poll(pending)
-            return self.client.wait(pending, deadline)
-        except WireError as exc:
-            log.warning("invalid reply from the cloud error=%s", exc)
-            return None
+        updater.switched(request, now)
 
     # -- one request -------------------------------------------------------------------------
 
@@ -240,17 +189,17 @@ class EdgeNode:
         """What the policy is told about the link, the cloud and the battery."""
         link = self.link.reading()
         level, charging = None, True
-        reading = self._read_power(now)
+        reading = self.energy.reading(now)
         if reading is not None:
-            level = getattr(reading, "battery_level", None)
-            charging = bool(getattr(reading, "charging", None) or level is None)
+            level = reading.battery_level
+            charging = bool(reading.charging or level is None)
         c = self.config
-        factors = self.corrections.factors(self.clock()) if c.corrections else CorrectionFactors()
+        factors = self.feedback.factors()
         return Observation(
             bandwidth_bps=link.bandwidth_bps,
             rtt_s=link.rtt_s,
-            cloud_available=self.client is not None and self.health.up,
-            cloud_queue_s=self._cloud_queue(now),
+            cloud_available=self.cloud.usable,
+            cloud_queue_s=self.cloud.queue_s(now, c.queue_memory_s),
             battery_level=level,
             charging=charging,
             slo_s=c.slo_s,
@@ -259,34 +208,6 @@ class EdgeNode:
             cloud_factor=factors.cloud,
             expected_queue_s=factors.queue_s,
         )
-
-    def _cloud_queue(self, now: float) -> float:
-        """The cloud's last reported queue delay, forgotten after ``queue_memory_s``.
-
-        A cloud that answered ``busy`` gets no offloads while its delay is
-        remembered; forgetting it lets the next request find out whether the
-        queue has drained.
-        """
-        if now - self._cloud_queue_at > self.config.queue_memory_s:
-            return 0.0
-        return self._cloud_queue_s
-
-    def _set_cloud_queue(self, queue_s: float) -> None:
-        self._cloud_queue_s = queue_s
-        self._cloud_queue_at = self.clock()
-        self.metrics.cloud_queue.set(queue_s)
-
-    def _read_power(self, now: float) -> Any:
-        if self.power is None:
-            return None
-        if now - self._power_read_at >= self.config.power_interval_s:
-            self._power_reading = self.power.read(now)
-            self._power_read_at = now
-            level = getattr(self._power_reading, "battery_level", None)
-            watts = getattr(self._power_reading, "power_w", None)
-            self.metrics.battery.set(math.nan if level is None else level)
-            self.metrics.power.set(math.nan if watts is None else watts)
-        return self._power_reading
 
     def infer(self, x: np.ndarray, now: float | None = None) -> Outcome:
         """Answer one request (a batch, usually of one) end to end."""
@@ -313,10 +234,11 @@ class EdgeNode:
         began = time.perf_counter()
         now = self.clock() if now is None else now
         if self.updater is not None:
-            self.updater.tick(self, now)
-        self._tend_cloud(now)
+            self._between_requests(self.updater, now)
+        self.cloud.tend(now, self.bundle.id, self.config.timeout_s)
         decision, self._state = self.policy.decide(self.observe(now), self._state, now)
-        self._note_decision(decision)
+        link = self.link.reading()
+        self.metrics.decided(decision, link.bandwidth_bps, link.rtt_s)
         bundle, runner = self.bundle, self.runner
         manifest = bundle.manifest
         cut = manifest.cut(decision.cut)
@@ -331,7 +253,7 @@ class EdgeNode:
             if rescuer is None:
                 raise
             return self._rescue(began, decision, x, rescuer, exc)
-        self._learn_head(bundle, head, x)
+        self.feedback.head(manifest, head, _rows(x))
         ticket = _Ticket(began, decision, cut, head, bundle, runner, x)
         if head.exit is not None:
             ticket.outcome = self._done(ticket, head.value, head.exit)
@@ -339,21 +261,22 @@ class EdgeNode:
             ticket.outcome = self._done(ticket, head.value, "edge")
         elif self.client is None:
             ticket.outcome = self._fallback(ticket, "no_cloud")
-        elif not self.health.up:
+        elif not self.cloud.health.up:
             ticket.outcome = self._fallback(ticket, "cloud_down")
         else:
             try:
-                ticket.pending = self.client.send(
-                    "infer",
-                    {cut.name: head.value},
-                    codec=decision.codec,
-                    meta={"bundle": bundle.id, "cut": cut.id},
-                )
+                tensors = (wire.Tensor(cut.name, head.value),)
+                request = wire.InferRequest(self.client.new_id(), bundle.id, cut.id, tensors)
+                ticket.pending = self.client.send(request, codec=decision.codec)
             except TransportError:
-                self._cloud_failed("unreachable")
+                self.cloud.failed("unreachable")
                 ticket.outcome = self._fallback(ticket, "unreachable")
             else:
-                self._probe_head(ticket)
+                # While the activation is on the wire: time a head segment if one is due.
+                probe_s = self.feedback.probe(manifest, runner, x, head)
+                if probe_s is not None:
+                    self.counts["head_probes"] += 1
+                    ticket.probe_s = probe_s
         return ticket
 
     def _rescuer(self, failed: Bundle) -> tuple[Bundle, HeadRunner] | None:
@@ -399,55 +322,50 @@ class EdgeNode:
         pending = ticket.pending
         assert pending is not None and self.client is not None
         try:
-            reply = self.client.wait(pending, pending.sent_at + self.config.timeout_s)
+            reply = self.client.wait(pending, self.config.timeout_s)
         except WireError as exc:
             log.warning("invalid reply from the cloud error=%s", exc)
-            self._cloud_failed("bad_reply")
+            self.cloud.failed("bad_reply")
             return self._fallback(ticket, "bad_reply")
         if reply is None:
-            self._cloud_failed("timeout")
+            self.cloud.failed("timeout")
             return self._fallback(ticket, "timeout")
-        meta = reply.message.meta
-        output = ticket.bundle.manifest.model.output
-        if reply.message.kind != "result" or output not in reply.arrays:
-            code = str(meta.get("code", reply.message.kind))
-            log.warning("cloud refused request code=%s message=%s", code, meta.get("message"))
-            queue_s = meta.get("queue_s")
-            if code == "busy":
-                self._set_cloud_queue(_seconds(queue_s))
-            if code == "busy":
-                self.counts["cloud_busy"] += 1
-            elif code == "backend":
-                self._cloud_failed(code)
-            self.metrics.errors.labels(code).inc()
-            return self._fallback(ticket, code)
-        compute_s = _seconds(meta.get("compute_s"))
-        queue_s = _seconds(meta.get("queue_s"))
-        self._set_cloud_queue(queue_s)
-        self._learn_tail(ticket, compute_s, queue_s)
-        if reply.timed:
-            self.link.add_transfer(
-                self.clock(), pending.bytes_sent, reply.round_trip_s, compute_s, queue_s
-            )
-        self.health.succeeded()
-        return self._done(
-            ticket,
-            reply.arrays[output],
-            "cloud",
-            cloud_compute_s=compute_s,
-            cloud_queue_s=queue_s,
-        )
+        message = reply.message
+        if isinstance(message, wire.Result):
+            outputs = message.arrays()
+            output = ticket.bundle.manifest.model.output
+            if output in outputs:
+                compute_s, queue_s = message.compute_s, message.queue_s
+                self.cloud.set_queue(queue_s)
+                manifest = ticket.bundle.manifest
+                self.feedback.tail(manifest, ticket.cut.tail, _rows(ticket.x), compute_s, queue_s)
+                if reply.timed:
+                    self.link.add_transfer(
+                        self.clock(), pending.bytes_sent, reply.round_trip_s, compute_s, queue_s
+                    )
+                self.cloud.health.succeeded()
+                return self._done(
+                    ticket,
+                    outputs[output],
+                    "cloud",
+                    cloud_compute_s=compute_s,
+                    cloud_queue_s=queue_s,
+                )
+        return self._refused(ticket, message)
 
-    def _cloud_failed(self, kind: str) -> None:
-        self.health.failed(self.clock())
-        self.metrics.errors.labels(kind).inc()
-        self.metrics.cloud_up.set(0.0)
-        log.warning(
-            "cloud marked down kind=%s failures=%d retry_in_s=%.2f",
-            kind,
-            self.health.failures,
-            self.health.down_until - self.clock(),
-        )
+    def _refused(self, ticket: _Ticket, message: wire.AnyMessage) -> Outcome:
+        """The cloud answered ``ticket`` with no result (busy, an error): finish it locally."""
+        code, text = message.kind, ""
+        if isinstance(message, wire.Busy | wire.ErrorReply):
+            code, text = message.code or message.kind, message.message
+        log.warning("cloud refused request code=%s message=%s", code, text)
+        if code == "busy":
+            self.cloud.set_queue(message.queue_s if isinstance(message, wire.Busy) else 0.0)
+            self.counts["cloud_busy"] += 1
+        elif code == "backend":
+            self.cloud.failed(code)
+        self.metrics.errors.labels(code).inc()
+        return self._fallback(ticket, code)
 
     def _fallback(self, ticket: _Ticket, reason: str) -> Outcome:
         """Finish locally along the edge-only chain, from the deepest boundary reached."""
@@ -467,80 +385,17 @@ class EdgeNode:
             rescued = self._rescue(ticket.began, ticket.decision, ticket.x, rescuer, exc)
             assert rescued.outcome is not None
             return rescued.outcome
-        self._learn_head(ticket.bundle, rest, ticket.x)
+        self.feedback.head(manifest, rest, _rows(ticket.x))
         return self._done(
             ticket, rest.value, "fallback", extra_compute_s=rest.compute_s, reason=reason
         )
 
     # -- closed-loop corrections --------------------------------------------------------------
 
-    def _learn_head(self, bundle: Bundle, head: HeadResult, x: np.ndarray) -> None:
-        """Feed a head run's measured time, against the edge profile of what ran, back."""
-        profile = bundle.manifest.profiles.get("edge")
-        if not self.config.corrections or not head.segments or profile is None:
-            return
-        if _rows(x) != profile.batch_size:
-            return  # a batch the profile did not time: no like-for-like ratio
-        try:
-            predicted = sum(profile.seconds(seg) for seg in head.segments)
-        except BundleError:
-            return
-        now = self.clock()
-        self.corrections = self.corrections.observe_edge(now, head.compute_s, predicted)
-        self.metrics.correction.labels("edge").set(self.corrections.factors(now).edge)
-
-    def _probe_head(self, ticket: _Ticket) -> None:
-        """While an offload that ran no head is in flight, time a head segment (the cheapest).
-
-        Under such a cut the edge's speed is otherwise never measured, and a device
-        that recovered would not be noticed; the segment runs while the CPU waits for
-        the reply anyway, when the edge term is a second old and says the device is
-        slow (:meth:`~offload_policy.corrections.Corrections.probe_due`).
-        """
-        if not self.config.corrections or ticket.head.segments:
-            return
-        if not self.corrections.probe_due(self.clock()):
-            return
-        bundle, manifest = ticket.bundle, ticket.bundle.manifest
-        segment = probe_segment(manifest)
-        if segment is None:
-            return
-        start = (manifest.model.input.name, ticket.x)
-        try:
-            probe = ticket.runner.run([manifest.segments[segment]], start, None)
-        except run_errors() as exc:
-            log.debug("head probe failed error=%s", exc)
-            return
-        self.counts["head_probes"] += 1
-        ticket.probe_s = probe.compute_s
-        self._learn_head(bundle, probe, ticket.x)
-
-    def _learn_tail(self, ticket: _Ticket, compute_s: float, queue_s: float) -> None:
-        """Feed the tail time and queue the cloud reported, against the cloud profile, back."""
-        profile = ticket.bundle.manifest.profiles.get("cloud")
-        tail = ticket.cut.tail
-        if not self.config.corrections or profile is None or tail is None:
-            return
-        now = self.clock()
-        self.corrections = self.corrections.observe_queue(now, queue_s)
-        if _rows(ticket.x) != profile.batch_size or tail not in profile.timings:
-            return
-        predicted = profile.seconds(tail)
-        self.corrections = self.corrections.observe_cloud(now, compute_s, predicted)
-        self.metrics.correction.labels("cloud").set(self.corrections.factors(now).cloud)
-
-    def _note_decision(self, decision: Decision) -> None:
-        key = (decision.cut, decision.codec)
-        if key != self._last_decision:
-            if self._last_decision is not None:
-                self.metrics.decision.labels(*self._last_decision).set(0)
-            self.metrics.decision.labels(*key).set(1)
-            self._last_decision = key
-        threshold = decision.exit_threshold
-        self.metrics.threshold.set(math.nan if threshold is None else threshold)
-        link = self.link.reading()
-        self.metrics.bandwidth.set(link.bandwidth_bps)
-        self.metrics.rtt.set(link.rtt_s)
+    @property
+    def corrections(self) -> Corrections:
+        """What the edge learned of its head and the cloud's tail against the profiles."""
+        return self.feedback.corrections
 
     def _done(
         self,
@@ -556,26 +411,13 @@ class EdgeNode:
         latency = time.perf_counter() - ticket.began
         compute = ticket.head.compute_s + extra_compute_s
         sent = ticket.pending.bytes_sent if ticket.pending is not None else 0
-        # An idle-time head probe (see _probe_head) costs energy, not latency.
-        energy = self._energy_j(compute + ticket.probe_s, sent, latency)
+        # An idle-time head probe (Feedback.probe) costs energy, not latency.
+        bandwidth = self.link.reading().bandwidth_bps
+        energy = self.energy.joules(compute + ticket.probe_s, sent, latency, bandwidth)
         self.counts[finished] += 1
-        m = self.metrics
-        m.requests.labels(finished, ticket.cut.id).inc()
-        m.latency.labels(finished, ticket.cut.id).observe(latency)
-        m.energy.labels("model").inc(energy)
-        if finished.startswith("exit"):
-            m.exits.labels(finished).inc()
         if reason:
             self.counts[f"fallback_{reason}"] += 1
-            m.fallbacks.labels(reason).inc()
-        if ticket.pending is not None:
-            m.bytes_sent.inc(sent)
-            m.raw_bytes.inc(ticket.pending.raw_bytes)
-            if sent:
-                m.compression.observe(ticket.pending.raw_bytes / sent)
-        spend = getattr(self.power, "spend", None)
-        if spend is not None:
-            spend(energy)
+        self.energy.spend(energy)
         outcome = Outcome(
             prediction=np.asarray(logits).argmax(axis=-1),
             finished=finished,
@@ -591,19 +433,10 @@ class EdgeNode:
             codec=ticket.decision.codec,
             bundle=ticket.bundle.id,
         )
+        self.metrics.answered(outcome, None if ticket.pending is None else ticket.pending.raw_bytes)
         if self.updater is not None:
             self.updater.record(outcome)
         return outcome
-
-    def _energy_j(self, compute_s: float, bytes_sent: int, latency_s: float) -> float:
-        """Joules by the power model: compute, radio while sending, idle while waiting."""
-        energy = self._device.compute_w * compute_s
-        if bytes_sent:
-            bandwidth = self.link.reading().bandwidth_bps
-            transmit = bytes_sent * 8.0 / bandwidth
-            energy += self._radio.uplink_power_w(bandwidth) * transmit
-            energy += self._device.idle_w * max(0.0, latency_s - compute_s - transmit)
-        return energy
 
 
 def _rows(x: np.ndarray) -> int:
@@ -611,8 +444,4 @@ def _rows(x: np.ndarray) -> int:
     return int(x.shape[0]) if x.ndim else 1
 
 
-def _seconds(value: object) -> float:
-    """A duration from a reply's meta; anything else (missing, negative, NaN) is 0."""
-    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
-        return float(value) if math.isfinite(value) else 0.0
-    return 0.0
+__all__ = ["CloudHealth", "EdgeConfig", "EdgeNode", "Outcome", "Policy"]

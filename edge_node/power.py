@@ -11,20 +11,20 @@ Four sources, tried in this order by ``detect_monitor("auto")``:
 
 Every monitor takes the filesystem ``root`` so tests point it at a constructed
 sysfs tree. Bad sysfs contents never raise during ``read``: the field is ``None``
-and ``PowerReading.problems`` says which file was wrong and how. The sysfs readers
-live in :mod:`edge_node.sysfs_power` and :mod:`edge_node.jetson_power`; this module
-re-exports them.
+and ``PowerReading.problems`` says which file was wrong and how. The reading and the
+monitors' protocol live in :mod:`edge_node.power_monitor`, the sysfs readers in
+:mod:`edge_node.sysfs_power` and :mod:`edge_node.jetson_power`; this module holds
+the simulated battery and the detection, and re-exports the rest.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
 
 from edge_node.jetson_power import I2C_DEVICES_DIR as I2C_DEVICES_DIR
 from edge_node.jetson_power import INPUT_RAILS, JetsonMonitor
+from edge_node.power_monitor import PowerMonitor, PowerReading
 from edge_node.sysfs_power import POWER_SUPPLY_DIR as POWER_SUPPLY_DIR
 from edge_node.sysfs_power import POWERCAP_DIR as POWERCAP_DIR
 from edge_node.sysfs_power import SYSFS_ROOT, PowerSupplyMonitor, RaplMonitor
@@ -36,44 +36,6 @@ MONITOR_KINDS = ("jetson", "power_supply", "rapl", "simulated")
 
 DEFAULT_SIMULATED_BATTERY = Battery(capacity_wh=20.0)
 """The simulated battery when none is given (the policy's default capacity)."""
-
-
-@dataclass(frozen=True)
-class PowerReading:
-    """One read of a power monitor.
-
-    Attributes:
-        at_s: the caller's clock at the read, seconds.
-        battery_level: state of charge in [0, 1], or ``None`` when unknown.
-        charging: on a charger, or ``None`` when unknown.
-        power_w: the device's power draw, watts, or ``None`` when unknown.
-        rails: power per rail or domain that was read, watts.
-        energy_j: a cumulative energy counter, joules since the monitor started,
-            for sources that count energy (RAPL, simulated); ``None`` otherwise.
-        source: exactly what was read, e.g. ``"ina3221 hwmon3 VDD_IN"``.
-        problems: what was wrong with the files read (missing, not a number, ...).
-    """
-
-    at_s: float
-    battery_level: float | None = None
-    charging: bool | None = None
-    power_w: float | None = None
-    rails: Mapping[str, float] = field(default_factory=dict)
-    energy_j: float | None = None
-    source: str = ""
-    problems: tuple[str, ...] = ()
-
-
-class PowerMonitor(Protocol):
-    """A source of power and battery readings."""
-
-    def read(self, now: float) -> PowerReading:
-        """Read the source at the caller's time ``now`` (seconds); never raises on bad files."""
-        ...
-
-    def describe(self) -> str:
-        """What this monitor reads, for the edge's start-up report."""
-        ...
 
 
 # --- simulated ---------------------------------------------------------------------------

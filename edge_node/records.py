@@ -1,66 +1,13 @@
-"""The edge node's values: its configuration, one request's outcome, the cloud's health."""
+"""The edge node's values: one request's outcome and the cloud's health.
+
+Its configuration is :class:`edge_node.config.EdgeConfig`.
+"""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
-
-from edgesplit.errors import ConfigError
-
-
-@dataclass(frozen=True)
-class EdgeConfig:
-    """How the edge node talks to the cloud and what it assumes.
-
-    Attributes:
-        timeout_s: deadline for the cloud's reply after sending, seconds.
-        backoff_s: first pause after a cloud failure; doubles up to ``max_backoff_s``.
-        max_backoff_s: longest pause before the cloud is probed again.
-        bandwidth_bps: the uplink bandwidth assumed until one is measured.
-        fixed_bandwidth: tell the policy ``bandwidth_bps`` always (no live estimate).
-        rtt_s: the round-trip time the policy is told; ``None``: measured.
-        estimator: bandwidth estimator (``tracked``, ``harmonic``, ``ewma``, ``last``,
-            ``robust``).
-        pipeline_depth: requests in flight at once in :meth:`EdgeNode.stream`.
-        slo_s: latency objective passed to the policy (``None``: none).
-        accuracy_floor: lowest expected accuracy the policy may choose.
-        radio: radio power model for the energy attributed to transfers.
-        device: device power model for the energy attributed to compute.
-        power_interval_s: how often the power monitor is read, seconds.
-        queue_memory_s: how long the cloud's reported queue delay is believed.
-        corrections: feed measured head, tail and queue times back into the policy's
-            predictions (:mod:`offload_policy.corrections`); off: trust the profile.
-    """
-
-    timeout_s: float = 1.0
-    backoff_s: float = 0.5
-    max_backoff_s: float = 30.0
-    bandwidth_bps: float = 10e6
-    fixed_bandwidth: bool = False
-    rtt_s: float | None = None
-    estimator: str = "tracked"
-    pipeline_depth: int = 1
-    slo_s: float | None = None
-    accuracy_floor: float = 0.0
-    radio: str = "wifi"
-    device: str = "jetson-nano-10w"
-    power_interval_s: float = 1.0
-    queue_memory_s: float = 1.0
-    corrections: bool = True
-
-    def __post_init__(self) -> None:
-        for name in ("timeout_s", "backoff_s", "max_backoff_s", "bandwidth_bps"):
-            value = getattr(self, name)
-            if not value > 0 or math.isinf(value):
-                raise ConfigError(f"edge {name}={value!r}: expected a number > 0")
-        if self.max_backoff_s < self.backoff_s:
-            raise ConfigError(
-                f"edge max_backoff_s={self.max_backoff_s} < backoff_s={self.backoff_s}"
-            )
-        if not 1 <= self.pipeline_depth <= 16:
-            raise ConfigError(f"edge pipeline_depth={self.pipeline_depth}: expected 1..16")
 
 
 @dataclass(frozen=True)
@@ -130,4 +77,4 @@ class CloudHealth:
         self.down_until = 0.0
 
 
-__all__ = ["CloudHealth", "EdgeConfig", "Outcome"]
+__all__ = ["CloudHealth", "Outcome"]

@@ -9,9 +9,8 @@ A Jetson's INA3221 rails are read by :mod:`edge_node.jetson_power`, with the
 raise during ``read``: the field is ``None`` and ``PowerReading.problems`` says
 which file was wrong and how.
 
-:mod:`edge_node.power` (the reading, the protocol, ``detect_monitor``) imports and
-re-exports these readers; they reach back for :class:`~edge_node.power.PowerReading`
-inside ``read`` only, so either module may be imported first.
+:mod:`edge_node.power` (``detect_monitor``) imports and re-exports these readers;
+they and it take the reading and the protocol from :mod:`edge_node.power_monitor`.
 """
 
 from __future__ import annotations
@@ -20,12 +19,9 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from edge_node.power_monitor import PowerReading, Sensor
 from edgesplit.errors import ConfigError
-
-if TYPE_CHECKING:
-    from edge_node.power import PowerReading
 
 SYSFS_ROOT = Path("/")
 POWER_SUPPLY_DIR = "sys/class/power_supply"
@@ -73,7 +69,7 @@ class SysfsFiles:
 # --- Linux power_supply ---------------------------------------------------------------
 
 
-class PowerSupplyMonitor:
+class PowerSupplyMonitor(Sensor):
     """A Linux battery: level, charging state and power draw from /sys/class/power_supply.
 
     Level comes from ``capacity`` (percent), else ``energy_now/energy_full`` (µWh),
@@ -120,8 +116,6 @@ class PowerSupplyMonitor:
 
     def read(self, now: float) -> PowerReading:
         """Read the battery's files."""
-        from edge_node.power import PowerReading
-
         files = SysfsFiles()
         level, level_from = self._level(files)
         charging, charging_from = self._charging(files)
@@ -231,7 +225,7 @@ class _Domain:
     energy_j: float = 0.0
 
 
-class RaplMonitor:
+class RaplMonitor(Sensor):
     """Intel RAPL package (or psys) energy counters; power is the change between reads.
 
     Counters wrap at ``max_energy_range_uj``: read at least every few minutes (one
@@ -280,8 +274,6 @@ class RaplMonitor:
 
     def read(self, now: float) -> PowerReading:
         """Read every domain's counter."""
-        from edge_node.power import PowerReading
-
         files = SysfsFiles()
         rails: dict[str, float] = {}
         fresh: set[str] = set()

@@ -1,15 +1,21 @@
 """The edge's ZeroMQ client: one DEALER socket, several requests in flight, deadlines.
 
-Requests are sent with :meth:`CloudClient.send` and collected by id with
-:meth:`CloudClient.wait`; replies that arrive for another pending request
-are kept until it is collected, replies for a request already given up are
-counted and dropped, so a late answer never pairs with the wrong request.
+Requests are typed wire messages (:mod:`wire.messages`), sent with
+:meth:`CloudClient.send` under an id from :meth:`CloudClient.new_id` and
+collected by that id with :meth:`CloudClient.wait`; replies that arrive for
+another pending request are kept until it is collected, replies for a request
+already given up are counted and dropped, so a late answer never pairs with
+the wrong request.
+
+The client keeps its own clock (``time.perf_counter``): it times round trips,
+which are figures, and bounds blocking receives in real time. Callers give it
+durations, never instants of their own clock.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,10 +37,21 @@ class Reply:
     """A decoded reply and how long the round trip took.
 
     Attributes:
+        message: the reply, one of the typed wire messages (``wire.AnyMessage``).
+        round_trip_s: seconds from the send to the reply's arrival.
         timed: the edge was waiting when the reply arrived, so ``round_trip_s``
             is exact; ``False`` when it had arrived earlier (while the edge
             computed the next head) and the round trip is an upper bound.
     """
+
+    message: wire.AnyMessage
+    round_trip_s: float
+    timed: bool = True
+
+
+@dataclass(frozen=True)
+class UntypedReply:
+    """A reply as the untyped wire API reads it (:meth:`CloudClient.request`)."""
 
     message: wire.Message
     arrays: dict[str, np.ndarray]
@@ -88,7 +105,7 @@ class CloudClient:
             raise TransportError(f"cannot connect to {endpoint}: {exc.strerror}") from exc
         self._next_id = 1
         self._pending: set[int] = set()
-        self._early: dict[int, tuple[wire.Message, dict[str, np.ndarray], float]] = {}
+        self._early: dict[int, tuple[wire.AnyMessage, float]] = {}
         self.stale_replies = 0
 
     def __enter__(self) -> CloudClient:
@@ -108,26 +125,27 @@ class CloudClient:
         return self._next_id
 
     def send(
-        self,
-        kind: str,
-        arrays: Mapping[str, np.ndarray] | None,
-        *,
-        codec: str = "raw",
-        meta: Mapping[str, MetaValue] | None = None,
-        connect_wait_s: float = 0.0,
+        self, message: wire.AnyMessage, *, codec: str = "raw", connect_wait_s: float = 0.0
     ) -> Pending:
-        """Encode and send one request without waiting for its reply.
+        """Encode and send ``message`` (its id from :meth:`new_id`) without waiting for its reply.
 
         With no completed connection the send fails at once, or after waiting up to
         ``connect_wait_s`` for one (a fresh client's first request).
 
         Raises:
             TransportError: no connection to the cloud.
+            WireError: a field of ``message`` that cannot be sent.
         """
-        request_id = self.new_id()
-        frames = wire.encode_message(kind, request_id, arrays, codec=codec, meta=meta)
+        raw = 0
+        if isinstance(message, wire.InferRequest):
+            raw = sum(t.array.nbytes for t in message.tensors if isinstance(t, wire.Tensor))
+        frames = wire.encode(message, codec=codec)
+        return self._send(frames, message.request_id, raw, connect_wait_s)
+
+    def _send(
+        self, frames: Sequence[bytes | memoryview], request_id: int, raw: int, connect_wait_s: float
+    ) -> Pending:
         sent = sum(memoryview(f).nbytes for f in frames)
-        raw = sum(a.nbytes for a in arrays.values()) if arrays else 0
         started = time.perf_counter()
         try:
             try:
@@ -148,18 +166,25 @@ class CloudClient:
         self._pending.add(request_id)
         return Pending(request_id, sent, started, raw)
 
-    def wait(self, pending: Pending, deadline: float) -> Reply | None:
-        """The reply to ``pending``, or ``None`` once ``time.perf_counter()`` passes ``deadline``.
+    def wait(self, pending: Pending, timeout_s: float) -> Reply | None:
+        """The reply to ``pending``, or ``None`` once ``timeout_s`` passed since it was sent.
+
+        The deadline is a real-time bound on a blocking receive, so it is kept on
+        the clock this client times round trips with, not on the caller's.
 
         Raises:
             WireError: the reply was not valid wire format.
         """
+        return self._wait_until(pending, pending.sent_at + timeout_s)
+
+    def _wait_until(self, pending: Pending, deadline: float) -> Reply | None:
+        """The reply to ``pending``, or ``None`` after ``deadline`` (``time.perf_counter()``)."""
         rid = pending.request_id
         early = self._early.pop(rid, None)
         if early is not None:
             self._pending.discard(rid)
-            message, values, arrived = early
-            return Reply(message, values, arrived - pending.sent_at, timed=False)
+            message, arrived = early
+            return Reply(message, arrived - pending.sent_at, timed=False)
         # Whatever is already queued on the socket arrived while the edge was busy.
         # (Blocking receives with a timeout, not poll(): pyzmq builds a Poller per poll.)
         timed = False
@@ -179,14 +204,14 @@ class CloudClient:
                         parts = self._socket.recv_multipart(copy=False)
                     except zmq.Again:
                         return None
-                message, values = wire.decode_message(parts, self.limits)
+                message = wire.decode(parts, self.limits)
                 arrived = time.perf_counter()
                 got = message.request_id
                 # An error with id 0 answers a request whose header the cloud could not read.
-                if got == rid or (message.kind == "error" and got == 0):
-                    return Reply(message, values, arrived - pending.sent_at, timed)
+                if got == rid or (isinstance(message, wire.ErrorReply) and got == 0):
+                    return Reply(message, arrived - pending.sent_at, timed)
                 if got in self._pending:
-                    self._early[got] = (message, values, arrived)
+                    self._early[got] = (message, arrived)
                 else:
                     self.stale_replies += 1
         finally:
@@ -204,19 +229,32 @@ class CloudClient:
                 parts = self._socket.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return None
-            message, values = wire.decode_message(parts, self.limits)
+            message = wire.decode(parts, self.limits)
             if message.request_id in self._pending:
-                self._early[message.request_id] = (message, values, time.perf_counter())
+                self._early[message.request_id] = (message, time.perf_counter())
             else:
                 self.stale_replies += 1
-        message, values, arrived = self._early.pop(rid)
+        message, arrived = self._early.pop(rid)
         self._pending.discard(rid)
-        return Reply(message, values, arrived - pending.sent_at, timed=False)
+        return Reply(message, arrived - pending.sent_at, timed=False)
 
     def abandon(self, pending: Pending) -> None:
         """Give up on ``pending``: a reply arriving later is dropped as stale."""
         self._pending.discard(pending.request_id)
         self._early.pop(pending.request_id, None)
+
+    def call(
+        self, message: wire.AnyMessage, *, codec: str = "raw", timeout_s: float
+    ) -> tuple[Reply | None, int]:
+        """Send ``message`` and wait; return (reply or ``None`` on timeout, bytes sent).
+
+        Raises:
+            TransportError: no connection within ``timeout_s``.
+            WireError: the reply was not valid wire format.
+        """
+        began = time.perf_counter()
+        pending = self.send(message, codec=codec, connect_wait_s=timeout_s)
+        return self._wait_until(pending, began + timeout_s), pending.bytes_sent
 
     def request(
         self,
@@ -226,16 +264,25 @@ class CloudClient:
         codec: str = "raw",
         meta: Mapping[str, MetaValue] | None = None,
         timeout_s: float,
-    ) -> tuple[Reply | None, int]:
-        """Send one request and wait; return (reply or ``None`` on timeout, bytes sent).
+    ) -> tuple[UntypedReply | None, int]:
+        """:meth:`call` with the untyped wire API (a kind, a ``meta`` map, arrays by name).
+
+        For callers not yet on the typed messages; it goes with ``wire.encode_message``.
 
         Raises:
             TransportError: no connection within ``timeout_s``.
             WireError: the reply was not valid wire format.
         """
         began = time.perf_counter()
-        pending = self.send(kind, arrays, codec=codec, meta=meta, connect_wait_s=timeout_s)
-        return self.wait(pending, began + timeout_s), pending.bytes_sent
+        request_id = self.new_id()
+        frames = wire.encode_message(kind, request_id, arrays, codec=codec, meta=meta)
+        raw = sum(a.nbytes for a in arrays.values()) if arrays else 0
+        pending = self._send(frames, request_id, raw, timeout_s)
+        reply = self._wait_until(pending, began + timeout_s)
+        if reply is None:
+            return None, pending.bytes_sent
+        message, values = wire.decode_message(wire.encode(reply.message), self.limits)
+        return UntypedReply(message, values, reply.round_trip_s, reply.timed), pending.bytes_sent
 
     def measure_rtt(self, timeout_s: float, pings: int = 5) -> tuple[float, Reply]:
         """The fastest round trip of ``pings`` pings, and the last ``pong``.
@@ -267,7 +314,7 @@ class CloudClient:
         Waits up to ``timeout_s`` in all, for the connection itself and then the pong.
         """
         try:
-            reply, _ = self.request("ping", None, timeout_s=timeout_s)
+            reply, _ = self.call(wire.Ping(self.new_id()), timeout_s=timeout_s)
         except TransportError:
             return None
         except WireError as exc:

@@ -11,7 +11,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -19,13 +19,17 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
+from edge_node.bundle_store import committed_bundle
+from edge_node.cloud_watch import Pairing, pair
+from edge_node.config import edge_config, update_config
 from edge_node.head import HeadRunner
 from edge_node.inputs import InputSource, open_inputs
-from edge_node.node import EdgeConfig, EdgeNode, Outcome
+from edge_node.metrics import EdgeMetrics
+from edge_node.node import EdgeNode, Outcome, Policy
 from edge_node.power import detect_monitor
 from edge_node.report import RunSummary, summarize
 from edge_node.transport import CloudClient
-from edge_node.update import committed_bundle
+from edge_node.update import Updater
 from edgesplit.app.tables import cut_table, startup_table, summary_table
 from edgesplit.bundle import Bundle, Manifest
 from edgesplit.config import Config
@@ -41,7 +45,6 @@ from offload_policy import (
     Observation,
     PolicyConfig,
     best_static_decision,
-    default_accuracy_floor,
 )
 
 log = logging.getLogger(__name__)
@@ -136,34 +139,19 @@ def run_edge_session(run: EdgeRun, console: Console) -> RunSummary:
     options = options_by_provider(providers, e.engine_cache, e.fp16)
     runner = HeadRunner(bundle, providers, e.threads, options)
     power = detect_monitor(e.power, simulated=Battery(e.battery_capacity_wh, e.battery_level))
-    config = EdgeConfig(
-        timeout_s=e.timeout_ms / 1e3,
-        backoff_s=e.backoff_ms / 1e3,
-        max_backoff_s=e.max_backoff_ms / 1e3,
-        bandwidth_bps=p.bandwidth_mbps * 1e6,
-        fixed_bandwidth=run.fixed_bandwidth,
-        rtt_s=run.rtt_s,
-        estimator=p.estimator,
-        pipeline_depth=e.pipeline_depth,
-        slo_s=None if p.slo_ms is None else p.slo_ms / 1e3,
-        accuracy_floor=_accuracy_floor(m, p),
-        radio=p.radio,
-        device=p.device,
-        corrections=p.corrections,
-    )
+    config = edge_config(e, p, m, rtt_s=run.rtt_s, fixed_bandwidth=run.fixed_bandwidth)
     client = CloudClient(e.connect, keys=run.keys, server_key=run.server_key) if e.connect else None
     metrics_server = None
     try:
-        placeholder = FixedPolicy(Decision(m.edge_only.id, threshold, p.codec), m.edge_only.id)
-        node = EdgeNode(bundle, placeholder, client, config, runner, power=power)
-        backend = _pair(node, console)
+        pairing = _pair(client, bundle, console)
         decision = None
-        rtt = node.observe(0.0).rtt_s
+        # The RTT the policy is told: as configured, else the one pairing measured.
+        rtt = run.rtt_s if run.rtt_s is not None else (pairing.rtt_s if pairing else 0.0)
         policy_config = PolicyConfig(
             radio=p.radio, device=p.device, capacity_wh=e.battery_capacity_wh
         )
 
-        def make_policy(b: Bundle) -> Any:
+        def make_policy(b: Bundle) -> FixedPolicy | AdaptivePolicy:
             manifest = b.manifest
             if p.name == "fixed":
                 chosen = choose_decision(
@@ -173,21 +161,37 @@ def run_edge_session(run: EdgeRun, console: Console) -> RunSummary:
             return AdaptivePolicy(manifest, policy_config)
 
         policy = make_policy(bundle)
-        node.set_policy(policy)
-        if p.name == "fixed":
+        if isinstance(policy, FixedPolicy):
             decision = policy.decision
             console.print(cut_table(m, p.codec, threshold, config.bandwidth_bps, rtt, decision.cut))
-            node.runner.warm([m.cut(decision.cut), m.edge_only])
+            runner.warm([m.cut(decision.cut), m.edge_only])
         else:
-            node.runner.warm(m.cuts)
+            runner.warm(m.cuts)
+        metrics = EdgeMetrics()
+        updater = None
         if client is not None:
-            node.updater = _updater(
+            updater = _updater(
                 run,
                 committed,
                 base,
+                client,
+                metrics,
                 lambda b: HeadRunner(b, providers, e.threads, options),
                 make_policy,
             )
+        node = EdgeNode(
+            bundle,
+            policy,
+            client,
+            config,
+            runner,
+            power=power,
+            metrics=metrics,
+            updater=updater,
+            pairing=pairing,
+        )
+        if client is not None and pairing is None:
+            node.health.failed(node.clock())  # silent: answer on the edge, probe with backoff
         if cfg.metrics.port:
             metrics_server = serve_metrics(
                 node.metrics.registry, cfg.metrics.port, cfg.metrics.address
@@ -200,8 +204,9 @@ def run_edge_session(run: EdgeRun, console: Console) -> RunSummary:
                 report.describe(),
                 power.describe(),
                 run,
-                backend,
+                None if pairing is None else pairing.backend,
                 None if metrics_server is None else metrics_server.url,
+                updates=None if updater is None else updater.config,
             )
         )
         outcomes, summary = run_edge(node, inputs, console, run.stop)
@@ -218,7 +223,7 @@ def run_edge_session(run: EdgeRun, console: Console) -> RunSummary:
     return summary
 
 
-def _edge_bundle(run: EdgeRun, console: Console) -> tuple[Bundle, str, Any]:
+def _edge_bundle(run: EdgeRun, console: Console) -> tuple[Bundle, str, tuple[Bundle, str] | None]:
     """The bundle to serve, the configured one's id, and the update committed if served.
 
     The bundle given, else the one an update committed over the configured one,
@@ -245,67 +250,43 @@ def _edge_bundle(run: EdgeRun, console: Console) -> tuple[Bundle, str, Any]:
     return committed[0], configured.id, committed
 
 
-def _updater(run: EdgeRun, committed: Any, base: str, make_runner: Any, make_policy: Any) -> Any:
+def _updater(
+    run: EdgeRun,
+    committed: tuple[Bundle, str] | None,
+    base: str,
+    client: CloudClient,
+    metrics: EdgeMetrics,
+    make_runner: Callable[[Bundle], HeadRunner],
+    make_policy: Callable[[Bundle], Policy],
+) -> Updater:
     """The edge's heartbeat and over-the-air updates, from the ``[update]`` config."""
-    import socket
-
-    from edge_node.update import UpdateConfig, Updater
-    from edgesplit.release import load_verify_key
-
     cfg = run.cfg
-    u = cfg.update
-    config = UpdateConfig(
-        state_dir=u.state_dir.expanduser(),
-        name=u.name or socket.gethostname(),
-        interval_s=u.interval_s,
-        probation_s=u.probation_s,
-        min_requests=u.min_requests,
-        max_error_increase=u.max_error_increase,
-        max_latency_ratio=u.max_latency_ratio,
-        verify_keys=None if u.verify_key is None else (load_verify_key(u.verify_key),),
-        accept=u.enabled,
-        base=base,
-        base_root=cfg.edge.bundle if run.bundle is None else run.bundle.root,
-        download_bps=None if u.download_mbps is None else u.download_mbps * 1e6,
-        allow_downgrade=u.allow_downgrade,
-    )
-    version = committed[1] if committed else ""
+    base_root = cfg.edge.bundle if run.bundle is None else run.bundle.root
     return Updater(
-        config,
-        version,
+        update_config(cfg.update, base=base, base_root=base_root),
+        committed[1] if committed else "",
         lambda: CloudClient(cfg.edge.connect, keys=run.keys, server_key=run.server_key),
         make_runner,
         make_policy,
+        client=client,
+        metrics=metrics,
     )
 
 
-def _accuracy_floor(manifest: Manifest, p: Any) -> float:
-    """The accuracy floor in force: as configured, else the whole model's less one point.
-
-    With no floor the policy would trade accuracy for speed (lower exit
-    thresholds, lossy codecs); by default it keeps the model's accuracy within
-    a point. ``0`` allows any trade.
-    """
-    if p.accuracy_floor is not None:
-        return float(p.accuracy_floor)
-    return default_accuracy_floor(manifest)
-
-
-def _pair(node: EdgeNode, console: Console) -> str | None:
-    """Ping the cloud and check its bundle; a silent cloud is marked down, not fatal."""
-    if node.client is None:
+def _pair(client: CloudClient | None, bundle: Bundle, console: Console) -> Pairing | None:
+    """Ping the cloud and check its bundle; a silent cloud is not fatal (``None``)."""
+    if client is None:
         return None
     try:
-        backend = node.check_cloud()
+        pairing = pair(client, bundle.id)
     except TransportError as exc:
-        node.health.failed(time.monotonic())
         console.print(f"[yellow]warning:[/yellow] {exc}; answering on the edge and probing")
         return None
     console.print(
-        f"paired with cloud {node.client.endpoint} (backend {backend}, bundle "
-        f"{node.bundle.id[:12]}, ping {node.measured_rtt_s * 1e3:.3f} ms)"
+        f"paired with cloud {client.endpoint} (backend {pairing.backend}, bundle "
+        f"{bundle.id[:12]}, ping {pairing.rtt_s * 1e3:.3f} ms)"
     )
-    return backend
+    return pairing
 
 
 def write_outcomes(path: Path, outcomes: Sequence[Outcome], labels: np.ndarray | None) -> None:

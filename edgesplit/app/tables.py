@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rich.table import Table
 
+from edge_node.config import UpdateConfig
 from edge_node.inputs import InputSource
 from edge_node.node import EdgeNode
 from edge_node.report import RunSummary
@@ -96,8 +97,9 @@ def startup_table(
     run: EdgeRun,
     backend: str | None,
     metrics_url: str | None,
+    updates: UpdateConfig | None = None,
 ) -> Table:
-    """What the edge runs with and what each monitor reads."""
+    """What the edge runs with and what each monitor reads (``updates``: ``None``, none)."""
     table = Table(title="edge node", show_header=False)
     table.add_column("what")
     table.add_column("value")
@@ -126,19 +128,17 @@ def startup_table(
         ("power", power),
         ("link", node.link.describe()),
         ("metrics", metrics_url or "off (--metrics-port)"),
-        ("updates", _updates(node)),
+        ("updates", _updates(updates)),
     ]
     for name, value in rows:
         table.add_row(name, value)
     return table
 
 
-def _updates(node: Any) -> str:
+def _updates(c: UpdateConfig | None) -> str:
     """How the edge takes updates, in one line."""
-    updater = getattr(node, "updater", None)
-    if updater is None:
+    if c is None:
         return "none (no cloud)"
-    c = updater.config
     if not c.accept:
         return f"off (--no-updates): reports to the fleet as {c.name!r}"
     signed = "signed releases only" if c.verify_keys is not None else "signed or not"

@@ -84,7 +84,7 @@ def test_busy_cloud_sends_the_edge_local_until_its_delay_is_forgotten(
             assert sum(o.finished == "cloud" for o in answered) == 3 - len(busy)
             # An adaptive policy told the cloud's queue delay keeps the next request local.
             edge.set_policy(policy)
-            edge._set_cloud_queue(0.5)
+            edge.cloud.set_queue(0.5)
             assert edge.observe(edge.clock()).cloud_queue_s == 0.5
             assert edge.infer(xs[3]).bytes_sent == 0
     finally:

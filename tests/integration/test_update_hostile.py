@@ -15,13 +15,15 @@ import math
 import tarfile
 from pathlib import Path
 
+import msgpack
 import numpy as np
 import pytest
 
 import wire
 from cloud_node.fleet import Fleet
+from edge_node.config import UpdateConfig
 from edge_node.node import EdgeConfig, EdgeNode
-from edge_node.update import UpdateConfig, Updater
+from edge_node.update import Updater, _Failure
 from edgesplit.bundle import MANIFEST, Bundle
 from edgesplit.errors import UpdateError
 from edgesplit.release import MAX_RELEASE_BYTES, unpack_release
@@ -40,29 +42,38 @@ from tests.integration.test_updates import (
 
 
 def _updater(bundle: Bundle, state: Path, **config: object) -> tuple[Updater, EdgeNode]:
-    node = EdgeNode(
-        bundle,
-        FixedPolicy(Decision(CUT, None, "raw"), bundle.manifest.edge_only.id),
-        None,
-        EdgeConfig(rtt_s=0.0),
-    )
+    """An updater without a cloud, on a node without one, told of the bundle served."""
     updater = Updater(
         UpdateConfig(state_dir=state, **config),  # type: ignore[arg-type]
         "1",
         None,
         lambda b: None,  # type: ignore[arg-type,return-value]
-        lambda b: None,
+        lambda b: None,  # type: ignore[arg-type,return-value]
     )
+    node = EdgeNode(
+        bundle,
+        FixedPolicy(Decision(CUT, None, "raw"), bundle.manifest.edge_only.id),
+        None,
+        EdgeConfig(rtt_s=0.0),
+        metrics=updater.metrics,
+        updater=updater,
+    )
+    updater.tick(0.0, bundle, None)
     return updater, node
+
+
+def _welcome(updater: Updater, assigned: str, **offer: object) -> None:
+    """The updater reads a ``welcome`` assigning ``assigned`` (with ``offer``'s fields)."""
+    updater._welcome(wire.Welcome(1, assigned, **offer))  # type: ignore[arg-type]
 
 
 def test_an_assignment_is_never_used_as_a_path(untrained_bundle: Bundle, tmp_path: Path) -> None:
     victim = tmp_path / "victim"
     victim.mkdir()
     (victim / "backup.tar").write_bytes(b"keep me")
-    updater, node = _updater(untrained_bundle, tmp_path / "state")
+    updater, _ = _updater(untrained_bundle, tmp_path / "state")
     for assigned in ("../../victim/backup", str(victim / "backup"), "a" * 63, "A" * 64):
-        updater._welcome(node, "welcome", {"assigned": assigned, "sha256": "0" * 64, "size": 10})
+        _welcome(updater, assigned, sha256="0" * 64, size=10)
         assert updater.state == "serving" and updater._worker is None, assigned
         assert "not a bundle id" in updater.note
     assert (victim / "backup.tar").read_bytes() == b"keep me"
@@ -71,22 +82,20 @@ def test_an_assignment_is_never_used_as_a_path(untrained_bundle: Bundle, tmp_pat
 def test_offers_without_a_source_or_too_big_or_file_urls_are_not_downloaded(
     untrained_bundle: Bundle, tmp_path: Path
 ) -> None:
-    updater, node = _updater(untrained_bundle, tmp_path / "state")
+    updater, _ = _updater(untrained_bundle, tmp_path / "state")
     other = "b" * 64
     # A promotion: the new stable bundle is assigned with nothing to download it from.
-    updater._welcome(node, "welcome", {"assigned": other, "version": "2", "group": "A"})
+    _welcome(updater, other, version="2", group="A")
     assert updater.state == "serving" and "not on this edge and not offered" in updater.note
     assert other not in updater.refused  # not refused: a later offer may bring it
-    big = {"assigned": other, "sha256": "c" * 64, "size": MAX_RELEASE_BYTES + 1}
-    updater._welcome(node, "welcome", big)
+    _welcome(updater, other, sha256="c" * 64, size=MAX_RELEASE_BYTES + 1)
     assert updater.wait_idle(10)
-    updater.tick(node, 0.0)
+    updater.tick(0.0, untrained_bundle, None)
     assert updater.state == "refused" and "over the limit" in updater.note
     third = "d" * 64
-    url = {"assigned": third, "sha256": "c" * 64, "size": 100, "url": "file:///etc/hostname"}
-    updater._welcome(node, "welcome", url)
+    _welcome(updater, third, sha256="c" * 64, size=100, url="file:///etc/hostname")
     assert updater.wait_idle(10)
-    updater.tick(node, 0.0)
+    updater.tick(0.0, untrained_bundle, None)
     assert updater.state == "refused" and "expected http:// or https://" in updater.note
     assert not list((tmp_path / "state" / "downloads").glob("*.tar"))
 
@@ -95,10 +104,9 @@ def test_a_state_dir_that_cannot_be_written_costs_no_request(
     untrained_bundle: Bundle, tmp_path: Path
 ) -> None:
     updater, node = _updater(untrained_bundle, tmp_path / "state")
-    node.updater = updater
     (tmp_path / "state").mkdir()
     (tmp_path / "state" / "refused.tmp").mkdir()  # the atomic write's temp path is taken
-    updater._failure = ("e" * 64, "refused for the test", True)
+    updater._failure = _Failure("e" * 64, "refused for the test", permanent=True)
     x = np.zeros((1, *untrained_bundle.manifest.model.input.shape), dtype=np.float32)
     outcome = node.infer(x)
     assert outcome.prediction.shape == (1,) and outcome.finished == "edge"  # no cloud: edge-only
@@ -180,20 +188,25 @@ def test_a_missing_archive_on_the_cloud_is_an_error_reply_not_a_crash(
     archive = release_of(v2, tmp_path, "2", None)
     cloud = Cloud(untrained_bundle, archive, tmp_path / "u")
     clouds.append(cloud)
-    cloud.fleet.hello({"name": "gate-1"}, None)  # offered the release
+    cloud.fleet.heartbeat(wire.Hello(0, name="gate-1"), None)  # offered the release
     cloud.fleet.candidate.archive.unlink()  # type: ignore[union-attr] - the part served
-    for meta in (
-        {"bundle": v2.id, "offset": 0, "length": 10, "name": "gate-1"},
-        {"bundle": v2.id, "offset": True, "length": 10},
-        {"bundle": v2.id, "offset": -1, "length": 10},
-        {"op": "x" * 1000},
+    hostile = [  # fields of the wrong type or range: a typed sender cannot build them
+        [msgpack.packb({"v": 1, "k": "fetch", "id": 7, "m": meta, "t": []})]
+        for meta in (
+            {"bundle": v2.id, "offset": True, "length": 10},
+            {"bundle": v2.id, "offset": -1, "length": 10},
+        )
+    ]
+    for frames in (
+        wire.encode(wire.Fetch(7, v2.id, 0, 10, "gate-1")),
+        *hostile,
+        wire.encode(wire.FleetQuery(7, "x" * 1000)),
     ):
-        kind = "fleet" if "op" in meta else "fetch"
-        reply = cloud.node.handle(wire.encode_message(kind, 7, meta=meta), 0.0)
+        reply = cloud.node.handle(frames, 0.0)
         assert reply is not None
-        message, _ = wire.decode_message(reply)
-        assert message.kind == "error", meta
-    assert cloud.node.handle(wire.encode_message("ping", 1), 0.0) is not None
+        message = wire.decode(reply)
+        assert isinstance(message, wire.ErrorReply), frames[0]
+    assert cloud.node.handle(wire.encode(wire.Ping(1)), 0.0) is not None
 
 
 def test_fleet_state_stays_bounded_and_markup_is_shown_as_text(
@@ -201,12 +214,14 @@ def test_fleet_state_stays_bounded_and_markup_is_shown_as_text(
 ) -> None:
     fleet = Fleet(untrained_bundle, "1")
     for i in range(200):
-        fleet.hello({"state": "refused", "candidate": f"c{i}", "version": f"v{i}"}, "gate-1")
+        fleet.heartbeat(
+            wire.Hello(0, state="refused", candidate=f"c{i}", version=f"v{i}"), "gate-1"
+        )
     assert fleet.refused == {}
     assert set(fleet.states()) == {("other", "refused")}
     with pytest.raises(Exception, match="fraction"):
         fleet.set_fraction(True)  # type: ignore[arg-type]
-    fleet.hello({"name": "[/bold]", "version": "[red]x", "note": "[/]"}, None)
+    fleet.heartbeat(wire.Hello(0, name="[/bold]", version="[red]x", note="[/]"), None)
     from edgesplit.app.cli_fleet import _nulls, show_report
 
     report = fleet.report()

@@ -24,15 +24,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import wire
 from benchmarks.ota_update import variant
 from cloud_node.backends import OnnxRuntimeBackend
 from cloud_node.fleet import Candidate, Fleet
 from cloud_node.server import CloudConfig
+from edge_node.bundle_store import committed_bundle
+from edge_node.config import UpdateConfig
+from edge_node.download import Downloader
 from edge_node.head import HeadRunner
+from edge_node.metrics import EdgeMetrics
 from edge_node.node import EdgeConfig, EdgeNode
 from edge_node.records import Outcome
 from edge_node.transport import CloudClient
-from edge_node.update import UpdateConfig, Updater, committed_bundle
+from edge_node.update import Updater
 from edgesplit.bundle import MANIFEST, Bundle, sha256_file
 from edgesplit.errors import UpdateError
 from edgesplit.release import (
@@ -177,12 +182,8 @@ class Edge:
         def policy(b: Bundle) -> FixedPolicy:
             return FixedPolicy(Decision(CUT, None, "raw"), b.manifest.edge_only.id)
 
-        self.node = EdgeNode(
-            bundle,
-            policy(bundle),
-            client(),
-            EdgeConfig(timeout_s=2.0, backoff_s=0.2, max_backoff_s=0.5, rtt_s=0.0),
-        )
+        own = client()
+        metrics = EdgeMetrics()
         self.updater = Updater(
             UpdateConfig(
                 state_dir=state_dir,
@@ -200,8 +201,17 @@ class Edge:
             client,
             lambda b: HeadRunner(b, threads=1),
             policy,
+            client=own,
+            metrics=metrics,
         )
-        self.node.updater = self.updater
+        self.node = EdgeNode(
+            bundle,
+            policy(bundle),
+            own,
+            EdgeConfig(timeout_s=2.0, backoff_s=0.2, max_backoff_s=0.5, rtt_s=0.0),
+            metrics=metrics,
+            updater=self.updater,
+        )
         self.outcomes: list[Outcome] = []
         self.inputs = 0
 
@@ -494,15 +504,10 @@ def test_a_capped_download_keeps_to_its_rate(
     size = served.stat().st_size
     rate = size * 8 / 1.5  # the whole archive in 1.5 s
     cloud.fleet.hello({"name": "edge"}, None)  # offered: only then may it fetch
-    updater = Updater(
-        UpdateConfig(state_dir=tmp_path / "s", download_bps=rate),
-        "1",
-        lambda: CloudClient(cloud.endpoint),
-        HeadRunner,
-        lambda b: None,
-    )
+    config = UpdateConfig(state_dir=tmp_path / "s", download_bps=rate)
+    downloader = Downloader(config, lambda: CloudClient(cloud.endpoint))
     began = time.perf_counter()
-    updater._fetch_chunks(v2.id, tmp_path / "x.tar", size, 256 * 1024)
+    downloader.chunks(v2.id, tmp_path / "x.tar", size, 256 * 1024)
     elapsed = time.perf_counter() - began
     assert sha256_file(tmp_path / "x.tar") == sha256_file(served)
     assert 1.3 <= elapsed <= 4.0, elapsed
@@ -715,13 +720,14 @@ def test_rollout_changes_need_an_admin_key(
     for name, allowed in (("gate-2", False), ("admin", True)):
         own = load_keypair(keys["root"] / "edges" / f"{name}.key_secret")
         with CloudClient(cloud.endpoint, keys=own, server_key=server) as client:
-            meta = {"op": "rollout", "fraction": 0.9}
-            reply, _ = client.request("fleet", None, meta=meta, timeout_s=5.0)
+            query = wire.FleetQuery(client.new_id(), op="rollout", fraction=0.9)
+            reply, _ = client.call(query, timeout_s=5.0)
         assert reply is not None
         if allowed:
-            assert reply.message.kind == "report" and cloud.fleet.fraction == 0.9
+            assert isinstance(reply.message, wire.FleetReport) and cloud.fleet.fraction == 0.9
         else:
-            assert reply.message.meta["code"] == "forbidden" and cloud.fleet.fraction == 0.1
+            assert isinstance(reply.message, wire.ErrorReply)
+            assert reply.message.code == "forbidden" and cloud.fleet.fraction == 0.1
 
 
 @pytest.mark.slow
@@ -806,11 +812,17 @@ def test_fleet_status_needs_an_admin_key_too(
     clouds.append(cloud)
     cloud.fleet.hello({"bundle": untrained_bundle.id, "name": "jetson-a"}, "gate-2")
     server = keys["root"] / "cloud" / "cloud.key"
+
+    def flags(name: str) -> dict[str, object]:
+        return {
+            "edge.connect": cloud.endpoint,
+            "security.secret_key": keys["root"] / "edges" / f"{name}.key_secret",
+            "security.server_key": server,
+        }
+
     for name in ("gate-2", "gate-1"):
-        secret = keys["root"] / "edges" / f"{name}.key_secret"
         with pytest.raises(TransportError, match="forbidden.*--fleet-admins"):
-            _ask(None, cloud.endpoint, secret, server, False, {"op": "status"}, 5.0)
+            _ask(None, flags(name), False, {"op": "status"}, 5.0)
     assert cloud.node.counts["error_forbidden"] == 2 and cloud.node.counts["fleet"] == 0
-    admin = keys["root"] / "edges" / "admin.key_secret"
-    report = _ask(None, cloud.endpoint, admin, server, False, {"op": "status"}, 5.0)
+    report = _ask(None, flags("admin"), False, {"op": "status"}, 5.0)
     assert [e["name"] for e in report["edges"]] == ["gate-2/jetson-a"] and report["total"] == 1
