@@ -197,7 +197,7 @@ def _loaded_after(code: str) -> list[str]:
 def test_runtimes_load_no_framework_in_a_real_interpreter() -> None:
     loaded = _loaded_after(
         "import wire, offload_policy, edgesplit.bundle, edgesplit.config_load, "
-        "edgesplit.app.cli, edgesplit.app.runs, edgesplit.app.cloud, "
+        "edgesplit.app.cli, edgesplit.app.edge, edgesplit.app.cloud, "
         "edge_node.node, edge_node.inputs, cloud_node.server, cloud_node.backends"
     )
     assert sorted(set(loaded) & HEAVY) == []
@@ -226,7 +226,6 @@ def test_public_surfaces_are_exported() -> None:
 
 def test_every_role_is_a_package_the_wheel_ships() -> None:
     import tomllib
-
     from setuptools import find_packages
 
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())

@@ -2,7 +2,7 @@
 
 Each command lives in a module of its own (``cli_*``), as thin as it can be:
 parse the flags, load the config, call the assembly (:mod:`edgesplit.app.cloud`,
-:mod:`edgesplit.app.runs`) or the library, print, exit code. A domain error prints
+:mod:`edgesplit.app.edge`) or the library, print, exit code. A domain error prints
 one line naming what and where, and exits 1. The experiments (network
 namespaces, tc) load only when ``edgesplit experiment`` or ``simulate`` runs.
 """

@@ -49,7 +49,7 @@ def demo(
     """
     from cloud_node.process import start_cloud_process, stop_process
     from edge_node.inputs import load_inputs
-    from edgesplit.app.runs import EdgeRun, run_edge_session
+    from edgesplit.app.edge import EdgeRun, run_edge_session
     from edgesplit.bundle import FORMAT_VERSION, load_bundle
     from edgesplit.config_load import load_config
     from edgesplit.security import generate_keys, load_keypair, load_public_key

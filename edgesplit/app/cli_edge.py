@@ -1,7 +1,7 @@
 """``edgesplit edge``: classify inputs on the device, offloading tails when it pays.
 
 The flags of the settings come from their declaration (:mod:`edgesplit.app.flags`);
-the node is assembled and run by :mod:`edgesplit.app.runs`.
+the node is assembled and run by :mod:`edgesplit.app.edge`.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def edge(
     takes the bundle it assigns: verified, switched between requests, watched
     on probation and rolled back if its error rate or latency regress.
     """
-    from edgesplit.app.runs import EdgeRun, edge_security, run_edge_session
+    from edgesplit.app.edge import EdgeRun, edge_security, run_edge_session
 
     cfg = load(config, overrides, insecure)
     if cfg.edge.bundle is None:

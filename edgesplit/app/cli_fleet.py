@@ -100,7 +100,7 @@ def _ask(
     the rest is asked for page by page on the same connection.
     """
     from edge_node.transport import CloudClient
-    from edgesplit.app.runs import edge_security
+    from edgesplit.app.edge import edge_security
 
     cfg = load(config, overrides, insecure)
     endpoint = cfg.edge.connect

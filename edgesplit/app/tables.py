@@ -15,7 +15,6 @@ from edgesplit.bundle import Manifest
 from offload_policy import Decision, Observation, predict, rank_cuts, whole_model_accuracy
 
 if TYPE_CHECKING:
-    from edgesplit.app.runs import EdgeRun
     from partitioner.profile import TargetProfile
 
 
@@ -94,12 +93,17 @@ def startup_table(
     inputs: InputSource,
     providers: str,
     power: str,
-    run: EdgeRun,
+    security: str,
+    default_floor: bool,
     backend: str | None,
     metrics_url: str | None,
     updates: UpdateConfig | None = None,
 ) -> Table:
-    """What the edge runs with and what each monitor reads (``updates``: ``None``, none)."""
+    """What the edge runs with and what each monitor reads.
+
+    ``default_floor``: the accuracy floor is the default one (none configured);
+    ``updates``: ``None`` when the edge takes none.
+    """
     table = Table(title="edge node", show_header=False)
     table.add_column("what")
     table.add_column("value")
@@ -114,13 +118,13 @@ def startup_table(
         ),
         ("inputs", inputs.source),
         ("cloud", cloud),
-        ("security", run.security),
+        ("security", security),
         (
             "policy",
             f"{node.policy.name}, pipeline depth {node.config.pipeline_depth}, accuracy floor "
             + floor_text(
                 node.config.accuracy_floor,
-                run.cfg.policy.accuracy_floor is None,
+                default_floor,
                 node.bundle.manifest,
             ),
         ),

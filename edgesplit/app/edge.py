@@ -1,8 +1,12 @@
-"""Shared plumbing of the commands: build a bundle, run the edge over inputs, show results.
+"""The edge node, assembled from a typed config and run over its inputs.
 
-The CLI (``edgesplit.app.cli``) parses flags and calls these; the demo chains
-them. The offline side (profiling, partitioning) lives in
-:mod:`edgesplit.app.offline`, so the runtime commands never load it.
+``edgesplit edge`` and the demo describe a run (:class:`EdgeRun`: the config and
+what the command resolved, such as keys) and call :func:`run_edge_session`: it
+loads the bundle (or the one an update committed), the head runner on the
+resolved execution providers, the power monitor, the policy and the updater,
+pairs with the cloud, answers every input and prints the start-up table and
+the summary. The runtime configs come from the settings through
+``edge_node.config`` (``edge_config``, ``update_config``), once.
 """
 
 from __future__ import annotations
@@ -14,7 +18,6 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from rich.console import Console
@@ -104,8 +107,8 @@ class EdgeRun:
             still answered and the summary and results are written.
     """
 
-    cfg: Any
-    keys: Any = None
+    cfg: Config
+    keys: KeyPair | None = None
     server_key: bytes | None = None
     security: str = ""
     rtt_s: float | None = None
@@ -203,7 +206,8 @@ def run_edge_session(run: EdgeRun, console: Console) -> RunSummary:
                 inputs,
                 report.describe(),
                 power.describe(),
-                run,
+                run.security,
+                cfg.policy.accuracy_floor is None,
                 None if pairing is None else pairing.backend,
                 None if metrics_server is None else metrics_server.url,
                 updates=None if updater is None else updater.config,
@@ -234,6 +238,8 @@ def _edge_bundle(run: EdgeRun, console: Console) -> tuple[Bundle, str, tuple[Bun
     cfg = run.cfg
     if run.bundle is not None:
         return run.bundle, run.bundle.id, None
+    if cfg.edge.bundle is None:
+        raise ConfigError("no bundle: give --bundle DIR (or [edge] bundle in the config)")
     # Its manifest for its id; its files are hashed only if it is the one served (a
     # committed bundle is hashed when it is loaded).
     configured = load_bundle(cfg.edge.bundle, verify="none")
@@ -262,10 +268,11 @@ def _updater(
     """The edge's heartbeat and over-the-air updates, from the ``[update]`` config."""
     cfg = run.cfg
     base_root = cfg.edge.bundle if run.bundle is None else run.bundle.root
+    endpoint = client.endpoint
     return Updater(
         update_config(cfg.update, base=base, base_root=base_root),
         committed[1] if committed else "",
-        lambda: CloudClient(cfg.edge.connect, keys=run.keys, server_key=run.server_key),
+        lambda: CloudClient(endpoint, keys=run.keys, server_key=run.server_key),
         make_runner,
         make_policy,
         client=client,
