@@ -5,15 +5,19 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
+import wire
 from edgesplit.app.common import ConfigOption, InsecureOption, console, load
 from edgesplit.app.flags import Overrides, with_settings
 from edgesplit.errors import ConfigError, TransportError
+
+if TYPE_CHECKING:
+    from edge_node.transport import CloudClient
 
 app = typer.Typer()
 fleet_app = typer.Typer(
@@ -91,10 +95,10 @@ def _ask(
     config: Path | None,
     overrides: Overrides,
     insecure: bool,
-    meta: dict[str, Any],
     timeout_s: float,
+    fraction: float | None = None,
 ) -> dict[str, Any]:
-    """Send a ``fleet`` message to the cloud; return its report with every edge.
+    """Ask the cloud for its fleet view (after a rollout change to ``fraction``, if given).
 
     The cloud answers one page of edges (by name) and the cursor of the next;
     the rest is asked for page by page on the same connection.
@@ -107,12 +111,14 @@ def _ask(
     if not endpoint:
         raise ConfigError("no cloud endpoint: give --connect tcp://HOST:PORT")
     keys, server, _ = edge_security(cfg, endpoint)
+    op = "status" if fraction is None else "rollout"
     with CloudClient(endpoint, keys=keys, server_key=server) as client:
-        report = _page(client, endpoint, meta, timeout_s)
+        report = _page(client, wire.FleetQuery(client.new_id(), op, fraction), timeout_s)
         edges = report["edges"]
         while report.get("next") is not None:
             cursor = report["next"]
-            report = _page(client, endpoint, {"op": "status", "after": cursor}, timeout_s)
+            query = wire.FleetQuery(client.new_id(), "status", after=cursor)
+            report = _page(client, query, timeout_s)
             if report.get("next") is not None and report["next"] <= cursor:
                 raise TransportError(f"{endpoint}: the fleet view's pages do not advance")
             edges += report["edges"]
@@ -121,17 +127,17 @@ def _ask(
     return report
 
 
-def _page(client: Any, endpoint: str, meta: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+def _page(client: CloudClient, query: wire.FleetQuery, timeout_s: float) -> dict[str, Any]:
     """One ``fleet`` request and its ``report`` (one page of the fleet view)."""
-    reply, _ = client.request("fleet", None, meta=meta, timeout_s=timeout_s)
+    reply, _ = client.call(query, timeout_s=timeout_s)
     if reply is None:
-        raise TransportError(f"{endpoint}: no answer within {timeout_s:g} s")
-    if reply.message.kind != "report" or "json" not in reply.arrays:
-        raise TransportError(
-            f"{endpoint} refused: {reply.message.meta.get('code')}: "
-            f"{reply.message.meta.get('message')}"
-        )
-    report: dict[str, Any] = json.loads(reply.arrays["json"].tobytes())
+        raise TransportError(f"{client.endpoint}: no answer within {timeout_s:g} s")
+    message = reply.message
+    if isinstance(message, (wire.ErrorReply, wire.Busy)):
+        raise TransportError(f"{client.endpoint} refused: {message.code}: {message.message}")
+    if not isinstance(message, wire.FleetReport):
+        raise TransportError(f"{client.endpoint}: answered {message.kind}, not a fleet report")
+    report: dict[str, Any] = json.loads(message.json)
     return report
 
 
@@ -153,7 +159,7 @@ def status(
     the edges page by page; all are listed. Needs a key listed in the cloud's
     --fleet-admins.
     """
-    report = _ask(config, overrides, insecure, {"op": "status"}, timeout_s)
+    report = _ask(config, overrides, insecure, timeout_s)
     if as_json:
         # Strict JSON for other tools: no NaN (unknown figures are null).
         text = json.dumps(_nulls(report), indent=1, allow_nan=False)
@@ -182,8 +188,7 @@ def rollout(
     """
     if not 0.0 <= fraction <= 1.0:
         raise ConfigError(f"--fraction {fraction}: expected 0..1")
-    meta = {"op": "rollout", "fraction": fraction}
-    report = _ask(config, overrides, insecure, meta, timeout_s)
+    report = _ask(config, overrides, insecure, timeout_s, fraction)
     show_report(report)
 
 

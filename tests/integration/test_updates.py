@@ -822,7 +822,7 @@ def test_fleet_status_needs_an_admin_key_too(
 
     for name in ("gate-2", "gate-1"):
         with pytest.raises(TransportError, match="forbidden.*--fleet-admins"):
-            _ask(None, flags(name), False, {"op": "status"}, 5.0)
+            _ask(None, flags(name), False, 5.0)
     assert cloud.node.counts["error_forbidden"] == 2 and cloud.node.counts["fleet"] == 0
-    report = _ask(None, flags("admin"), False, {"op": "status"}, 5.0)
+    report = _ask(None, flags("admin"), False, 5.0)
     assert [e["name"] for e in report["edges"]] == ["gate-2/jetson-a"] and report["total"] == 1
