@@ -34,12 +34,12 @@ from edge_node.link import LinkMonitor
 from edge_node.metrics import EdgeMetrics
 from edge_node.power_monitor import PowerMonitor
 from edge_node.records import CloudHealth, Outcome
-from edge_node.switch import BundleUpdates, DropSpare, Policy, SwitchBack, SwitchTo
+from edge_node.switch import BundleUpdates, DropSpare, SwitchBack, SwitchTo
 from edge_node.transport import CloudClient, Pending
 from edgesplit.bundle import Bundle, Cut, segment_chain
 from edgesplit.errors import BundleError, TransportError, WireError
 from edgesplit.onnxrt import run_errors
-from offload_policy import Decision, Observation
+from offload_policy import Decision, Observation, Policy
 from offload_policy.corrections import Corrections
 
 log = logging.getLogger(__name__)
@@ -124,7 +124,7 @@ class EdgeNode:
     def set_policy(self, policy: Policy) -> None:
         """Use ``policy`` from the next request on (its state starts afresh)."""
         self.policy = policy
-        self._state: Any = getattr(policy, "initial_state", lambda: None)()
+        self._state: Any = policy.initial_state()
 
     def switch(
         self, bundle: Bundle, runner: HeadRunner, policy: Policy

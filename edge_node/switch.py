@@ -12,25 +12,12 @@ assignments.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from edge_node.head import HeadRunner
 from edge_node.records import Outcome
 from edgesplit.bundle import Bundle
-from offload_policy import Decision, Observation
-
-
-class Policy(Protocol):
-    """What the edge asks for a decision."""
-
-    @property
-    def name(self) -> str:
-        """The policy's name, for logs and metrics."""
-        ...
-
-    def decide(self, observation: Observation, state: Any, now: float) -> tuple[Decision, Any]:
-        """A decision for the next request, and the policy's new state."""
-        ...
+from offload_policy import Policy
 
 
 @dataclass(frozen=True)

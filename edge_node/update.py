@@ -37,11 +37,12 @@ from edge_node.heartbeat import Heartbeat
 from edge_node.metrics import EdgeMetrics
 from edge_node.probation import Health, Verdict, judge
 from edge_node.records import Outcome
-from edge_node.switch import DropSpare, Policy, SwitchBack, SwitchRequest, SwitchTo
+from edge_node.switch import DropSpare, SwitchBack, SwitchRequest, SwitchTo
 from edge_node.transport import CloudClient
 from edgesplit.bundle import Bundle, TensorSpec
 from edgesplit.errors import ConfigError, RollbackError, UpdateError
 from edgesplit.release import is_bundle_id
+from offload_policy import Policy
 
 log = logging.getLogger(__name__)
 

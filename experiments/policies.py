@@ -7,32 +7,13 @@ the same policy in both.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
-
 from edgesplit.bundle import Manifest
 from edgesplit.errors import ConfigError
 from offload_policy.adaptive import AdaptivePolicy, PolicyConfig
 from offload_policy.baselines import Edgent, cloud_only, edge_only, neurosurgeon
-from offload_policy.types import Decision, Observation
+from offload_policy.types import Policy
 
 POLICIES = ("edgesplit", "oracle", "neurosurgeon", "edgent", "edge-only", "cloud-only")
-
-
-class Policy(Protocol):
-    """What the simulator drives: the same interface the edge node uses."""
-
-    @property
-    def name(self) -> str:
-        """The policy's name in reports."""
-        ...
-
-    def initial_state(self) -> Any:
-        """The state before the first request."""
-        ...
-
-    def decide(self, observation: Observation, state: Any, now: float) -> tuple[Decision, Any]:
-        """The decision for a request and the next state."""
-        ...
 
 
 def named_policy(

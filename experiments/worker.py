@@ -45,7 +45,7 @@ class Told:
 
     def initial_state(self) -> Any:
         """The wrapped policy's initial state."""
-        return getattr(self.policy, "initial_state", lambda: None)()
+        return self.policy.initial_state()
 
     def decide(self, observation: Any, state: Any, now: float) -> tuple[Any, Any]:
         """The wrapped policy's decision, on the true rate when ``truth`` is set."""

@@ -19,7 +19,7 @@ from offload_policy.cost import (
 from offload_policy.energy import DEVICES, RADIOS, DevicePower, RadioModel, inference_energy_j
 from offload_policy.static import FixedPolicy, best_static_decision, rank_cuts
 from offload_policy.table import DecisionTable
-from offload_policy.types import Decision, Observation, Prediction
+from offload_policy.types import Decision, Observation, Policy, Prediction
 
 __all__ = [
     "DEVICES",
@@ -36,6 +36,7 @@ __all__ = [
     "Edgent",
     "FixedPolicy",
     "Observation",
+    "Policy",
     "PolicyConfig",
     "PolicyState",
     "Prediction",

@@ -22,6 +22,10 @@ class FixedPolicy:
     edge_only: str
     name: str = "fixed"
 
+    def initial_state(self) -> None:
+        """No state: the decision never changes."""
+        return None
+
     def decide(self, observation: Observation, state: None, now: float) -> tuple[Decision, None]:
         """The fixed decision, or edge-only while the cloud is unavailable."""
         if not observation.cloud_available:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from edgesplit.errors import PolicyError
 
@@ -93,3 +94,24 @@ class Prediction:
     bytes_sent: float
     exit_rates: tuple[float, ...]
     accuracy: float
+
+
+class Policy(Protocol):
+    """What the edge node and the simulator ask for decisions: every policy is one.
+
+    The state is the policy's own (``None`` for the static ones): the caller keeps
+    it between requests and hands it back, so a policy holds nothing mutable.
+    """
+
+    @property
+    def name(self) -> str:
+        """The policy's name, for logs, metrics and reports."""
+        ...
+
+    def initial_state(self) -> Any:
+        """The state before the first request."""
+        ...
+
+    def decide(self, observation: Observation, state: Any, now: float) -> tuple[Decision, Any]:
+        """A decision for the next request, and the policy's next state."""
+        ...
