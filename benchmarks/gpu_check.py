@@ -159,6 +159,7 @@ def cloud(
     endpoint: str, bundle_path: Path, log: Path | None, label: str, requests: int, warmup: int
 ) -> int:
     """Cloud-only requests, one at a time: p50, p95 of the round trip, the tail's compute."""
+    import wire
     from edge_node.transport import CloudClient
     from edgesplit.bundle import load_bundle
     from experiments.loadgen import sample
@@ -169,7 +170,7 @@ def cloud(
         figure(f"{label}.error", f"{bundle_path} has no cloud-only cut (partition with --no-prune)")
         return 1
     value = sample(bundle, 1)
-    meta = {"bundle": bundle.id, "cut": cut.id}
+    tensors = (wire.Tensor(cut.name, value),)
     if log is not None:
         figure(f"{label}.provider", logged_provider(log))
     round_trips: list[float] = []
@@ -178,14 +179,15 @@ def cloud(
     with CloudClient(endpoint) as client:
         for i in range(warmup + requests):
             began = time.perf_counter()
-            reply, _ = client.request("infer", {cut.name: value}, meta=meta, timeout_s=30)
+            request = wire.InferRequest(client.new_id(), bundle.id, cut.id, tensors)
+            reply, _ = client.call(request, timeout_s=30)
             elapsed = time.perf_counter() - began
-            if reply is None or reply.message.kind != "result":
+            if reply is None or not isinstance(reply.message, wire.Result):
                 failed += 1
                 continue
             if i >= warmup:
                 round_trips.append(elapsed)
-                compute.append(float(reply.message.meta.get("compute_s", 0.0)))  # type: ignore[arg-type]
+                compute.append(reply.message.compute_s)
     figure(f"{label}.requests", f"{len(round_trips)} ok, {failed} failed")
     if not round_trips:
         return 1

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+import wire
 from cloud_node.backends import OnnxRuntimeBackend
 from cloud_node.fleet import Candidate, Fleet
 from cloud_node.server import CloudConfig, CloudNode
@@ -151,7 +152,7 @@ def run(bundle: Bundle, tmp: Path, args: argparse.Namespace) -> None:
             endpoint = node.endpoint or ""
             # Only an edge offered the release may fetch it, and what it fetches is the
             # release's edge part (no tail): the candidate's archive.
-            fleet.hello({"name": "edge"}, "edge")
+            fleet.heartbeat(wire.Hello(0, name="edge"), "edge")
             assert fleet.candidate is not None
             _downloads(endpoint, tmp, fleet.candidate.archive, args.repeats, v2.id)
             _update(bundle, endpoint, tmp, verify, args)

@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+import wire
 from benchmarks.cores import (
     CpuSampler,
     Share,
@@ -63,13 +64,14 @@ OTHERS_NOTED = 0.25
 
 def call(client: CloudClient, bundle: Bundle, cut: Cut):  # noqa: ANN201 - a closure
     """One ``infer`` request per call; raises unless the reply is a result."""
-    meta = {"bundle": bundle.id, "cut": cut.id}
 
     def one(value: np.ndarray) -> np.ndarray:
-        reply, _ = client.request("infer", {cut.name: value}, meta=meta, timeout_s=30)
-        if reply is None or reply.message.kind != "result":
-            raise RuntimeError(f"request failed: {reply and reply.message.meta}")
-        return reply.arrays[bundle.manifest.model.output]
+        tensors = (wire.Tensor(cut.name, value),)
+        request = wire.InferRequest(client.new_id(), bundle.id, cut.id, tensors)
+        reply, _ = client.call(request, timeout_s=30)
+        if reply is None or not isinstance(reply.message, wire.Result):
+            raise RuntimeError(f"request failed: {reply and reply.message}")
+        return reply.message.arrays()[bundle.manifest.model.output]
 
     return one
 

@@ -47,9 +47,10 @@ def serialized_bytes(value: object) -> int:
 
 def encoded(name: str, value: np.ndarray, codec: str) -> list[wire.EncodedTensor]:
     """One request's tensors as the ingress now hands them on."""
-    frames = wire.encode_message("infer", 1, {name: value}, codec=codec)
-    message = wire.decode_header(frames)
-    return list(wire.encoded_tensors(message, frames))
+    frames = wire.encode(wire.InferRequest(1, tensors=(wire.Tensor(name, value),)), codec)
+    request = wire.decode(frames, encoded=True)
+    assert isinstance(request, wire.InferRequest)
+    return [t for t in request.tensors if isinstance(t, wire.EncodedTensor)]
 
 
 def measure(bundle: Bundle, rows: int) -> list[dict[str, Any]]:

@@ -57,7 +57,6 @@ from cloud_node.server import CloudConfig, CloudNode
 from edge_node.transport import CloudClient
 from edgesplit.bundle import Bundle, Cut, load_bundle
 from edgesplit.security import generate_keys, load_allowed, load_keypair, load_public_key
-from wire.message import MetaValue
 
 TARGET_BYTES = 200_000
 TARGET_OVERHEAD_S = 0.5e-3
@@ -199,16 +198,16 @@ def edgesplit_path(
     client: CloudClient, bundle: Bundle, cut: Cut, value: np.ndarray, codec: str
 ) -> Timed:
     """One ``infer`` through :class:`CloudClient` per call: encode, send, wait, decode."""
-    meta = {"bundle": bundle.id, "cut": cut.id}
-    arrays = {cut.name: value}
+    tensors = (wire.Tensor(cut.name, value),)
 
     def call() -> tuple[float, float]:
         began = time.perf_counter()
-        reply, _ = client.request("infer", arrays, codec=codec, meta=meta, timeout_s=10)
+        request = wire.InferRequest(client.new_id(), bundle.id, cut.id, tensors)
+        reply, _ = client.call(request, codec=codec, timeout_s=10)
         elapsed = time.perf_counter() - began
-        if reply is None or reply.message.kind != "result":
-            raise SystemExit(f"edgesplit request failed: {reply and dict(reply.message.meta)}")
-        return elapsed, float(reply.message.meta["compute_s"])  # type: ignore[arg-type]
+        if reply is None or not isinstance(reply.message, wire.Result):
+            raise SystemExit(f"edgesplit request failed: {reply and reply.message}")
+        return elapsed, reply.message.compute_s
 
     return call
 
@@ -278,15 +277,13 @@ class Components:
     decode_s: float
 
 
-def components(
-    cut: Cut, value: np.ndarray, codec: str, meta: Mapping[str, MetaValue], runs: int
-) -> Components:
+def components(cut: Cut, value: np.ndarray, codec: str, bundle_id: str, runs: int) -> Components:
     """Encode and decode time of the request message for ``codec``."""
-    arrays = {cut.name: value}
-    frames = wire.encode_message("infer", 1, arrays, codec=codec, meta=meta)
+    request = wire.InferRequest(1, bundle_id, cut.id, (wire.Tensor(cut.name, value),))
+    frames = wire.encode(request, codec)
     received = [bytes(f) for f in frames]  # what the node gets from the socket
-    encode = median_s(lambda: wire.encode_message("infer", 1, arrays, codec=codec, meta=meta), runs)
-    decode = median_s(lambda: wire.decode_message(received), runs)
+    encode = median_s(lambda: wire.encode(request, codec), runs)
+    decode = median_s(lambda: wire.decode(received), runs)
     return Components(codec, len(received[0]), len(received[1]), encode, decode)
 
 
@@ -334,10 +331,8 @@ def variant(codec: str, curve: bool, size: int, ours: np.ndarray, echo: np.ndarr
 def reply_sizes(bundle: Bundle, cut: Cut, rows: int) -> tuple[int, int]:
     """Bytes of the header and payload frames of the node's reply to one request."""
     output = np.zeros((rows, *output_shape(bundle)), dtype=np.float32)
-    meta: dict[str, MetaValue] = {"queue_s": 1e-5, "compute_s": 1e-5, "cut": cut.id, "batch": 1}
-    frames = wire.encode_message(
-        "result", 1000, {bundle.manifest.model.output: output}, codec="raw", meta=meta
-    )
+    tensors = (wire.Tensor(bundle.manifest.model.output, output),)
+    frames = wire.encode(wire.Result(1000, tensors, 1e-5, 1e-5, cut.id, 1))
     return len(bytes(frames[0])), memoryview(frames[1]).nbytes
 
 
@@ -368,7 +363,6 @@ def run(args: argparse.Namespace, work: Path) -> dict:
     else:
         cut, rows = choose_cut(m.cuts, args.bytes, args.rows or MAX_ROWS)
     value = activation(bundle, cut, rows)
-    meta: dict[str, MetaValue] = {"bundle": bundle.id, "cut": cut.id}
     print(
         f"bundle {bundle.id[:12]} ({m.model.name}); cut {cut.id} {cut.shape} x {rows} rows = "
         f"{value.nbytes:,} B fp32 ({np.mean(value == 0):.0%} zeros); {args.requests} requests "
@@ -410,7 +404,8 @@ def run(args: argparse.Namespace, work: Path) -> dict:
         paths: dict[str, Timed] = {}
         sizes: dict[str, int] = {}
         for codec in args.codecs:
-            frames = wire.encode_message("infer", 1000, {cut.name: value}, codec=codec, meta=meta)
+            request = wire.InferRequest(1000, bundle.id, cut.id, (wire.Tensor(cut.name, value),))
+            frames = wire.encode(request, codec)
             for curve, client, sock in ((False, plain, sockets[0]), (True, secure, sockets[1])):
                 key = f"{codec}|{curve}"
                 paths[f"edgesplit|{key}"] = edgesplit_path(client, bundle, cut, value, codec)
@@ -438,7 +433,7 @@ def run(args: argparse.Namespace, work: Path) -> dict:
         for curve in (False, True)
         for codec in args.codecs
     ]
-    parts = [components(cut, value, codec, meta, args.component_runs) for codec in args.codecs]
+    parts = [components(cut, value, codec, bundle.id, args.component_runs) for codec in args.codecs]
     return {
         "machine": {
             "cpus": os.cpu_count(),

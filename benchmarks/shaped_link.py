@@ -66,7 +66,7 @@ from edgesplit.errors import ConfigError
 from edgesplit.security import generate_keys
 from experiments.cpulimit import CpuCgroup, cpu_limit_support, cpu_limited, quota_us
 from experiments.loadgen import sample
-from experiments.netlink import ShapedLink, netns_support
+from experiments.shaped_link import ShapedLink, netns_support
 from partitioner.triton import python_backend_repository
 from tests.tritonserver import (
     _backend_directory,

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+import wire
 from cloud_node.process import start_cloud_process, stop_process
 from cloud_node.server import CloudConfig, CloudNode
 from cloud_node.triton_backend import TritonBackend
@@ -94,14 +95,15 @@ def edgesplit_call(
     client: CloudClient, bundle: Bundle, cut: Cut, output: str, compute_s: list[float]
 ) -> Callable[[np.ndarray], np.ndarray]:
     """One edgesplit ``infer`` request per call; the node's compute time goes to ``compute_s``."""
-    meta = {"bundle": bundle.id, "cut": cut.id}
 
     def call(value: np.ndarray) -> np.ndarray:
-        reply, _ = client.request("infer", {cut.name: value}, meta=meta, timeout_s=30)
-        if reply is None or reply.message.kind != "result":
-            raise RuntimeError(f"edgesplit request failed: {reply and reply.message.meta}")
-        compute_s.append(float(reply.message.meta["compute_s"]))  # type: ignore[arg-type]
-        return reply.arrays[output]
+        tensors = (wire.Tensor(cut.name, value),)
+        request = wire.InferRequest(client.new_id(), bundle.id, cut.id, tensors)
+        reply, _ = client.call(request, timeout_s=30)
+        if reply is None or not isinstance(reply.message, wire.Result):
+            raise RuntimeError(f"edgesplit request failed: {reply and reply.message}")
+        compute_s.append(reply.message.compute_s)
+        return reply.message.arrays()[output]
 
     return call
 

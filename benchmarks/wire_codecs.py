@@ -40,7 +40,8 @@ from wire import (
     encode_tensor,
     parse_codec,
 )
-from wire.codecs import _compress, _wire_dtype, wire_array
+from wire.codecs import compress, wire_array
+from wire.registry import wire_dtype
 
 SHAPES = {"200 KB": (1, 64, 28, 28), "2 MB": (1, 128, 64, 64)}  # float32: 4 bytes a value
 CODECS = ("raw", "fp16", "int8", "int8+lz4", "fp16+lz4", "int8+zstd")
@@ -113,9 +114,9 @@ def _baseline_encode_tensor(
         wire, scale, zero_point = _baseline_quantize_int8(name, array)
     else:
         with np.errstate(over="ignore"):
-            wire = np.ascontiguousarray(array, dtype=_wire_dtype(parsed, dtype))
+            wire = np.ascontiguousarray(array, dtype=wire_dtype(parsed, dtype))
     flat = wire.reshape(-1).view(np.uint8).data
-    payload = flat if parsed.compressor is None else _compress(parsed.compressor, flat)
+    payload = flat if parsed.compressor is None else compress(parsed.compressor, flat)
     shape = tuple(int(d) for d in array.shape)
     meta = TensorMeta(name, dtype, shape, parsed.name, len(payload), scale, zero_point)
     return meta, payload

@@ -7,9 +7,9 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import wire
+from cloud_node.tail import TailBackend
 from edgesplit.bundle import Bundle, Cut
 
 
@@ -28,26 +28,32 @@ class Job:
     tensors: tuple[wire.EncodedTensor, ...]
     received: float
     bundle: Bundle
-    backend: Any
+    backend: TailBackend
 
     @property
     def rows(self) -> int:
         """Rows (batch size) of the request (its tensors' first dimension, checked equal)."""
-        return int(self.tensors[0].meta.shape[0])
+        return int(self.tensors[0].shape[0])
 
 
 class AdmissionQueue:
     """A bounded FIFO that hands workers batches of same-cut jobs.
 
     Also keeps a moving average of the per-request service time, from which
-    it estimates the wait of a request admitted now.
+    it estimates the wait of a request admitted now. ``clock`` (seconds) times
+    the batch window.
     """
 
     def __init__(
-        self, capacity: int, workers: int, parallelism: Callable[[], int] | None = None
+        self,
+        capacity: int,
+        workers: int,
+        parallelism: Callable[[], int] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.capacity = capacity
         self.workers = workers
+        self._clock = clock
         # How many batches really compute at once: the workers, unless the backend says
         # otherwise (a Ray tier: its running replicas, whatever the number of dispatchers).
         self._parallelism = parallelism or (lambda: workers)
@@ -90,14 +96,14 @@ class AdmissionQueue:
                 return None
             first = self._jobs.popleft()
             batch, rows = [first], first.rows
-            deadline = time.perf_counter() + window_s
+            deadline = self._clock() + window_s
             while rows < max_rows:
                 for job in [j for j in self._jobs if _same_tail(j, first)]:
                     if rows + job.rows <= max_rows:
                         self._jobs.remove(job)
                         batch.append(job)
                         rows += job.rows
-                left = deadline - time.perf_counter()
+                left = deadline - self._clock()
                 if left <= 0 or self._closed or rows >= max_rows:
                     break
                 self._cond.wait(left)

@@ -1,125 +1,23 @@
 """Tail backends: what runs the cloud half of a split.
 
-One small protocol, :class:`TailBackend`; the embedded ONNX Runtime backend
-is the default (in-process, no server needed). Triton and the Ray tier join
-behind the same protocol.
-
-A backend receives requests as they came off the wire (``wire.EncodedTensor``:
-descriptor and compressed payload) and decodes them where the tail runs: in
-the cloud node's worker thread for the in-process backends, in the replica for
-the Ray tier. The ingress thread never runs a codec or a model.
+The protocol every backend implements is :class:`~cloud_node.tail.TailBackend`;
+the embedded ONNX Runtime backend here is the default (in-process, no server
+needed). Triton (:mod:`cloud_node.triton_backend`) and the Ray tier
+(:mod:`cloud_node.ray_tier`) join behind the same protocol;
+:func:`make_backend` builds the in-process ones by name.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import onnxruntime as ort
 
-import wire
+from cloud_node.tail import BatchResult, DecodingBackend, Request, TailBackend, decode_and_run
 from edgesplit.bundle import Bundle, Cut
-from edgesplit.errors import BackendError, WireError
+from edgesplit.errors import BackendError
 from edgesplit.onnxrt import create_session, run_errors
-
-Request = Sequence[wire.EncodedTensor]
-"""One request's tensors, undecoded, in header order."""
-
-
-@dataclass(frozen=True)
-class BatchResult:
-    """What a backend made of a batch of requests.
-
-    Attributes:
-        outputs: the tail's outputs by name, the rows of every request not in
-            ``failed``, in request order.
-        compute_s: seconds the tail computed.
-        decode_s: seconds spent decoding the requests before it, where it ran.
-        failed: requests that could not be decoded, by index in the batch:
-            (a stable error code of ``wire.error_code``, the message).
-    """
-
-    outputs: dict[str, np.ndarray]
-    compute_s: float
-    decode_s: float = 0.0
-    failed: dict[int, tuple[str, str]] = field(default_factory=dict)
-
-    @property
-    def service_s(self) -> float:
-        """Seconds the batch held where it ran: decoding and the tail."""
-        return self.decode_s + self.compute_s
-
-
-class TailBackend(Protocol):
-    """Runs the tail of a cut on a batch and returns the named outputs."""
-
-    name: str
-    #: What runs the tails, for the start-up line (an execution provider, a server).
-    provider: str
-
-    def infer(self, cut: Cut, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run the tail of ``cut`` on decoded ``inputs`` (batch first)."""
-        ...
-
-    def run_batch(self, cut: Cut, requests: Sequence[Request], limits: wire.Limits) -> BatchResult:
-        """Decode ``requests`` (each checked against ``limits``) and run them as one batch."""
-        ...
-
-    def close(self) -> None:
-        """Release sessions and connections."""
-        ...
-
-
-def decode_and_run(
-    infer: Callable[[Cut, Mapping[str, np.ndarray]], dict[str, np.ndarray]],
-    cut: Cut,
-    requests: Sequence[Request],
-    limits: wire.Limits,
-) -> BatchResult:
-    """Decode each request, run those that decode as one batch, time both.
-
-    A request whose tensors cannot be decoded (a corrupt compressed frame) is
-    answered on its own, with the wire's error code; the others still run.
-
-    Raises:
-        BackendError: the tail failed on the batch.
-    """
-    began = time.perf_counter()
-    failed: dict[int, tuple[str, str]] = {}
-    decoded: list[dict[str, np.ndarray]] = []
-    for i, tensors in enumerate(requests):
-        try:
-            decoded.append({t.meta.name: t.decode(limits, k) for k, t in enumerate(tensors)})
-        except WireError as exc:
-            failed[i] = (wire.error_code(exc), str(exc)[:900])
-    if not decoded:
-        return BatchResult({}, 0.0, time.perf_counter() - began, failed)
-    if len(decoded) == 1:
-        inputs = decoded[0]
-    else:
-        inputs = {name: np.concatenate([d[name] for d in decoded]) for name in decoded[0]}
-    computing = time.perf_counter()
-    outputs = infer(cut, inputs)
-    return BatchResult(outputs, time.perf_counter() - computing, computing - began, failed)
-
-
-class DecodingBackend:
-    """Base of the backends whose tails run in this process's worker threads.
-
-    Subclasses give :meth:`infer`; requests are decoded in the calling (worker)
-    thread, then run as one batch.
-    """
-
-    def infer(self, cut: Cut, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run the tail of ``cut`` on decoded ``inputs``."""
-        raise NotImplementedError
-
-    def run_batch(self, cut: Cut, requests: Sequence[Request], limits: wire.Limits) -> BatchResult:
-        """Decode ``requests`` here and run them as one :meth:`infer` call."""
-        return decode_and_run(self.infer, cut, requests, limits)
 
 
 class OnnxRuntimeBackend(DecodingBackend):
@@ -182,3 +80,14 @@ def make_backend(
     from edgesplit.providers import resolve_providers
 
     return OnnxRuntimeBackend(bundle, resolve_providers(tuple(providers)), threads=threads)
+
+
+__all__ = [
+    "BatchResult",
+    "DecodingBackend",
+    "OnnxRuntimeBackend",
+    "Request",
+    "TailBackend",
+    "decode_and_run",
+    "make_backend",
+]

@@ -1,100 +1,95 @@
 """The cloud's control plane: the fleet's heartbeats, release chunks, view and rollout.
 
-The data plane (``infer``) and this plane share the ingress's socket; the
-ingress hands every ``hello``, ``fetch`` and ``fleet`` message to
-:class:`ControlPlane` and sends back what it answers. The fleet view and the
-rollout are for admins only (CURVE key names), release chunks for edges the
-release was offered to (``cloud_node.fleet``).
+The data plane (``infer``, ``ping``) and this plane share the ingress's
+socket; the ingress routes every :class:`~wire.Hello`, :class:`~wire.Fetch`
+and :class:`~wire.FleetQuery` here by its type and sends back what it
+answers. The fleet view and the rollout are for admins only (CURVE key
+names), release chunks for edges the release was offered to
+(``cloud_node.fleet``).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Callable
-
-import numpy as np
 
 import wire
 from cloud_node.fleet import Fleet
-from cloud_node.metrics import CloudMetrics
+from cloud_node.tally import Tally
 from edgesplit.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-CONTROL_KINDS = frozenset({"hello", "fetch", "fleet"})
-"""The message kinds the control plane answers."""
+ControlMessage = wire.Hello | wire.Fetch | wire.FleetQuery
+CONTROL_TYPES: tuple[type[ControlMessage], ...] = (wire.Hello, wire.Fetch, wire.FleetQuery)
+"""The message types the control plane answers."""
 
 
 class ControlPlane:
-    """Answers the fleet's messages; counts through the node's counters.
+    """Answers the fleet's messages; counts through the node's tally.
 
     Args:
         fleet: the edges' records and the release on offer.
-        metrics: the node's metrics (fleet gauges, rollout fraction, release bytes).
+        tally: the node's counts and metrics (fleet gauges, rollout fraction,
+            release bytes, errors).
         admins: who may read the view or change the rollout (``None``: anyone,
             plaintext loopback).
-        count: adds to one of the node's counts (key, amount).
-        dropped: counts a refusal of kind ``kind`` (counts and the errors metric).
+        clock: the node's clock (seconds): the fleet gauges are recounted at
+            most once a second of it.
     """
 
     def __init__(
         self,
         fleet: Fleet,
-        metrics: CloudMetrics,
+        tally: Tally,
         admins: frozenset[str] | None,
-        count: Callable[[str, int], None],
-        dropped: Callable[[str], None],
+        clock: Callable[[], float],
     ) -> None:
         self.fleet = fleet
-        self.metrics = metrics
+        self.tally = tally
+        self.metrics = tally.metrics
         self.admins = admins
-        self._count_n = count
-        self._dropped = dropped
+        self._clock = clock
         self._gauged: set[tuple[str, str]] = set()
         self._gauged_at = -math.inf
-        metrics.rollout_fraction.set(fleet.fraction)
+        self.metrics.rollout_fraction.set(fleet.fraction)
 
-    def answer(self, message: wire.Message, client: str | None) -> list:
+    def answer(self, message: ControlMessage, client: str | None) -> wire.Frames:
         """The reply frames to a control message; never raises (the ingress stays up)."""
         try:
-            return self._answer(message, client)
+            if isinstance(message, wire.Hello):
+                return self.hello(message, client)
+            if isinstance(message, wire.Fetch):
+                return self.fetch(message, client)
+            return self.query(message, client)
         except Exception as exc:  # noqa: BLE001 - the ingress stays up whatever comes
             log.exception("fleet message kind=%s failed", message.kind)
             return self._refuse(message.request_id, "fleet", f"{type(exc).__name__}: {exc}")
 
-    def _answer(self, message: wire.Message, client: str | None) -> list:
-        """Answer a ``hello`` (heartbeat), ``fetch`` (a release chunk) or ``fleet`` (the view)."""
-        fleet = self.fleet
-        meta = message.meta
-        if message.kind == "hello":
-            self._count("hello")
-            welcome = fleet.hello(meta, client)
-            self._gauges()
-            return wire.encode_message("welcome", message.request_id, meta=welcome)
-        if message.kind == "fetch":
-            try:
-                # The edge is named as its hello names it: only an edge offered the
-                # release gets its bytes (the edge part alone: no tail leaves).
-                data = fleet.chunk(
-                    meta.get("bundle"),
-                    meta.get("offset"),
-                    meta.get("length"),
-                    meta.get("name"),
-                    client,
-                )
-            except (PermissionError, ValueError) as exc:
-                code = "forbidden" if isinstance(exc, PermissionError) else "fetch"
-                return self._refuse(message.request_id, code, str(exc), kind="fetch")
-            self._count("fetch")
-            self.metrics.release_bytes.inc(len(data))
-            chunk = np.frombuffer(data, dtype=np.uint8)
-            return wire.encode_message(
-                "chunk", message.request_id, {"data": chunk}, meta={"offset": meta.get("offset")}
-            )
-        op = meta.get("op", "status")
-        rid = message.request_id
+    def hello(self, hello: wire.Hello, client: str | None) -> wire.Frames:
+        """A heartbeat: recorded; the answer is the edge's assignment (maybe an offer)."""
+        self.tally.count("hello")
+        welcome = self.fleet.heartbeat(hello, client)
+        self._gauges()
+        return wire.encode(welcome)
+
+    def fetch(self, fetch: wire.Fetch, client: str | None) -> wire.Frames:
+        """A chunk of the release on offer, for an edge it was offered to."""
+        try:
+            # The edge is named as its hello names it: only an edge offered the
+            # release gets its bytes (the edge part alone: no tail leaves).
+            data = self.fleet.chunk(fetch.bundle, fetch.offset, fetch.length, fetch.name, client)
+        except (PermissionError, ValueError) as exc:
+            code = "forbidden" if isinstance(exc, PermissionError) else "fetch"
+            return self._refuse(fetch.request_id, code, str(exc), kind="fetch")
+        self.tally.count("fetch")
+        self.metrics.release_bytes.inc(len(data))
+        return wire.encode(wire.Chunk(fetch.request_id, fetch.offset, data))
+
+    def query(self, query: wire.FleetQuery, client: str | None) -> wire.Frames:
+        """A page of the fleet view (``status``) or a new rollout fraction (``rollout``)."""
+        rid = query.request_id
         # The fleet view names every edge and its health: admins only, as rollout changes.
         if self.admins is not None and client not in self.admins:
             return self._refuse(
@@ -103,31 +98,26 @@ class ControlPlane:
                 f"client {client!r} may not read the fleet view or change the rollout "
                 "(the cloud's --fleet-admins)",
             )
-        after: object = None
-        limit: object = None
-        if op == "rollout":
-            fraction = meta.get("fraction")
-            if not isinstance(fraction, int | float) or isinstance(fraction, bool):
-                fraction = -1.0
+        after: str | None = None
+        limit: int | None = None
+        if query.op == "rollout":
             try:
-                fleet.set_fraction(float(fraction))
+                self.fleet.set_fraction(-1.0 if query.fraction is None else query.fraction)
             except ConfigError as exc:
                 return self._refuse(rid, "rollout", str(exc))
-            self.metrics.rollout_fraction.set(fleet.fraction)
-            log.info("rollout fraction=%.3f by=%s", fleet.fraction, client)
-        elif op == "status":
-            after, limit = meta.get("after"), meta.get("limit")
+            self.metrics.rollout_fraction.set(self.fleet.fraction)
+            log.info("rollout fraction=%.3f by=%s", self.fleet.fraction, client)
+        elif query.op == "status":
+            after, limit = query.after, query.limit
         else:
-            return self._refuse(rid, "fleet", f"op={str(op)[:40]!r}: expected status or rollout")
+            return self._refuse(rid, "fleet", f"op={query.op[:40]!r}: expected status or rollout")
         try:
             # One page: its own rows, not the fleet's (the client asks for the next).
-            text = fleet.report_json(after, limit)
+            text = self.fleet.report_json(after, limit)
         except ValueError as exc:
             return self._refuse(rid, "fleet", str(exc))
-        self._count("fleet")
-        return wire.encode_message(
-            "report", message.request_id, {"json": np.frombuffer(text, dtype=np.uint8)}
-        )
+        self.tally.count("fleet")
+        return wire.encode(wire.FleetReport(rid, text))
 
     def _gauges(self) -> None:
         """Edges by version and state, recounted at most once a second (hellos are many).
@@ -137,11 +127,11 @@ class ControlPlane:
         """
         dropped = self.fleet.take_dropped()
         if dropped:
-            self._count("error_hello_rate", dropped.get("hello_rate", 0))
-            self._count("fleet_evicted", dropped.get("evicted", 0))
+            self.tally.count("error_hello_rate", dropped.get("hello_rate", 0))
+            self.tally.count("fleet_evicted", dropped.get("evicted", 0))
             if dropped.get("hello_rate"):
                 self.metrics.errors.labels("hello_rate").inc(dropped["hello_rate"])
-        now = time.monotonic()
+        now = self._clock()
         if now - self._gauged_at < 1.0:
             return
         self._gauged_at = now
@@ -153,10 +143,12 @@ class ControlPlane:
             gauge.labels(*key).set(count)
         self._gauged |= counts.keys()
 
-    def _count(self, key: str, n: int = 1) -> None:
-        self._count_n(key, n)
-
-    def _refuse(self, request_id: int, code: str, text: str, kind: str | None = None) -> list:
+    def _refuse(
+        self, request_id: int, code: str, text: str, kind: str | None = None
+    ) -> wire.Frames:
         """Count (as ``kind``, default ``code``) and answer a refused control-plane request."""
-        self._dropped(kind or code)
-        return wire.encode_message("error", request_id, meta={"code": code, "message": text[:900]})
+        self.tally.dropped(kind or code)
+        return wire.encode(wire.ErrorReply(request_id, code, text[:900]))
+
+
+__all__ = ["CONTROL_TYPES", "ControlMessage", "ControlPlane"]

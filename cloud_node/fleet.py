@@ -17,6 +17,7 @@ by the edge from a URL when the rollout names one.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import sys
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import wire
 from cloud_node.fleet_view import (
     MAX_NAME,
     EdgeRecord,
@@ -148,8 +150,8 @@ class Fleet:
         digest = hashlib.sha256(f"{name}\0{self.candidate.release.bundle_id}".encode()).digest()
         return "B" if int.from_bytes(digest[:8], "big") / 2**64 < self.fraction else "A"
 
-    def hello(self, meta: Mapping[str, object], key_name: str | None) -> dict[str, Any]:
-        """Record an edge's heartbeat; return the ``welcome`` meta (its assigned bundle).
+    def heartbeat(self, hello: wire.Hello, key_name: str | None) -> wire.Welcome:
+        """Record an edge's heartbeat; answer with its assigned bundle (maybe an offer).
 
         An edge is named by its CURVE key's name (authenticated); edges sharing one
         key (a DaemonSet's) are told apart by the name they give, as ``key/name``.
@@ -157,41 +159,42 @@ class Fleet:
         its edge, if it has a record, is told its assignment; a name without one is
         assigned nothing (``assigned`` empty: the edge keeps what it runs). A new
         edge beyond the caps evicts the least recently seen record (of its key, or
-        of all).
+        of all). Every declared value is cut to the fleet's limits here.
         """
-        name = edge_name(meta.get("name"), key_name)
+        name = edge_name(hello.name, key_name)
         key = key_name or ""
         limits = self.limits
         now = self.clock()
+        rid = hello.request_id
         with self._lock:
             group = self.group(name)
             old = self._view.records.get(name)
             if not self._view.admit(key, now):
                 if old is None:
-                    return {"assigned": "", "group": group, "note": "over the key's rate"}
-                return self._assignment(name, group)
-            state = _text(meta.get("state"), "serving", limits.max_text)
-            candidate = _text(meta.get("candidate"), "", limits.max_text)
+                    return wire.Welcome(rid, "", group=group, note="over the key's rate")
+                return self._assignment(rid, name, group)
+            state = _text(hello.state, "serving", limits.max_text)
+            candidate = _text(hello.candidate, "", limits.max_text)
             if (
                 state in ("rolled_back", "refused")
                 and self.candidate is not None
                 and candidate == self.candidate.release.bundle_id
             ):
                 self.refused.setdefault(name, set()).add(candidate)
-            bundle = _text(meta.get("bundle"), "", limits.max_text)
-            requests = count(meta.get("requests"), limits.max_count)
+            bundle = _text(hello.bundle, "", limits.max_text)
+            requests = count(hello.requests, limits.max_count)
             record = EdgeRecord(
                 name=name,
                 key=key,
                 bundle=bundle,
-                version=_text(meta.get("version"), "", limits.max_text),
+                version=_text(hello.version, "", limits.max_text),
                 state=state if state in EDGE_STATES else "serving",
                 requests=requests,
-                errors=min(count(meta.get("errors"), limits.max_count), requests),
-                p50_ms=milliseconds(meta.get("p50_ms"), limits.max_latency_ms),
-                p95_ms=milliseconds(meta.get("p95_ms"), limits.max_latency_ms),
+                errors=min(count(hello.errors, limits.max_count), requests),
+                p50_ms=milliseconds(hello.p50_ms, limits.max_latency_ms),
+                p95_ms=milliseconds(hello.p95_ms, limits.max_latency_ms),
                 candidate=candidate,
-                note=_text(meta.get("note"), "", limits.max_note),
+                note=_text(hello.note, "", limits.max_note),
                 group=group,
                 last_seen=now,
                 first_seen=old.first_seen if old else now,
@@ -200,7 +203,17 @@ class Fleet:
             )
             for gone in self._view.put(record, tuple(self._releases().values())):
                 self.refused.pop(gone, None)
-            return self._assignment(name, group)
+            return self._assignment(rid, name, group)
+
+    def hello(self, fields: Mapping[str, Any], key_name: str | None) -> dict[str, Any]:
+        """:meth:`heartbeat` for a heartbeat given as a mapping of ``wire.Hello``'s fields.
+
+        Returns the ``wire.Welcome``'s fields that are set, by name. For callers
+        that record heartbeats by hand (tests, benchmarks); the control plane
+        calls :meth:`heartbeat`.
+        """
+        welcome = dataclasses.asdict(self.heartbeat(wire.Hello(0, **fields), key_name))
+        return {k: v for k, v in welcome.items() if k != "request_id" and v is not None}
 
     def _releases(self) -> dict[str, str]:
         """The bundles this cloud knows, by id: their version labels (metric labels)."""
@@ -209,11 +222,11 @@ class Fleet:
             known[self.candidate.release.bundle_id] = self.candidate.release.version
         return known
 
-    def _assignment(self, name: str, group: str) -> dict[str, Any]:
+    def _assignment(self, request_id: int, name: str, group: str) -> wire.Welcome:
         c = self.candidate
         if c is None or group == "A" or c.release.bundle_id in self.refused.get(name, ()):
-            return {"assigned": self.stable.id, "version": self.stable_version, "group": "A"}
-        # Called under the lock, by hello. Remembered so that this edge, and only the
+            return wire.Welcome(request_id, self.stable.id, self.stable_version, "A")
+        # Called under the lock, by heartbeat. Remembered so that this edge, and only the
         # edges offered it, may fetch the release (a fraction lowered meanwhile included).
         self.offered.pop(name, None)
         self.offered[name] = None
@@ -231,17 +244,16 @@ class Fleet:
             oldest = next(iter(self.offered))
             del self.offered[oldest]
             self._offered_by_key.get(oldest.split("/", 1)[0], {}).pop(oldest, None)
-        offer: dict[str, Any] = {
-            "assigned": c.release.bundle_id,
-            "version": c.release.version,
-            "group": "B",
-            "sha256": c.sha256,
-            "size": c.size,
-            "chunk": CHUNK_BYTES,
-        }
-        if c.url:
-            offer["url"] = c.url
-        return offer
+        return wire.Welcome(
+            request_id,
+            c.release.bundle_id,
+            c.release.version,
+            "B",
+            sha256=c.sha256,
+            size=c.size,
+            chunk=CHUNK_BYTES,
+            url=c.url or None,
+        )
 
     def chunk(
         self,

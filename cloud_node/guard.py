@@ -39,75 +39,35 @@ measured.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import fcntl
 import logging
-import os
-import socket
-import struct
-import termios
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import zmq
 
+from cloud_node.tcp_probe import (
+    frame_overhead,
+    measure,
+    peer_address,
+    resident_bytes,
+    shut_down,
+    trimmer,
+)
 from cloud_node.throttle import LogThrottle
 from edgesplit.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-# struct tcp_info (linux/tcp.h): tcpi_bytes_acked and tcpi_bytes_received, u64 at 120 and 128
-# (Linux 4.1 and later).
-_TCP_INFO_LEN = 136
-_ACKED_RECEIVED = struct.Struct("QQ")
-_ACKED_OFFSET = 120
-_SIOCOUTQ = termios.TIOCOUTQ
-_SIOCINQ = termios.FIONREAD
 # Greeting and handshake bytes (ZMTP greeting 64, CURVE HELLO 200 and INITIATE with its
 # metadata a few hundred): not counted as messages, allowed for once per connection.
 _HANDSHAKE_SLACK = 4096
-_INT = struct.Struct("i")
 #: Identities of departed clients remembered (their queued work is skipped).
 MAX_GONE = 65_536
 #: A connection holding less than this is never cut off for the process's memory.
 SUSPECT_BYTES = 64 * 1024
-_PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def resident_bytes() -> int:
-    """This process's resident memory (``/proc/self/statm``); 0 where there is none."""
-    try:
-        with open("/proc/self/statm", "rb") as fh:
-            return int(fh.read().split()[1]) * _PAGE
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
-def _trimmer() -> Callable[[], None]:
-    """The C library's ``malloc_trim(0)`` (gives freed heap back to the system), else nothing."""
-    name = ctypes.util.find_library("c")
-    try:
-        trim = ctypes.CDLL(name).malloc_trim if name else None
-    except (OSError, AttributeError):
-        trim = None
-    if trim is None:
-        return lambda: None
-
-    def run() -> None:
-        trim(0)
-
-    return run
-
-
-def frame_overhead(nbytes: int, curve: bool) -> int:
-    """Bytes ZMTP 3 adds to a frame of ``nbytes`` on the wire (CURVE: its MESSAGE box)."""
-    body = nbytes + (33 if curve else 0)  # "\\x07MESSAGE" + nonce 8 + MAC 16 + flags 1
-    return body - nbytes + (2 if body <= 255 else 9)
 
 
 @dataclass(frozen=True)
@@ -180,59 +140,6 @@ class _Peer:
         return self.held_in + self.held_out
 
 
-@contextmanager
-def _borrowed(fd: int) -> Iterator[socket.socket | None]:
-    """A socket object over libzmq's descriptor (``None``: not a socket), never closed."""
-    try:
-        sock = socket.socket(fileno=fd)
-    except OSError:
-        yield None
-        return
-    try:
-        yield sock
-    finally:
-        sock.detach()  # libzmq owns the descriptor
-
-
-def _measure(fd: int) -> tuple[object, int, int, int, int] | None:
-    """(peer address, bytes received, bytes acked, unread in, unacked out) of a TCP fd."""
-    with _borrowed(fd) as sock:
-        if sock is None:
-            return None
-        try:
-            info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_LEN)
-            address = sock.getpeername()
-            buf = bytearray(_INT.size)
-            fcntl.ioctl(fd, _SIOCINQ, buf)
-            unread = _INT.unpack(buf)[0]
-            fcntl.ioctl(fd, _SIOCOUTQ, buf)
-            unacked = _INT.unpack(buf)[0]
-        except OSError:
-            return None
-    if len(info) < _TCP_INFO_LEN:
-        return None
-    acked, received = _ACKED_RECEIVED.unpack_from(info, _ACKED_OFFSET)
-    return address, received, acked, unread, unacked
-
-
-def _address(fd: int) -> object:
-    """The peer address of a connected descriptor, ``None`` when it has none."""
-    with _borrowed(fd) as sock:
-        try:
-            return None if sock is None else sock.getpeername()
-        except OSError:
-            return None
-
-
-def _shutdown(fd: int) -> None:
-    with _borrowed(fd) as sock:
-        try:
-            if sock is not None:
-                sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-
-
 class PeerGuard:
     """Measures what libzmq holds per connection and cuts off those over budget.
 
@@ -246,6 +153,8 @@ class PeerGuard:
         curve: whether the socket runs CURVE (its per-frame overhead).
         on_drop: called with ``"client_memory"``, ``"total_memory"`` or
             ``"reply_dropped"`` for each connection shut down or reply not sent.
+        rss: this process's resident bytes.
+        clock: seconds, monotonic: how long a measure took (it spaces the next).
     """
 
     def __init__(
@@ -255,13 +164,15 @@ class PeerGuard:
         curve: bool,
         on_drop: Callable[[str], None],
         rss: Callable[[], int] = resident_bytes,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.limits = limits
         self._rss = rss
+        self._clock = clock
         self._baseline = 0
         self._cut_at = 0  # resident bytes at the last cut for the process's memory
-        self._trim = _trimmer()
-        self._quiet = LogThrottle(log)
+        self._trim = trimmer()
+        self._quiet = LogThrottle(log, clock=clock)
         self.curve = curve
         self._on_drop = on_drop
         self._peers: dict[int, _Peer] = {}
@@ -279,7 +190,7 @@ class PeerGuard:
         Its first messages may have been read before this event (then the peer
         already known on ``fd``, at the same address, is this connection's).
         """
-        address = _address(fd)
+        address = peer_address(fd)
         with self._lock:
             old = self._peers.get(fd)
             if old is not None and old.address == address:
@@ -294,7 +205,7 @@ class PeerGuard:
         The event may come after ``fd`` was given to a new connection whose
         messages were read already: a peer at the address ``fd`` has now is kept.
         """
-        address = _address(fd)
+        address = peer_address(fd)
         with self._lock:
             peer = self._peers.get(fd)
             if peer is None or (address is not None and peer.address == address):
@@ -328,12 +239,12 @@ class PeerGuard:
             if peer is not None and identity not in peer.identities:
                 # A new client on a known descriptor: the same connection, or a new one
                 # whose accept (and the old one's close) the monitor has not told yet.
-                address = _address(fd)
+                address = peer_address(fd)
                 if address != peer.address:
                     self._forget(self._peers.pop(fd))
                     peer = None
             if peer is None:  # connected before the monitor saw it, or not TCP
-                peer = self._peers[fd] = _Peer(fd, _address(fd))
+                peer = self._peers[fd] = _Peer(fd, peer_address(fd))
             peer.read += nbytes
             if identity not in peer.identities:
                 peer.identities.add(identity)
@@ -354,7 +265,7 @@ class PeerGuard:
 
     def _refresh(self, peer: _Peer) -> bool:
         """Measure one connection now; ``False`` if it cannot be (closed, or not TCP)."""
-        figures = _measure(peer.fd)
+        figures = measure(peer.fd)
         if figures is None:
             return False
         address, received, acked, unread, unacked = figures
@@ -404,14 +315,14 @@ class PeerGuard:
     def _loop(self) -> None:
         interval = self.limits.interval_s
         while not self._stop.wait(interval):
-            began = time.perf_counter()
+            began = self._clock()
             try:
                 self.check()
             except Exception:  # noqa: BLE001 - the guard must outlive any surprise
                 log.exception("peer guard check failed")
             # Many connections: measure less often, so that measuring stays under ~20% of
             # a core.
-            interval = max(self.limits.interval_s, 5 * (time.perf_counter() - began))
+            interval = max(self.limits.interval_s, 5 * (self._clock() - began))
 
     def check(self) -> list[tuple[int, str]]:
         """Measure every connection; shut down those over budget. Returns (fd, why) of each."""
@@ -427,9 +338,9 @@ class PeerGuard:
                     continue
                 held = peer.held
                 # Checked again under the lock: the descriptor is still this connection's.
-                if _address(fd) != peer.address:
+                if peer_address(fd) != peer.address:
                     continue
-                _shutdown(fd)
+                shut_down(fd)
             self._quiet.warning(
                 why,
                 "client cut off: libzmq held %.1f MB for it (%s; budgets: client %.0f MB, "

@@ -31,190 +31,29 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import socket
 import threading
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 import wire
-from cloud_node.backends import BatchResult, Request, make_backend
-from edgesplit.bundle import Bundle, Cut, load_bundle
-from edgesplit.errors import BackendBusy, BackendError, BundleError, ConfigError
+from cloud_node.ray_config import REPLICA_ENV, RayTierConfig
+from cloud_node.ray_replica import TailReplica
+from cloud_node.tail import BatchResult, Request
+from edgesplit.bundle import Bundle, Cut
+from edgesplit.errors import BackendBusy, BackendError, ConfigError
 
 log = logging.getLogger(__name__)
 
 DEPLOYMENT = "EdgesplitTail"
 _STATUS_TTL_S = 1.0
 INLINE_BYTES = 8 * 1024 * 1024
-# The replica runs a request on its own event loop instead of handing it to a thread:
-# ~0.25 ms less per call on a 2-core machine. The tail computes on that loop (it is
-# CPU- or GPU-bound either way; Serve's health checks wait behind one batch at most).
-REPLICA_ENV = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}
-
-
-@dataclass(frozen=True)
-class RayTierConfig:
-    """Where the Ray cluster is and how the tail deployment is sized and scaled.
-
-    Attributes:
-        address: ``None`` starts a local cluster in this process; ``auto`` joins
-            the cluster running on this machine; ``HOST:PORT`` (the GCS address,
-            port 6379 by default) or ``ray://HOST:PORT`` joins a remote one.
-        num_cpus: CPUs of a local cluster (``None``: all cores). Ignored when joining.
-        app: the Serve application's name; ingresses sharing it share the replicas.
-        replica_cpus: CPUs reserved by each replica.
-        replica_gpus: GPUs reserved by each replica (1: one replica per GPU).
-        min_replicas: replicas kept when idle.
-        max_replicas: most replicas under load; equal to ``min_replicas`` turns
-            autoscaling off.
-        target_ongoing_requests: Serve's autoscaling target per replica.
-        max_ongoing_requests: most requests a replica holds at once.
-        upscale_delay_s: how long the load must stay high before Serve adds a replica.
-        downscale_delay_s: how long it must stay low before Serve removes one.
-        backend: what a replica runs the tails with: ``onnxruntime`` (in-process)
-            or ``triton`` (a Triton server reached at ``triton_url``).
-        providers: ONNX Runtime execution providers of the replicas, in order.
-        threads: ONNX Runtime intra-op threads per replica (0: one per reserved CPU,
-            so replicas sharing a machine do not oversubscribe it).
-        triton_url: Triton gRPC address seen from the replicas.
-        triton_timeout_s: deadline of one Triton request.
-        bundle_path: the bundle's path on the Ray nodes (default: the ingress's).
-        start_timeout_s: longest wait for the cluster and the replicas to be ready.
-        request_timeout_s: longest wait for one replica call; beyond it the
-            request is answered ``busy``.
-        temp_dir: Ray's session directory for a local cluster (default Ray's own).
-    """
-
-    address: str | None = None
-    num_cpus: int | None = None
-    app: str = "edgesplit"
-    replica_cpus: float = 1.0
-    replica_gpus: float = 0.0
-    min_replicas: int = 1
-    max_replicas: int = 1
-    target_ongoing_requests: float = 1.5
-    max_ongoing_requests: int = 2
-    upscale_delay_s: float = 3.0
-    downscale_delay_s: float = 60.0
-    backend: str = "onnxruntime"
-    providers: tuple[str, ...] = ("cpu",)
-    threads: int = 0
-    triton_url: str = "127.0.0.1:8001"
-    triton_timeout_s: float = 10.0
-    bundle_path: Path | None = None
-    start_timeout_s: float = 90.0
-    request_timeout_s: float = 10.0
-    temp_dir: str | None = None
-    replica_env: Mapping[str, str] = field(default_factory=lambda: dict(REPLICA_ENV))
-
-    def __post_init__(self) -> None:
-        if self.min_replicas < 1:
-            raise ConfigError(f"ray min_replicas={self.min_replicas}: expected >= 1")
-        if self.max_replicas < self.min_replicas:
-            raise ConfigError(
-                f"ray max_replicas={self.max_replicas} is below min_replicas={self.min_replicas}"
-            )
-        if self.replica_cpus < 0 or self.replica_gpus < 0:
-            raise ConfigError("ray replica_cpus and replica_gpus must be >= 0")
-        if self.replica_cpus == 0 and self.replica_gpus == 0:
-            raise ConfigError("ray replica_cpus and replica_gpus are both 0: reserve something")
-        if self.max_ongoing_requests < 1:
-            raise ConfigError(
-                f"ray max_ongoing_requests={self.max_ongoing_requests}: expected >= 1"
-            )
-        if self.backend not in ("onnxruntime", "triton"):
-            raise ConfigError(f"ray backend={self.backend!r}: expected onnxruntime or triton")
-
-    @property
-    def autoscaling(self) -> bool:
-        """Whether Serve's autoscaler sizes the deployment."""
-        return self.max_replicas > self.min_replicas
-
-    @property
-    def replica_threads(self) -> int:
-        """ONNX Runtime threads of a replica: ``threads``, or as many as its CPUs."""
-        return self.threads or max(1, round(self.replica_cpus))
-
-    @property
-    def dispatchers(self) -> int:
-        """Ingress threads needed to keep every replica at its most ongoing requests.
-
-        Few on purpose: a replica computes one batch at a time, so one call in
-        flight beside it hides the hop; the rest waits in the ingress queue, where
-        it is batched by cut (and answered ``busy`` when full) instead of queueing
-        one request at a time at the replicas.
-        """
-        return self.max_replicas * self.max_ongoing_requests
-
-
-class TailReplica:
-    """One Ray Serve replica: the bundle's tails on ONNX Runtime or behind Triton.
-
-    Built by Serve on a Ray node; the bundle must be readable there at
-    ``bundle_path`` with the same id as the ingress's (hashes checked).
-    """
-
-    def __init__(
-        self,
-        fingerprint: str,
-        bundle_path: str,
-        bundle_id: str,
-        backend: str,
-        providers: Sequence[str],
-        threads: int,
-        triton_url: str,
-        triton_timeout_s: float,
-    ) -> None:
-        host = socket.gethostname()
-        path = Path(bundle_path)
-        if not (path / "manifest.json").is_file():
-            raise BundleError(
-                f"bundle {path} is not on Ray node {host}: copy the bundle to that path on "
-                "every worker node (or mount it) or set [ray] bundle_path to where it is"
-            )
-        bundle = load_bundle(path, verify="cloud")
-        if bundle.id != bundle_id:
-            raise BundleError(
-                f"bundle {path} on Ray node {host} is version {bundle.id[:12]}, the ingress "
-                f"serves {bundle_id[:12]}: deploy the same bundle everywhere"
-            )
-        self._cuts = {c.id: c for c in bundle.manifest.cuts}
-        self.fingerprint = fingerprint
-        self.backend = make_backend(
-            bundle, backend, providers, threads, triton_url, triton_timeout_s
-        )
-        self.replica = f"{host}:{os.getpid()}"
-
-    async def run_batch(
-        self, cut_id: str, requests: Sequence[Request], limits: wire.Limits
-    ) -> BatchResult:
-        """Decode ``requests`` here (they travel as sent) and run the tail of ``cut_id``."""
-        cut = self._cuts.get(cut_id)
-        if cut is None:
-            raise BackendError(f"cut {cut_id!r} is not in this replica's bundle")
-        return self.backend.run_batch(cut, requests, limits)
-
-    def describe_deployment(self) -> str:
-        """The fingerprint of the bundle and settings this replica was deployed with."""
-        return self.fingerprint
-
-    def describe(self) -> dict[str, str]:
-        """Which replica, backend and provider this is."""
-        import ray
-
-        provider = getattr(self.backend, "provider", None) or getattr(self.backend, "url", "")
-        return {
-            "replica": self.replica,
-            "actor": ray.get_runtime_context().get_actor_name() or "",
-            "backend": self.backend.name,
-            "provider": str(provider),
-        }
 
 
 def _import_ray() -> tuple[Any, Any]:
@@ -270,13 +109,20 @@ class RayBackend:
 
     Construction connects to (or starts) the cluster, deploys or reuses the
     tail application, and waits, bounded, until its replicas are running.
+    ``clock`` (monotonic seconds) bounds that wait and ages the replica count.
     """
 
     name = "ray"
 
-    def __init__(self, bundle: Bundle, config: RayTierConfig) -> None:
+    def __init__(
+        self,
+        bundle: Bundle,
+        config: RayTierConfig,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.bundle = bundle
         self.config = config
+        self._clock = clock
         self.retries = 0  # requests retried after their replica died
         self.lost = 0  # requests answered busy: replica lost twice, or no answer in time
         self._count_lock = threading.Lock()
@@ -285,7 +131,7 @@ class RayBackend:
         self._ray, self._serve = _import_ray()
         self._initialized_here = False
         self._status_lock = threading.Lock()
-        self._status_at = 0.0
+        self._status_at = -math.inf
         self._running = config.min_replicas
         self._connect()
         try:
@@ -436,9 +282,9 @@ class RayBackend:
 
     def _wait_running(self) -> None:
         serve, cfg = self._serve, self.config
-        deadline = time.monotonic() + cfg.start_timeout_s
+        deadline = self._clock() + cfg.start_timeout_s
         last = ""
-        while time.monotonic() < deadline:
+        while self._clock() < deadline:
             app = serve.status().applications.get(cfg.app)
             if app is not None:
                 last = _status_message(app)
@@ -477,7 +323,7 @@ class RayBackend:
 
     def infer(self, cut: Cut, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run the tail of ``cut`` on decoded ``inputs``, on a replica (sent ``raw``)."""
-        request = [_raw_tensor(name, value) for name, value in inputs.items()]
+        request = [wire.EncodedTensor.from_array(name, value) for name, value in inputs.items()]
         result = self.run_batch(cut, [request], wire.Limits())
         if result.failed:
             code, message = result.failed[0]
@@ -504,7 +350,7 @@ class RayBackend:
                 result: BatchResult = response.result(timeout_s=self.config.request_timeout_s)
                 return result
             except ray.exceptions.RayTaskError as exc:
-                cause = getattr(exc, "cause", None) or exc
+                cause = exc.cause or exc
                 raise BackendError(f"cut {cut.id}: {cause}") from exc
             except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
                 if attempt == 1:
@@ -530,7 +376,7 @@ class RayBackend:
 
     def parallelism(self) -> int:
         """Replicas running now (cached for a second): the divisor of the queue estimate."""
-        now = time.monotonic()
+        now = self._clock()
         with self._status_lock:
             if now - self._status_at < _STATUS_TTL_S:
                 return self._running
@@ -573,15 +419,19 @@ class RayBackend:
         ray.shutdown()
 
 
-def _raw_tensor(name: str, value: np.ndarray) -> wire.EncodedTensor:
-    """``value`` as a ``raw`` wire tensor (no copy for a C-contiguous little-endian array)."""
-    meta, payload = wire.encode_tensor(name, value, "raw")
-    return wire.EncodedTensor(meta, np.frombuffer(payload, dtype=np.uint8))
-
-
 def _status_message(app: Any) -> str:
     parts = [app.message] if app.message else []
     for name, deployment in app.deployments.items():
         if deployment.message:
             parts.append(f"{name}: {deployment.message}")
     return " | ".join(parts)
+
+
+__all__ = [
+    "DEPLOYMENT",
+    "REPLICA_ENV",
+    "RayBackend",
+    "RayTierConfig",
+    "TailReplica",
+    "check_reachable",
+]

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from cloud_node.backends import DecodingBackend
+from cloud_node.tail import DecodingBackend
 from edgesplit.bundle import Bundle, Cut
 from edgesplit.errors import BackendError
 
@@ -84,6 +84,7 @@ class TritonBackend(DecodingBackend):
         ready_timeout_s: how long construction waits for the server (seconds).
         model_prefix: model name prefix of the tails (default: the bundle's
             model name, as ``edgesplit partition`` names them).
+        clock: monotonic seconds, for the readiness deadline.
 
     Raises:
         BackendError: the server is not ready within ``ready_timeout_s``, a
@@ -100,8 +101,10 @@ class TritonBackend(DecodingBackend):
         timeout_s: float = 10.0,
         ready_timeout_s: float = 30.0,
         model_prefix: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.bundle = bundle
+        self._clock = clock
         self.url = url
         self.provider = f"triton@{url}"
         self.timeout_s = timeout_s
@@ -112,7 +115,7 @@ class TritonBackend(DecodingBackend):
         self._lock = threading.Lock()
         self._client: Any = _connect(url)
         try:
-            deadline = time.monotonic() + ready_timeout_s
+            deadline = clock() + ready_timeout_s
             self._wait_server_ready(deadline, ready_timeout_s)
             cuts = [c for c in bundle.manifest.cuts if c.tail is not None]
             names = {c.id: tail_model_name(bundle, c, model_prefix) for c in cuts}
@@ -195,7 +198,7 @@ class TritonBackend(DecodingBackend):
         """Poll the server until it says ready; a BackendError naming the URL at the deadline."""
         why = "no answer"
         while True:
-            left = deadline - time.monotonic()
+            left = deadline - self._clock()
             if left <= 0:
                 raise BackendError(
                     f"Triton at {self.url} not ready after ready_timeout_s={ready_timeout_s:g} "
@@ -208,7 +211,7 @@ class TritonBackend(DecodingBackend):
                 why = "server live but not ready: models still loading or one failed"
             except InferenceServerException as exc:
                 why = f"{exc.status()}: {exc.message()}"
-            time.sleep(min(_POLL_S, max(0.0, deadline - time.monotonic())))
+            time.sleep(min(_POLL_S, max(0.0, deadline - self._clock())))
 
     def _check_loaded(self, names: Sequence[str], deadline: float) -> None:
         """Every model in ``names`` ready; waits while one is still loading."""
@@ -219,7 +222,7 @@ class TritonBackend(DecodingBackend):
             loading = [n for n, s in missing.items() if s is not None and s[0] == "LOADING"]
             if not missing:
                 return
-            if not loading or time.monotonic() > deadline:
+            if not loading or self._clock() > deadline:
                 break
             time.sleep(_POLL_S)
         listed = ", ".join(

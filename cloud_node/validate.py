@@ -20,40 +20,38 @@ class RequestRejected(Exception):
         self.code = code
 
 
-def check_request(bundle: Bundle, message: wire.Message, max_batch: int) -> Cut:
+def check_request(bundle: Bundle, request: wire.InferRequest, max_batch: int) -> Cut:
     """The cut an ``infer`` request asks for, after checking it against the bundle.
 
-    Only the header is read (``wire.decode_header``): the tensors' declared
-    names, dtypes and shapes are checked here, before any payload is
-    decompressed or dequantized, so that a frame declaring more than the cut
-    takes costs no more than its own bytes.
+    Only what the tensors declare is read (names, dtypes and shapes of
+    ``wire.EncodedTensor``, as ``wire.decode(..., encoded=True)`` admits them),
+    before any payload is decompressed or dequantized, so that a frame
+    declaring more than the cut takes costs no more than its own bytes.
 
     Raises:
         RequestRejected: another bundle, an unknown or edge-only cut, a tensor of the
             wrong name, shape, dtype or batch size.
     """
-    bundle_id = message.meta.get("bundle")
-    if bundle_id != bundle.id:
+    if request.bundle != bundle.id:
         raise RequestRejected(
             "bundle_mismatch",
-            f"request for bundle={str(bundle_id)[:12]} but this node serves "
+            f"request for bundle={request.bundle[:12]} but this node serves "
             f"bundle={bundle.id[:12]}; deploy the same bundle on both sides",
         )
-    cut_id = message.meta.get("cut")
     try:
-        cut = bundle.manifest.cut(str(cut_id))
+        cut = bundle.manifest.cut(request.cut)
     except BundleError as exc:
         raise RequestRejected("unknown_cut", str(exc)) from exc
     if cut.tail is None:
         raise RequestRejected(
             "unknown_cut", f"cut {cut.id} is edge-only: the cloud has no tail for it"
         )
-    names = [t.name for t in message.tensors]
+    names = [t.name for t in request.tensors]
     if names != [cut.name]:
         raise RequestRejected(
             "shape", f"cut {cut.id} takes one tensor named {cut.name!r}, got {sorted(names)}"
         )
-    tensor = message.tensors[0]
+    tensor = request.tensors[0]
     shape = tensor.shape
     if len(shape) != len(cut.shape) + 1 or tuple(shape[1:]) != cut.shape:
         raise RequestRejected(

@@ -2,14 +2,11 @@
 
 The edges are spread over a few spawned processes (no state shared with the
 caller, no Ray). Each edge has its own ZeroMQ DEALER; the edges of a process
-share one ZeroMQ context and one thread, which polls their sockets and sends
-an edge's next request as soon as its answer is in, so 64 edges cost a few
-processes, not 64 threads contending for a GIL, and the load generators take
-little of the cores the cloud runs on. Every request is timed and classified
-by its answer: ``ok`` (a result), the code of a refusal (``busy``, ...), or
-``lost`` (no answer within 30 s). After ``busy`` an edge waits the delay the
-cloud announced (1 ms to 1 s), as a real edge keeps its requests local for
-that long.
+share one ZeroMQ context and one thread (:mod:`experiments.closed_loop`), so
+64 edges cost a few processes, not 64 threads contending for a GIL, and the
+load generators take little of the cores the cloud runs on. Every request is
+timed and classified by its answer: ``ok`` (a result), the code of a refusal
+(``busy``, ...), or ``lost`` (no answer within 30 s).
 
 What an edge sends is an :class:`EdgeLoad`: a cut's value and a codec. It is
 encoded once, in the caller, and every request re-sends the same frames under
@@ -32,50 +29,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import msgpack
 import numpy as np
-import zmq
 
-import wire
 from cloud_node.process import start_cloud_process, stop_process
 from edgesplit.bundle import Bundle, Cut, segment_chain
+from experiments.closed_loop import LOST_AFTER_S, EdgeLoad, EncodedLoad, Sample, edge_process
 from experiments.harness import ExperimentError
 
-#: An answer slower than this counts as lost.
-LOST_AFTER_S = 30.0
 #: Most processes the edges are spread over.
 PROCESSES = 4
 #: Longest wait for the spawned processes to import, connect and report ready.
 READY_TIMEOUT_S = 60.0
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One request: when it ended (wall clock), how long it took, how it was answered.
-
-    Attributes:
-        compute_s: the tail's compute time for this request (its batch's, divided
-            among the batch's requests); 0 without a result.
-        cut: the cut the request was for.
-        batch: requests in the batch the cloud ran it in (the reply's ``batch``);
-            0 without a result.
-    """
-
-    at: float
-    latency_s: float
-    kind: str
-    compute_s: float
-    cut: str = ""
-    batch: int = 0
-
-
-@dataclass(frozen=True)
-class EdgeLoad:
-    """What one closed-loop edge sends, request after request: ``value`` at ``cut``."""
-
-    cut: Cut
-    value: np.ndarray
-    codec: str = "raw"
 
 
 @dataclass(frozen=True)
@@ -99,191 +63,9 @@ class LoadRun:
         return in_window(self.samples, self.began, self.ended - self.began)
 
 
-@dataclass(frozen=True)
-class _Encoded:
-    """An :class:`EdgeLoad`'s request, encoded once: its header fields and payload frames."""
-
-    cut: str
-    header: dict[str, Any]
-    payloads: tuple[bytes, ...]
-
-    @classmethod
-    def of(cls, bundle_id: str, load: EdgeLoad) -> _Encoded:
-        frames = wire.encode_message(
-            "infer",
-            1,
-            {load.cut.name: load.value},
-            codec=load.codec,
-            meta={"bundle": bundle_id, "cut": load.cut.id},
-        )
-        header = msgpack.unpackb(frames[0], raw=False)
-        return cls(load.cut.id, header, tuple(bytes(f) for f in frames[1:]))
-
-    def frames(self, request_id: int) -> list[bytes]:
-        """The request's frames under ``request_id`` (the header's ``id``, wire/message.py)."""
-        return [msgpack.packb({**self.header, "id": request_id}, use_bin_type=True), *self.payloads]
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes on the wire, header included."""
-        return len(self.frames(1)[0]) + sum(len(p) for p in self.payloads)
-
-
 def request_bytes(bundle_id: str, load: EdgeLoad) -> int:
     """Bytes one request of ``load`` puts on the wire (header and tensor frames)."""
-    return _Encoded.of(bundle_id, load).nbytes
-
-
-@dataclass(frozen=True)
-class _Reply:
-    """What the load generator reads of a reply: its kind, request id and meta."""
-
-    kind: str
-    request_id: int
-    meta: dict[str, Any]
-
-    @classmethod
-    def read(cls, header: bytes) -> _Reply | None:
-        """The fields of a reply's header frame (wire/message.py), ``None`` if unreadable.
-
-        Read without wire's full validation of the header: the load generator
-        measures a cloud it trusts, and at thousands of replies a second that
-        validation was half the load generator's CPU, taken from the cloud's cores.
-        """
-        try:
-            fields = msgpack.unpackb(header, raw=False)
-            return cls(str(fields["k"]), int(fields["id"]), dict(fields.get("m") or {}))
-        except (ValueError, TypeError, KeyError, AttributeError):
-            return None
-
-
-class _Edge:
-    """One closed-loop edge: its socket, its request, and the request in flight."""
-
-    def __init__(self, context: zmq.Context, endpoint: str, request: _Encoded) -> None:
-        self.socket = context.socket(zmq.DEALER)
-        self.socket.setsockopt(zmq.LINGER, 0)
-        self.socket.connect(endpoint)
-        self.request = request
-        self.last_id = 0
-        self.pending = 0  # id of the request in flight, 0 for none
-        self.sent_at = 0.0
-        self.resume_at = 0.0  # after busy: when to send again (time.perf_counter())
-
-    def send(self, now: float) -> None:
-        self.last_id += 1
-        self.pending = self.last_id
-        self.sent_at = now
-        self.socket.send_multipart(self.request.frames(self.pending), copy=False)
-
-    def answered(self, message: _Reply | None, arrived: float, wall: float) -> Sample:
-        """The sample of the request in flight, answered by ``message`` (``None``: unreadable)."""
-        kind, compute, batch = "bad-reply", 0.0, 0
-        if message is not None and message.kind == "result":
-            kind = "ok"
-            batch = max(1, int(message.meta.get("batch", 1) or 1))
-            # A batch's compute time, shared by its requests.
-            compute = float(message.meta.get("compute_s", 0.0) or 0.0) / batch
-        elif message is not None:
-            kind = str(message.meta.get("code", message.kind))
-        if kind == "busy" and message is not None:
-            # As an edge does: it keeps its requests for the delay the cloud announced
-            # (running them locally meanwhile) instead of asking again at once.
-            announced = float(message.meta.get("queue_s", 0.0) or 0.0)
-            self.resume_at = arrived + min(max(announced, 0.001), 1.0)
-        self.pending = 0
-        return Sample(
-            arrived + wall, arrived - self.sent_at, kind, compute, self.request.cut, batch
-        )
-
-    def lost(self, now: float, wall: float) -> Sample:
-        self.pending = 0
-        return Sample(now + wall, now - self.sent_at, "lost", 0.0, self.request.cut)
-
-
-def _drive(edges: Sequence[_Edge], until: float) -> list[Sample]:
-    """Run ``edges`` closed-loop until ``until`` (perf_counter), then collect what is in flight."""
-    wall = time.time() - time.perf_counter()
-    poller = zmq.Poller()
-    by_socket = {}
-    for e in edges:
-        poller.register(e.socket, zmq.POLLIN)
-        by_socket[e.socket] = e
-    out: list[Sample] = []
-    while True:
-        now = time.perf_counter()
-        sending = now < until
-        wake, in_flight = _tend(edges, now, sending, out, wall)
-        if not (sending or in_flight):
-            return out
-        if sending:
-            wake = min(wake, until)
-        timeout_ms = max(0, round((wake - time.perf_counter()) * 1e3))
-        for socket, _ in poller.poll(timeout_ms):
-            _receive(by_socket[socket], out, wall)
-
-
-def _tend(
-    edges: Sequence[_Edge], now: float, sending: bool, out: list[Sample], wall: float
-) -> tuple[float, bool]:
-    """Send what is due and count what waited too long as lost.
-
-    Returns when to look again, and whether a request is in flight.
-    """
-    wake = now + 0.1
-    in_flight = False
-    for e in edges:
-        if e.pending and now - e.sent_at > LOST_AFTER_S:
-            out.append(e.lost(now, wall))
-        if e.pending:
-            in_flight = True
-            wake = min(wake, e.sent_at + LOST_AFTER_S)
-        elif sending and e.resume_at <= now:
-            e.send(now)
-            in_flight = True
-        elif sending:
-            wake = min(wake, e.resume_at)
-    return wake, in_flight
-
-
-def _receive(edge: _Edge, out: list[Sample], wall: float) -> None:
-    """Read every reply waiting on ``edge``'s socket; the one to its request is a sample."""
-    while True:
-        try:
-            parts = edge.socket.recv_multipart(zmq.NOBLOCK)
-        except zmq.Again:
-            return
-        arrived = time.perf_counter()
-        message = _Reply.read(parts[0])
-        if message is not None and message.request_id != edge.pending:
-            continue  # the answer to a request already counted lost
-        if edge.pending:
-            out.append(edge.answered(message, arrived, wall))
-
-
-def _edge_process(
-    endpoint: str,
-    requests: list[_Encoded],
-    duration_s: float,
-    start: Any,
-    go: Any,
-    ready: mp.Queue,
-    results: mp.Queue,
-) -> None:
-    context = zmq.Context()
-    edges = [_Edge(context, endpoint, r) for r in requests]
-    try:
-        ready.put(len(edges))
-        go.wait()
-        time.sleep(max(0.0, start.value - time.time()))
-        until = time.perf_counter() + (start.value + duration_s - time.time())
-        cpu = time.process_time()
-        samples = _drive(edges, until)
-        results.put((samples, time.process_time() - cpu))
-    finally:
-        for e in edges:
-            e.socket.close(linger=0)
-        context.term()
+    return EncodedLoad.of(bundle_id, load).nbytes
 
 
 def _gather(channel: mp.Queue, procs: Sequence[Any], timeout_s: float, what: str) -> list:
@@ -319,10 +101,10 @@ def run_edges(
 
     The edges start together once every process is ready.
     """
-    encoded: dict[int, _Encoded] = {}
+    encoded: dict[int, EncodedLoad] = {}
     for load in loads:
         if id(load) not in encoded:
-            encoded[id(load)] = _Encoded.of(bundle_id, load)
+            encoded[id(load)] = EncodedLoad.of(bundle_id, load)
     ctx = mp.get_context("spawn")
     procs_n = max(1, min(len(loads), processes))
     ready: mp.Queue = ctx.Queue()
@@ -331,7 +113,7 @@ def run_edges(
     start = ctx.Value("d", 0.0)
     procs = [
         ctx.Process(
-            target=_edge_process,
+            target=edge_process,
             args=(
                 endpoint,
                 [encoded[id(load)] for load in loads[i::procs_n]],
@@ -517,3 +299,22 @@ def rss_bytes(pid: int) -> int:
     if match is None:
         raise RuntimeError(f"no VmRSS for process {pid}")
     return int(match.group(1)) * 1024
+
+
+__all__ = [
+    "EdgeLoad",
+    "LoadRun",
+    "Sample",
+    "cut_values",
+    "in_window",
+    "load",
+    "node",
+    "ray_flags",
+    "request_bytes",
+    "rss_bytes",
+    "run_edges",
+    "run_load",
+    "sample",
+    "summarize",
+    "summarize_by_cut",
+]

@@ -1,63 +1,104 @@
-"""The edge <-> cloud message format: a msgpack header frame, then tensor frames.
+"""The edge <-> cloud message format: one typed message per kind, tensors in frames of their own.
 
 Sender::
 
-    frames = encode_message("infer", request_id, {"act": activation}, codec="int8+lz4")
-    socket.send_multipart(frames, copy=False)
+    request = wire.InferRequest(request_id, bundle.id, cut.id, (wire.Tensor(cut.name, x),))
+    socket.send_multipart(wire.encode(request, codec="int8+lz4"), copy=False)
 
 Receiver::
 
-    message, arrays = decode_message(socket.recv_multipart(copy=False), limits)
+    message = wire.decode(socket.recv_multipart(copy=False), limits)
+    if isinstance(message, wire.Result):
+        outputs = message.arrays()
 
-Every rejected message raises a ``WireError`` (``HeaderError``, ``PayloadError``
-or ``DecompressionError``); ``error_code`` labels it for metrics. This package
-imports neither torch nor zmq.
+Every rejected message raises a ``WireError`` (``HeaderError``, whose
+``FieldError`` names a field of the wrong type or out of range,
+``PayloadError`` or ``DecompressionError``); ``error_code`` labels it for
+metrics. The untyped API (``encode_message``, ``decode_message``,
+``Message``) writes and reads the same bytes; it stays while callers move to
+the typed one. This package imports neither torch nor zmq.
 """
 
-from wire.codecs import (
-    ALL_CODECS,
-    ALLOWED_DTYPES,
-    DEFAULT_CODEC,
-    SUPPORTED_CODECS,
-    Codec,
-    TensorMeta,
-    decode_tensor,
-    encode_tensor,
-    parse_codec,
-)
+from wire.codecs import decode_tensor, encode_tensor
+from wire.descriptor import TensorMeta
+from wire.envelope import Frames, decode, encode, error_code
+from wire.fields import FieldError
+from wire.header import KINDS, PROTOCOL_VERSION
+from wire.limits import Limits
 from wire.message import (
-    KINDS,
-    PROTOCOL_VERSION,
-    EncodedTensor,
-    Limits,
     Message,
     decode_header,
     decode_message,
     decode_tensors,
     encode_message,
     encoded_tensors,
-    error_code,
 )
+from wire.messages import (
+    MESSAGE_TYPES,
+    AnyMessage,
+    Busy,
+    Chunk,
+    ErrorReply,
+    Fetch,
+    FleetQuery,
+    FleetReport,
+    Hello,
+    InferRequest,
+    Ping,
+    Pong,
+    Result,
+    Welcome,
+)
+from wire.registry import (
+    ALL_CODECS,
+    ALLOWED_DTYPES,
+    DEFAULT_CODEC,
+    SUPPORTED_CODECS,
+    Codec,
+    parse_codec,
+)
+from wire.tensors import AnyTensor, EncodedTensor, Tensor, tensors_of
 
 __all__ = [
     "ALLOWED_DTYPES",
     "ALL_CODECS",
+    "AnyMessage",
+    "AnyTensor",
+    "Busy",
+    "Chunk",
     "Codec",
     "DEFAULT_CODEC",
     "EncodedTensor",
+    "ErrorReply",
+    "Fetch",
+    "FieldError",
+    "FleetQuery",
+    "FleetReport",
+    "Frames",
+    "Hello",
+    "InferRequest",
     "KINDS",
     "Limits",
+    "MESSAGE_TYPES",
     "Message",
     "PROTOCOL_VERSION",
+    "Ping",
+    "Pong",
+    "Result",
     "SUPPORTED_CODECS",
+    "Tensor",
     "TensorMeta",
+    "Welcome",
+    "decode",
     "decode_header",
     "decode_message",
     "decode_tensor",
     "decode_tensors",
+    "encode",
     "encode_message",
     "encode_tensor",
     "encoded_tensors",
     "error_code",
     "parse_codec",
+    "tensors_of",
 ]

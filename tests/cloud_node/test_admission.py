@@ -12,6 +12,7 @@ import time
 import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -80,12 +81,13 @@ def _dealer(endpoint: str, context: zmq.Context) -> zmq.Socket:
     return sock
 
 
-def _replies(sock: zmq.Socket, n: int) -> dict[int, tuple[wire.Message, dict]]:
-    out = {}
+def _replies(sock: zmq.Socket, n: int) -> dict[int, Any]:
+    """The next ``n`` replies by request id (typed: ``wire.Result``, ``wire.Busy``...)."""
+    out: dict[int, Any] = {}
     for _ in range(n):
-        message, arrays = wire.decode_message(sock.recv_multipart())
+        message = wire.decode(sock.recv_multipart())
         assert message.request_id not in out, "a request was answered twice"
-        out[message.request_id] = (message, arrays)
+        out[message.request_id] = message
     return out
 
 
@@ -107,14 +109,14 @@ def test_full_queue_answers_busy_at_once_and_serves_every_admitted_request(
         busy_started = time.perf_counter()
         busy = _replies(sock, sent - 5)
         assert time.perf_counter() - busy_started < 1.0  # refused at once, not after the backlog
-        assert {m.kind for m, _ in busy.values()} == {"busy"}
-        assert all(m.meta["code"] == "busy" and m.meta["depth"] == 4 for m, _ in busy.values())
+        assert {type(m) for m in busy.values()} == {wire.Busy}
+        assert all(m.code == "busy" and m.depth == 4 for m in busy.values())
         backend.gate.set()
         served_replies = _replies(sock, 5)
     finally:
         sock.close()
         context.term()
-    assert {m.kind for m, _ in served_replies.values()} == {"result"}
+    assert {type(m) for m in served_replies.values()} == {wire.Result}
     assert set(busy) | set(served_replies) == set(range(1, sent + 1))  # none lost, none twice
     # Once the worker has run a batch, the busy answer estimates the real backlog.
     assert served.node.queue.expected_wait_s() == 0.0
@@ -141,12 +143,12 @@ def test_queued_requests_for_one_cut_run_as_one_batch(gated, untrained_bundle: B
     # The first ran alone (it was taken before the others arrived); the four queued behind it
     # (1 + 2 + 1 + 2 rows) went as one batch of six rows.
     assert backend.calls == [1, 6]
-    assert [replies[rid][0].meta["batch"] for rid in range(1, 6)] == [1, 4, 4, 4, 4]
+    assert [replies[rid].batch for rid in range(1, 6)] == [1, 4, 4, 4, 4]
     tail = create_session(untrained_bundle.tail_path(cut))
     out = untrained_bundle.manifest.model.output
     for rid, act in enumerate(acts, start=1):
         direct = tail.run(None, {cut.name: act})[0]
-        np.testing.assert_allclose(replies[rid][1][out], direct, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(replies[rid].arrays()[out], direct, rtol=1e-5, atol=1e-6)
 
 
 def test_batch_window_merges_requests_arriving_within_it(untrained_bundle: Bundle) -> None:
@@ -169,7 +171,7 @@ def test_batch_window_merges_requests_arriving_within_it(untrained_bundle: Bundl
         sock.close()
         context.term()
         served.stop()
-    assert [replies[r][0].meta["batch"] for r in (1, 2)] == [2, 2]
+    assert [replies[r].batch for r in (1, 2)] == [2, 2]
 
 
 def test_stop_answers_everything_already_admitted(untrained_bundle: Bundle) -> None:
@@ -196,7 +198,7 @@ def test_stop_answers_everything_already_admitted(untrained_bundle: Bundle) -> N
         served._thread.join(10)
         served.node.__exit__(None, None, None)
     assert sorted(replies) == [1, 2, 3, 4, 5]
-    assert {m.kind for m, _ in replies.values()} == {"result"}
+    assert {type(m) for m in replies.values()} == {wire.Result}
 
 
 @pytest.fixture
@@ -227,16 +229,16 @@ def test_curve_serves_allowed_keys_only(curve_keys: Path, untrained_bundle: Bund
         intruder.connect(served.endpoint)
         plain = _dealer(served.endpoint, context)
         for sock in (intruder, plain):
-            sock.send_multipart(wire.encode_message("ping", 1))
+            sock.send_multipart(wire.encode(wire.Ping(1)))
         friend = context.socket(zmq.DEALER)
         friend.setsockopt(zmq.LINGER, 0)
         make_curve_client(
             friend, load_keypair(curve_keys / "allowed" / "edge.key_secret"), server_key
         )
         friend.connect(served.endpoint)
-        friend.send_multipart(wire.encode_message("ping", 2))
+        friend.send_multipart(wire.encode(wire.Ping(2)))
         assert friend.poll(5000)
-        assert wire.decode_message(friend.recv_multipart())[0].kind == "pong"
+        assert isinstance(wire.decode(friend.recv_multipart()), wire.Pong)
         # No answer of any kind for the unknown key or the plaintext client.
         assert intruder.poll(1000) == 0 and plain.poll(100) == 0
         for sock in (intruder, plain, friend):
@@ -300,14 +302,14 @@ def test_the_ingress_thread_never_decodes_or_runs_a_tail(
         for rid in (1, 2, 3):
             sock.send_multipart(_infer(untrained_bundle, cut.id, act, request_id=rid))
             replies = _replies(sock, 1)
-            assert replies[rid][0].kind == "result" and replies[rid][0].meta["batch"] == 1
+            assert isinstance(replies[rid], wire.Result) and replies[rid].batch == 1
     finally:
         sock.close()
         context.term()
         served.stop()
     direct = create_session(untrained_bundle.tail_path(cut)).run(None, {cut.name: act})[0]
     np.testing.assert_allclose(
-        replies[3][1][untrained_bundle.manifest.model.output], direct, rtol=1e-5, atol=1e-6
+        replies[3].arrays()[untrained_bundle.manifest.model.output], direct, rtol=1e-5, atol=1e-6
     )
     assert served.node.queue.expected_wait_s() == 0.0 and backend.calls == [2, 2, 2]
     # Decoded and run on a worker, never on the ingress thread (the one serving).
@@ -343,11 +345,11 @@ def test_a_corrupt_frame_in_a_batch_is_answered_alone_and_the_rest_run(
         sock.close()
         context.term()
         served.stop()
-    assert replies[2][0].kind == "error" and replies[2][0].meta["code"] == "decompression"
-    assert "lz4" in str(replies[2][0].meta["message"])
-    assert [replies[r][0].kind for r in (1, 3)] == ["result", "result"]
-    assert [replies[r][0].meta["batch"] for r in (1, 3)] == [2, 2]
+    assert isinstance(replies[2], wire.ErrorReply) and replies[2].code == "decompression"
+    assert "lz4" in replies[2].message
+    assert [type(replies[r]) for r in (1, 3)] == [wire.Result, wire.Result]
+    assert [replies[r].batch for r in (1, 3)] == [2, 2]
     output = untrained_bundle.manifest.model.output
-    np.testing.assert_allclose(replies[1][1][output], replies[3][1][output], rtol=1e-6)
-    assert after[4][0].kind == "result"
+    np.testing.assert_allclose(replies[1].arrays()[output], replies[3].arrays()[output], rtol=1e-6)
+    assert isinstance(after[4], wire.Result)
     assert served.node.counts["error_decompression"] == 1 and served.node.counts["ok"] == 3

@@ -36,9 +36,9 @@ def fleet_of(bundle: Bundle, clock: Clock | None = None, **limits: Any) -> Fleet
     return Fleet(bundle, "1", clock=clock or Clock(), limits=FleetLimits(**limits))
 
 
-def heartbeat(bundle: Bundle, name: str = "", /, **fields: Any) -> dict[str, Any]:
-    """What an honest edge says (edge_node.update.Updater.status)."""
-    meta = {
+def heartbeat(bundle: Bundle, name: str = "", /, request_id: int = 0, **fields: Any) -> wire.Hello:
+    """What an honest edge says (edge_node.update.Updater.status); ``fields`` replace it."""
+    said: dict[str, Any] = {
         "name": name,
         "bundle": bundle.id,
         "version": "1",
@@ -50,7 +50,7 @@ def heartbeat(bundle: Bundle, name: str = "", /, **fields: Any) -> dict[str, Any
         "candidate": "",
         "note": "",
     }
-    return meta | fields
+    return wire.Hello(request_id, **(said | fields))
 
 
 UNLIMITED = {"hello_rate": 1e9, "hello_burst": 1e9}
@@ -64,10 +64,10 @@ def test_a_flood_of_names_from_one_key_keeps_its_newest_records_up_to_the_key_ca
 ) -> None:
     clock = Clock()
     fleet = fleet_of(untrained_bundle, clock, **UNLIMITED)
-    fleet.hello(heartbeat(untrained_bundle, "gate-1"), "gate-1")
+    fleet.heartbeat(heartbeat(untrained_bundle, "gate-1"), "gate-1")
     for i in range(20_000):
         clock.now += 0.001
-        fleet.hello(heartbeat(untrained_bundle, f"x{i:05d}"), "flood")
+        fleet.heartbeat(heartbeat(untrained_bundle, f"x{i:05d}"), "flood")
     cap = fleet.limits.max_edges_per_key  # 1,024
     assert cap == 1_024
     flood = [name for name in fleet.edges if name.startswith("flood/")]
@@ -88,10 +88,10 @@ def test_the_total_cap_evicts_the_least_recently_seen_of_all_keys(
     for k in range(10):
         for i in range(1_000):
             clock.now += 0.001
-            fleet.hello(heartbeat(untrained_bundle, f"n{i:04d}"), f"key{k}")
+            fleet.heartbeat(heartbeat(untrained_bundle, f"n{i:04d}"), f"key{k}")
             if i % 100 == 0:
                 # An edge that keeps reporting is recent, however early it came.
-                fleet.hello(heartbeat(untrained_bundle), "gate-1")
+                fleet.heartbeat(heartbeat(untrained_bundle), "gate-1")
     assert len(fleet.edges) == 3_000
     assert "gate-1" in fleet.edges
     assert {name.split("/")[0] for name in fleet.edges} == {"gate-1", "key7", "key8", "key9"}
@@ -123,7 +123,7 @@ def test_the_sums_kept_by_heartbeats_match_a_recount(untrained_bundle: Bundle) -
             p50_ms=rng.choice([1.5, 2.25, math.nan, math.inf, -1.0, 12.0, None]),
             p95_ms=rng.choice([4.0, 9.125, math.nan, 1e300]),
         )
-        fleet.hello(meta, rng.choice(["a", "b", "c", None]))
+        fleet.heartbeat(meta, rng.choice(["a", "b", "c", None]))
         if step % 50 == 0:
             rows = [e.row(clock.now) for e in fleet.edges.values()]
             kept = fleet.report(limit=100)["comparison"]
@@ -146,8 +146,8 @@ def test_the_sums_kept_by_heartbeats_match_a_recount(untrained_bundle: Bundle) -
 def test_the_comparison_keeps_a_bounded_number_of_versions(untrained_bundle: Bundle) -> None:
     fleet = fleet_of(untrained_bundle, max_versions=4, **UNLIMITED)
     for i in range(50):
-        fleet.hello(heartbeat(untrained_bundle, f"e{i}", version=f"v{i}"), "k")
-    fleet.hello(heartbeat(untrained_bundle, "stable", version="1"), "k")
+        fleet.heartbeat(heartbeat(untrained_bundle, f"e{i}", version=f"v{i}"), "k")
+    fleet.heartbeat(heartbeat(untrained_bundle, "stable", version="1"), "k")
     rows = {r["version"]: r["edges"] for r in fleet.report()["comparison"]}
     # Four versions of their own, the stable's always among them; the rest summed.
     assert rows == {"v0": 1, "v1": 1, "v2": 1, "v3": 1, OTHER_VERSIONS: 46, "1": 1}
@@ -161,33 +161,33 @@ def test_heartbeats_beyond_a_keys_rate_are_answered_but_change_nothing(
 ) -> None:
     clock = Clock()
     fleet = fleet_of(untrained_bundle, clock, hello_rate=2.0, hello_burst=3.0)
-    welcome = {"assigned": untrained_bundle.id, "version": "1", "group": "A"}
+    welcome = wire.Welcome(0, untrained_bundle.id, "1", "A")
     for i in range(3):  # the bucket's three tokens
-        assert fleet.hello(heartbeat(untrained_bundle, note=f"n{i}"), "gate-1") == welcome
+        assert fleet.heartbeat(heartbeat(untrained_bundle, note=f"n{i}"), "gate-1") == welcome
     assert fleet.edges["gate-1"].hellos == 3
     # The fourth at the same instant: its edge is told its assignment, its record stays.
-    assert fleet.hello(heartbeat(untrained_bundle, note="late"), "gate-1") == welcome
+    assert fleet.heartbeat(heartbeat(untrained_bundle, note="late"), "gate-1") == welcome
     assert fleet.edges["gate-1"].note == "n2" and fleet.edges["gate-1"].hellos == 3
     # A name the key has no record for is assigned nothing (it keeps what it runs).
-    unknown = fleet.hello(heartbeat(untrained_bundle, "other"), "gate-1")
-    assert unknown["assigned"] == "" and "gate-1/other" not in fleet.edges
+    unknown = fleet.heartbeat(heartbeat(untrained_bundle, "other"), "gate-1")
+    assert unknown.assigned == "" and "gate-1/other" not in fleet.edges
     # Another key has a bucket of its own.
-    assert fleet.hello(heartbeat(untrained_bundle), "gate-2") == welcome
+    assert fleet.heartbeat(heartbeat(untrained_bundle), "gate-2") == welcome
     clock.now += 0.4  # 0.8 of a token: still nothing
-    fleet.hello(heartbeat(untrained_bundle, note="early"), "gate-1")
+    fleet.heartbeat(heartbeat(untrained_bundle, note="early"), "gate-1")
     assert fleet.edges["gate-1"].hellos == 3
     clock.now += 0.1  # one token (0.8 + 2/s x 0.1 s)
-    fleet.hello(heartbeat(untrained_bundle, note="on time"), "gate-1")
+    fleet.heartbeat(heartbeat(untrained_bundle, note="on time"), "gate-1")
     assert fleet.edges["gate-1"].note == "on time" and fleet.edges["gate-1"].hellos == 4
     clock.now += 100.0  # a full bucket again, never more than its size
     for _ in range(5):
-        fleet.hello(heartbeat(untrained_bundle), "gate-1")
+        fleet.heartbeat(heartbeat(untrained_bundle), "gate-1")
     assert fleet.edges["gate-1"].hellos == 7
     assert fleet.take_dropped() == {"hello_rate": 5}  # late, other, early, 2 of the 5
     assert fleet.take_dropped() == {}
     # A clock that steps back gives no tokens.
     clock.now -= 1_000.0
-    fleet.hello(heartbeat(untrained_bundle), "gate-1")
+    fleet.heartbeat(heartbeat(untrained_bundle), "gate-1")
     assert fleet.edges["gate-1"].hellos == 7
 
 
@@ -198,14 +198,14 @@ def test_the_default_rate_carries_a_daemonset_and_stops_a_flood(untrained_bundle
     for _ in range(6):
         for i in range(1_000):
             clock.now += 10.0 / 1_000
-            fleet.hello(heartbeat(untrained_bundle, f"jetson-{i:04d}"), "edge")
+            fleet.heartbeat(heartbeat(untrained_bundle, f"jetson-{i:04d}"), "edge")
     assert len(fleet.edges) == 1_000
     assert {e.hellos for e in fleet.edges.values()} == {6}
     assert fleet.take_dropped() == {}
     # One key sending 20,000 heartbeats in 1.3 s (the probe's flood): most are not recorded.
     for i in range(20_000):
         clock.now += 1.3 / 20_000
-        fleet.hello(heartbeat(untrained_bundle, f"x{i}"), "flood")
+        fleet.heartbeat(heartbeat(untrained_bundle, f"x{i}"), "flood")
     dropped = fleet.take_dropped()
     recorded = 20_000 - dropped["hello_rate"]
     assert recorded <= 1_024 + 128 * 1.3 + 1
@@ -215,19 +215,20 @@ def test_the_default_rate_carries_a_daemonset_and_stops_a_flood(untrained_bundle
 def test_declared_fields_are_cut_and_numbers_kept_sane(untrained_bundle: Bundle) -> None:
     fleet = fleet_of(untrained_bundle, **UNLIMITED)
     long = "é" * 10_000
-    fleet.hello(
-        {
-            "name": long,
-            "bundle": long,
-            "version": long,
-            "state": long,
-            "candidate": long,
-            "note": long,
-            "requests": 10**15,
-            "errors": 10**16,
-            "p50_ms": math.inf,
-            "p95_ms": -4.0,
-        },
+    fleet.heartbeat(
+        wire.Hello(
+            0,
+            name=long,
+            bundle=long,
+            version=long,
+            state=long,
+            candidate=long,
+            note=long,
+            requests=10**15,
+            errors=10**16,
+            p50_ms=math.inf,
+            p95_ms=-4.0,
+        ),
         "k",
     )
     (record,) = fleet.edges.values()
@@ -236,10 +237,11 @@ def test_declared_fields_are_cut_and_numbers_kept_sane(untrained_bundle: Bundle)
     assert len(record.note) == 200 and record.state == "serving"
     assert record.requests == record.errors == 10**9
     assert record.p50_ms == 1e7 and math.isnan(record.p95_ms)
-    fleet.hello({"requests": True, "errors": -1, "p50_ms": "3", "p95_ms": None}, "j")
+    # Values the wire refuses (wire.FieldError), built here: the fleet's own bounds hold.
+    fleet.heartbeat(wire.Hello(0, requests=True, errors=-1, p50_ms="3", p95_ms=None), "j")  # type: ignore[arg-type]
     odd = fleet.edges["j"]
     assert odd.requests == odd.errors == 0 and math.isnan(odd.p50_ms)
-    fleet.hello({"requests": 10, "errors": 50}, "i")
+    fleet.heartbeat(wire.Hello(0, requests=10, errors=50), "i")
     assert fleet.edges["i"].errors == 10  # no more errors than requests
 
 
@@ -282,7 +284,7 @@ def walk(fleet: Fleet, limit: int | None = None) -> list[str]:
 def test_pages_list_every_edge_once_in_order(untrained_bundle: Bundle) -> None:
     fleet = fleet_of(untrained_bundle, max_edges_per_key=2_000, **UNLIMITED)
     for i in range(1_234):
-        fleet.hello(heartbeat(untrained_bundle, f"n{(i * 7919) % 1_234}"), "k")
+        fleet.heartbeat(heartbeat(untrained_bundle, f"n{(i * 7919) % 1_234}"), "k")
     expected = sorted(fleet.edges)
     assert walk(fleet) == expected  # 500 a page
     assert walk(fleet, 1) == expected
@@ -298,7 +300,7 @@ def test_a_page_of_long_rows_is_cut_to_its_bytes(untrained_bundle: Bundle) -> No
     fleet = fleet_of(untrained_bundle, page_bytes=64 * 1024, **UNLIMITED)
     for i in range(300):
         # Characters that JSON escapes: 12 bytes each.
-        fleet.hello(heartbeat(untrained_bundle, f"n{i:03d}", note="\U0001f600" * 200), "k")
+        fleet.heartbeat(heartbeat(untrained_bundle, f"n{i:03d}", note="\U0001f600" * 200), "k")
     first = json.loads(fleet.report_json(limit=300))
     assert 0 < len(first["edges"]) < 300 and first["next"] == first["edges"][-1]["name"]
     assert walk(fleet, 300) == sorted(fleet.edges)
@@ -312,11 +314,10 @@ def errors(node: CloudNode, kind: str) -> float | None:
     return node.metrics.registry.get_sample_value("edgesplit_cloud_errors_total", {"kind": kind})
 
 
-def _fleet_request(node: CloudNode, client: str | None, **meta: Any) -> wire.Message:
-    reply = node.handle(wire.encode_message("fleet", 3, meta=meta), 0.0, b"", client)
+def _fleet_request(node: CloudNode, client: str | None, **fields: Any) -> wire.AnyMessage:
+    reply = node.handle(wire.encode(wire.FleetQuery(3, **fields)), 0.0, b"", client)
     assert reply is not None
-    message, _ = wire.decode_message(reply)
-    return message
+    return wire.decode(reply)
 
 
 def test_only_admins_read_the_fleet_view_or_change_the_rollout(
@@ -326,20 +327,20 @@ def test_only_admins_read_the_fleet_view_or_change_the_rollout(
     cloud = RunningCloud(untrained_bundle, fleet=fleet, admins=frozenset({"ops"}))
     try:
         node = cloud.node
-        fleet.hello(heartbeat(untrained_bundle), "gate-1")
+        fleet.heartbeat(heartbeat(untrained_bundle), "gate-1")
         for client in ("gate-1", None):
-            for meta in ({"op": "status"}, {}, {"op": "rollout", "fraction": 0.0}):
-                refused = _fleet_request(node, client, **meta)
-                assert refused.kind == "error" and refused.meta["code"] == "forbidden"
-                assert "--fleet-admins" in str(refused.meta["message"])
+            for fields in ({"op": "status"}, {}, {"op": "rollout", "fraction": 0.0}):
+                refused = _fleet_request(node, client, **fields)
+                assert isinstance(refused, wire.ErrorReply) and refused.code == "forbidden"
+                assert "--fleet-admins" in refused.message
         assert node.counts["error_forbidden"] == 6 and errors(node, "forbidden") == 6
         assert node.counts["fleet"] == 0
         ok = _fleet_request(node, "ops", op="status", limit=1)
-        assert ok.kind == "report"
+        assert isinstance(ok, wire.FleetReport)
         bad = _fleet_request(node, "ops", op="status", limit=0)
-        assert bad.kind == "error" and bad.meta["code"] == "fleet"
+        assert isinstance(bad, wire.ErrorReply) and bad.code == "fleet"
         refused = _fleet_request(node, "ops", op="rollout", fraction=0.5)  # no candidate
-        assert refused.meta["code"] == "rollout"
+        assert isinstance(refused, wire.ErrorReply) and refused.code == "rollout"
         assert node.counts["error_rollout"] == 1 and node.counts["error_fleet"] == 1
         assert errors(node, "rollout") == 1 and errors(node, "fleet") == 1
     finally:
@@ -353,12 +354,12 @@ def test_heartbeats_over_the_rate_are_counted_by_the_cloud(untrained_bundle: Bun
     try:
         for i in range(10):
             reply = cloud.node.handle(
-                wire.encode_message("hello", i, meta=heartbeat(untrained_bundle, f"n{i % 2}")),
+                wire.encode(heartbeat(untrained_bundle, f"n{i % 2}", request_id=i)),
                 0.0,
                 b"",
                 "gate-1",
             )
-            assert reply is not None and wire.decode_message(reply)[0].kind == "welcome"
+            assert reply is not None and isinstance(wire.decode(reply), wire.Welcome)
         assert cloud.node.counts["error_hello_rate"] == 8
         assert errors(cloud.node, "hello_rate") == 8
         assert len(fleet.edges) == 2
@@ -378,7 +379,7 @@ def test_fleet_status_lists_100000_edges_page_by_page(
     for k in range(100):  # a hundred DaemonSets of a thousand nodes
         for i in range(1_000):
             meta = heartbeat(untrained_bundle, f"jetson-{i:04d}", note="committed: p50 x1.02")
-            fleet.hello(meta, f"site-{k:03d}")
+            fleet.heartbeat(meta, f"site-{k:03d}")
     filled = time.perf_counter() - began
     assert len(fleet.edges) == 100_000
     names = sorted(fleet.edges)
@@ -386,13 +387,14 @@ def test_fleet_status_lists_100000_edges_page_by_page(
     try:
         costs = []
         for after in (None, names[50_000], names[-600]):
-            request = wire.encode_message("fleet", 1, meta={"op": "status", "after": after})
+            request = wire.encode(wire.FleetQuery(1, "status", after=after))
             t0 = time.perf_counter()
             reply = cloud.node.handle(request, 0.0)
             costs.append(time.perf_counter() - t0)
             assert reply is not None
-            _, arrays = wire.decode_message(reply)
-            assert len(arrays["json"]) <= fleet.limits.page_bytes
+            report = wire.decode(reply)
+            assert isinstance(report, wire.FleetReport)
+            assert len(report.json) <= fleet.limits.page_bytes
         assert max(costs) < 0.25, costs  # a page costs its 500 rows (~5 ms), not the fleet
 
         def fleet_cli(*args: str) -> subprocess.CompletedProcess:
@@ -443,10 +445,39 @@ def test_a_flood_of_names_cannot_push_other_keys_edges_out_of_the_offer(
         clock=Clock(),
         limits=FleetLimits(max_edges=300, max_edges_per_key=100, **UNLIMITED),
     )
-    assert fleet.hello(heartbeat(untrained_bundle, "gate-1"), "gate-1")["assigned"] == "c" * 64
+    assert fleet.heartbeat(heartbeat(untrained_bundle, "gate-1"), "gate-1").assigned == "c" * 64
     for i in range(5_000):
-        fleet.hello(heartbeat(untrained_bundle, f"n{i}"), "mallory")
+        fleet.heartbeat(heartbeat(untrained_bundle, f"n{i}"), "mallory")
     assert "gate-1" in fleet.offered  # another key's edge keeps its offer
     mallory = [n for n in fleet.offered if n.startswith("mallory/")]
     assert len(mallory) == 100 and "mallory/n4999" in mallory
     assert len(fleet.offered) <= 300
+
+
+def test_a_heartbeat_given_as_a_mapping_is_answered_as_the_typed_one(
+    untrained_bundle: Bundle,
+) -> None:
+    fleet = fleet_of(untrained_bundle, **UNLIMITED)
+    welcome = fleet.hello({"name": "gate-1", "requests": 3}, "k")
+    assert welcome == {"assigned": untrained_bundle.id, "version": "1", "group": "A"}
+    assert fleet.heartbeat(wire.Hello(0, name="gate-1"), "k") == wire.Welcome(0, **welcome)
+    assert fleet.edges["k/gate-1"].hellos == 2
+
+
+def test_a_heartbeat_with_a_field_of_the_wrong_type_is_refused_by_name(
+    untrained_bundle: Bundle,
+) -> None:
+    fleet = fleet_of(untrained_bundle, **UNLIMITED)
+    cloud = RunningCloud(untrained_bundle, fleet=fleet)
+    try:
+        bad = wire.encode_message("hello", 4, meta={"name": "e", "requests": "many"})
+        reply = cloud.node.handle(bad, 0.0, b"", "gate-1")
+        assert reply is not None
+        refused = wire.decode(reply)
+        assert isinstance(refused, wire.ErrorReply) and refused.code == "header"
+        assert "hello field 'requests': must be an int, got str" in refused.message
+        assert not fleet.edges and cloud.node.counts["hello"] == 0
+        good = cloud.node.handle(wire.encode(heartbeat(untrained_bundle, "e")), 0.0, b"", "k")
+        assert good is not None and isinstance(wire.decode(good), wire.Welcome)
+    finally:
+        cloud.stop()

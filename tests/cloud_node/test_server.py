@@ -26,9 +26,9 @@ def dealer(cloud):
     context.term()
 
 
-def _roundtrip(sock: zmq.Socket, frames: list) -> tuple[wire.Message, dict[str, np.ndarray]]:
+def _roundtrip(sock: zmq.Socket, frames: list) -> wire.AnyMessage:
     sock.send_multipart(frames, copy=False)
-    return wire.decode_message(sock.recv_multipart())
+    return wire.decode(sock.recv_multipart())
 
 
 def _activation(bundle: Bundle, cut_id: str, n: int = 2) -> np.ndarray:
@@ -51,32 +51,29 @@ def _infer(
     bundle_id: str | None = None,
 ) -> list:
     cut = bundle.manifest.cut(cut_id)
-    return wire.encode_message(
-        "infer",
-        request_id,
-        {cut.name: value},
-        codec=codec,
-        meta={"bundle": bundle_id or bundle.id, "cut": cut_id},
+    tensors = (wire.Tensor(cut.name, value),)
+    return wire.encode(
+        wire.InferRequest(request_id, bundle_id or bundle.id, cut_id, tensors), codec
     )
 
 
 def test_result_equals_running_the_tail_directly(cloud, dealer, untrained_bundle: Bundle) -> None:
     cut = untrained_bundle.manifest.cuts[6]
     act = _activation(untrained_bundle, cut.id)
-    message, arrays = _roundtrip(dealer, _infer(untrained_bundle, cut.id, act))
-    assert message.kind == "result" and message.request_id == 7
+    message = _roundtrip(dealer, _infer(untrained_bundle, cut.id, act))
+    assert isinstance(message, wire.Result) and message.request_id == 7
     direct = create_session(untrained_bundle.tail_path(cut)).run(None, {cut.name: act})[0]
-    np.testing.assert_array_equal(arrays[untrained_bundle.manifest.model.output], direct)
-    assert message.meta["cut"] == cut.id
-    assert 0 <= message.meta["queue_s"] < 1 and 0 < message.meta["compute_s"] < 1
+    np.testing.assert_array_equal(message.arrays()[untrained_bundle.manifest.model.output], direct)
+    assert message.cut == cut.id
+    assert 0 <= message.queue_s < 1 and 0 < message.compute_s < 1
 
 
 def test_compressed_codec_is_decoded(cloud, dealer, untrained_bundle: Bundle) -> None:
     cut = untrained_bundle.manifest.cuts[3]
     act = _activation(untrained_bundle, cut.id)
-    message, arrays = _roundtrip(dealer, _infer(untrained_bundle, cut.id, act, codec="int8+zstd"))
-    assert message.kind == "result"
-    assert arrays[untrained_bundle.manifest.model.output].shape == (2, 10)
+    message = _roundtrip(dealer, _infer(untrained_bundle, cut.id, act, codec="int8+zstd"))
+    assert isinstance(message, wire.Result)
+    assert message.arrays()[untrained_bundle.manifest.model.output].shape == (2, 10)
 
 
 @pytest.mark.parametrize(
@@ -84,21 +81,21 @@ def test_compressed_codec_is_decoded(cloud, dealer, untrained_bundle: Bundle) ->
     [
         ([b"\xc1garbage"], "header"),
         ([b""], "header"),
-        ([wire.encode_message("ping", 1)[0], b"extra"], "payload"),
+        ([wire.encode(wire.Ping(1))[0], b"extra"], "payload"),
     ],
 )
 def test_malformed_frames_get_an_error_and_the_node_keeps_serving(
     cloud, dealer, untrained_bundle: Bundle, frames: list, code: str
 ) -> None:
-    message, _ = _roundtrip(dealer, frames)
-    assert message.kind == "error" and message.meta["code"] == code
+    message = _roundtrip(dealer, frames)
+    assert isinstance(message, wire.ErrorReply) and message.code == code
     assert cloud.node.counts[f"error_{code}"] == 1
     # A good request right after is served.
     cut = untrained_bundle.manifest.cuts[1]
-    message, _ = _roundtrip(
+    message = _roundtrip(
         dealer, _infer(untrained_bundle, cut.id, _activation(untrained_bundle, cut.id))
     )
-    assert message.kind == "result"
+    assert isinstance(message, wire.Result)
 
 
 def test_requests_that_cannot_be_served_are_refused_by_code(
@@ -110,24 +107,26 @@ def test_requests_that_cannot_be_served_are_refused_by_code(
         (_infer(untrained_bundle, m.cuts[1].id, act, bundle_id="0" * 64), "bundle_mismatch"),
         (_infer(untrained_bundle, m.edge_only.id, act), "unknown_cut"),
         (
-            wire.encode_message(
-                "infer", 9, {"c01": act}, meta={"bundle": untrained_bundle.id, "cut": "c99"}
+            wire.encode(
+                wire.InferRequest(9, untrained_bundle.id, "c99", (wire.Tensor("c01", act),))
             ),
             "unknown_cut",
         ),
         (_infer(untrained_bundle, m.cuts[1].id, act[:, :3]), "shape"),
         (_infer(untrained_bundle, m.cuts[1].id, act.astype(np.float64)), "shape"),
-        (wire.encode_message("result", 9), "kind"),
+        (wire.encode(wire.Result(9)), "kind"),
+        (wire.encode(wire.Welcome(9)), "kind"),
     ]
     for frames, code in cases:
-        message, _ = _roundtrip(dealer, frames)
-        assert (message.kind, message.meta["code"]) == ("error", code), message.meta
+        message = _roundtrip(dealer, frames)
+        assert isinstance(message, wire.ErrorReply) and message.code == code, message
     assert sum(v for k, v in cloud.node.counts.items() if k.startswith("error_")) == len(cases)
 
 
 def test_ping_names_the_bundle(cloud, dealer, untrained_bundle: Bundle) -> None:
-    message, _ = _roundtrip(dealer, wire.encode_message("ping", 3))
-    assert message.kind == "pong" and message.meta["bundle"] == untrained_bundle.id
+    message = _roundtrip(dealer, wire.encode(wire.Ping(3)))
+    assert isinstance(message, wire.Pong) and message.bundle == untrained_bundle.id
+    assert message.served == (untrained_bundle.id,) and message.backend == "onnxruntime"
 
 
 def test_port_in_use_is_a_clear_error(cloud, untrained_bundle: Bundle) -> None:

@@ -170,17 +170,17 @@ class Hostile(RuleBasedStateMachine):
 
     # -- sending ---------------------------------------------------------------------
 
-    def _ask(self, frames: list[bytes]) -> tuple[wire.Message, dict[str, np.ndarray]]:
+    def _ask(self, frames: list[bytes]) -> wire.AnyMessage:
         self.sock.send_multipart(frames)
         assert self.sock.poll(REPLY_TIMEOUT_MS), "no answer: the node stopped serving"
         reply = self.sock.recv_multipart()
-        return wire.decode_message(reply)
+        return wire.decode(reply)
 
     def _expect_error(self, frames: list[bytes], codes: set[str]) -> None:
-        message, _ = self._ask(frames)
-        assert message.kind == "error", (message.kind, message.meta)
-        code = str(message.meta.get("code"))
-        assert code in codes, (code, message.meta.get("message"))
+        message = self._ask(frames)
+        assert isinstance(message, wire.ErrorReply), message
+        code = message.code
+        assert code in codes, (code, message.message)
         self.tally[code] += 1
         self.tally["cases"] += 1
 
@@ -188,8 +188,8 @@ class Hostile(RuleBasedStateMachine):
         x = np.random.default_rng(seed).standard_normal((rows, *cut.shape), dtype=np.float32)
         rid = self.next_id
         self.next_id += 1
-        meta = {"bundle": self.target.bundle.id, "cut": cut.id}
-        return rid, _frames(wire.encode_message("infer", rid, {cut.name: x}, codec, meta))
+        request = wire.InferRequest(rid, self.target.bundle.id, cut.id, (wire.Tensor(cut.name, x),))
+        return rid, _frames(wire.encode(request, codec))
 
     # -- good requests, interleaved ---------------------------------------------------
 
@@ -202,8 +202,9 @@ class Hostile(RuleBasedStateMachine):
     def good(self, index: int, rows: int, seed: int, codec: str) -> None:
         cut = self.target.cuts[index % len(self.target.cuts)]
         rid, frames = self._valid(cut, rows, seed, codec)
-        message, arrays = self._ask(frames)
-        assert message.kind == "result" and message.request_id == rid, message.meta
+        message = self._ask(frames)
+        assert isinstance(message, wire.Result) and message.request_id == rid, message
+        arrays = message.arrays()
         x = np.random.default_rng(seed).standard_normal((rows, *cut.shape), dtype=np.float32)
         output = self.target.bundle.manifest.model.output
         expected = self.target.reference.infer(cut, {cut.name: x})[output]
@@ -264,16 +265,17 @@ class Hostile(RuleBasedStateMachine):
             (1, *cut.shape[:-1], cut.shape[-1] + extra) if dtype == "float32" else (1, *cut.shape)
         )
         x = np.zeros(shape, dtype=dtype)
-        meta = {"bundle": self.target.bundle.id, "cut": cut.id}
-        frames = _frames(wire.encode_message("infer", 7, {cut.name: x}, "raw", meta))
+        request = wire.InferRequest(7, self.target.bundle.id, cut.id, (wire.Tensor(cut.name, x),))
+        frames = _frames(wire.encode(request, "raw"))
         self._expect_error(frames, {"shape"})
 
     @rule(cut=st.text(max_size=6), bundle=st.booleans())
     def unknown_cut_or_bundle(self, cut: str, bundle: bool) -> None:
         real = self.target.cuts[0]
-        meta = {"bundle": "f" * 64 if bundle else self.target.bundle.id, "cut": cut}
+        bundle_id = "f" * 64 if bundle else self.target.bundle.id
         x = np.zeros((1, *real.shape), dtype=np.float32)
-        frames = _frames(wire.encode_message("infer", 8, {real.name: x}, "raw", meta))
+        request = wire.InferRequest(8, bundle_id, cut, (wire.Tensor(real.name, x),))
+        frames = _frames(wire.encode(request, "raw"))
         self._expect_error(frames, {"bundle_mismatch"} if bundle else {"unknown_cut", "shape"})
 
     @rule(which=st.sampled_from(["raw+lz4", "raw+zstd", "raw+zstd-unsized"]))

@@ -202,19 +202,19 @@ class Honest:
             while not self.stop.is_set():
                 rid += 1
                 x = rng.standard_normal((1, *cut.shape), dtype=np.float32)
-                meta = {"bundle": self.cloud.bundle.id, "cut": cut.id}
+                tensors = (wire.Tensor(cut.name, x),)
+                request = wire.InferRequest(rid, self.cloud.bundle.id, cut.id, tensors)
                 began = time.perf_counter()
-                sock.send_multipart(
-                    wire.encode_message("infer", rid, {cut.name: x}, "int8+lz4", meta), copy=False
-                )
+                sock.send_multipart(wire.encode(request, "int8+lz4"), copy=False)
                 if not sock.poll(10_000):
                     self.problems.append(f"request {rid} unanswered")
                     return
-                message, arrays = wire.decode_message(sock.recv_multipart())
+                message = wire.decode(sock.recv_multipart())
                 self.latencies_ms.append((time.perf_counter() - began) * 1e3)
-                if message.kind != "result" or message.request_id != rid:
-                    self.problems.append(f"request {rid}: {message.kind} {dict(message.meta)}")
+                if not isinstance(message, wire.Result) or message.request_id != rid:
+                    self.problems.append(f"request {rid}: {message}")
                     continue
+                arrays = message.arrays()
                 if sock.poll(0):
                     self.problems.append(f"request {rid} answered twice")
                 expected = self.cloud.reference.infer(cut, {cut.name: x})[output]
@@ -322,12 +322,12 @@ def test_clients_that_never_read_lose_their_replies_not_the_clouds_memory(
     # page is large for whoever may read it.
     flood = cloud.client("mallory")
     for i in range(1_000):
-        flood.send_multipart(wire.encode_message("hello", i, meta={"name": f"edge-{i:05d}"}))
+        flood.send_multipart(wire.encode(wire.Hello(i, name=f"edge-{i:05d}")))
         assert flood.poll(10_000)
         flood.recv_multipart()
     flood.close(linger=0)
-    status = wire.encode_message("fleet", 1, meta={"op": "status"})
-    ping = wire.encode_message("ping", 2)
+    status = wire.encode(wire.FleetQuery(1, "status"))
+    ping = wire.encode(wire.Ping(2))
     with Watch(cloud, warm) as watch:
         readers = []
         for _ in range(4):
@@ -345,11 +345,11 @@ def test_clients_that_never_read_lose_their_replies_not_the_clouds_memory(
     print(watch.check("4 clients asking 4,000 times each and never reading"))
     # The admin still reads the fleet view.
     ops = cloud.client("ops")
-    ops.send_multipart(wire.encode_message("fleet", 3, meta={"op": "status"}))
+    ops.send_multipart(wire.encode(wire.FleetQuery(3, "status")))
     assert ops.poll(10_000)
-    reply, _ = wire.decode_message(ops.recv_multipart())
+    reply = wire.decode(ops.recv_multipart())
     ops.close(linger=0)
-    assert reply.kind == "report", dict(reply.meta)
+    assert isinstance(reply, wire.FleetReport), reply
 
 
 def test_decode_bombs_cost_no_more_than_their_bytes(cloud: Cloud) -> None:
@@ -383,9 +383,9 @@ def test_decode_bombs_cost_no_more_than_their_bytes(cloud: Cloud) -> None:
             began = time.perf_counter()
             sock.send_multipart([msgpack.packb(header), payload])
             assert sock.poll(10_000)
-            reply, _ = wire.decode_message(sock.recv_multipart())
+            reply = wire.decode(sock.recv_multipart())
             took.append((time.perf_counter() - began) * 1e3)
-            assert reply.kind == "error" and reply.meta["code"] == "shape", dict(reply.meta)
+            assert isinstance(reply, wire.ErrorReply) and reply.code == "shape", reply
     sock.close(linger=0)
     assert watch.peak - warm < 64e6, f"a bomb grew RSS {(watch.peak - warm) / 1e6:.0f} MB"
     print(

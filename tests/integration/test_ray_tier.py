@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -84,9 +85,8 @@ def _inputs(bundle: Bundle, rows: int, seed: int) -> dict[str, np.ndarray]:
 
 def _infer(client: CloudClient, bundle: Bundle, cut_id: str, x: np.ndarray) -> Reply | None:
     cut = bundle.manifest.cut(cut_id)
-    reply, _ = client.request(
-        "infer", {cut.name: x}, meta={"bundle": bundle.id, "cut": cut_id}, timeout_s=15.0
-    )
+    request = wire.InferRequest(client.new_id(), bundle.id, cut_id, (wire.Tensor(cut.name, x),))
+    reply, _ = client.call(request, timeout_s=15.0)
     return reply
 
 
@@ -97,8 +97,8 @@ def _ask(endpoint: str, bundle: Bundle, xs: dict[str, np.ndarray]) -> dict[str, 
         for cut_id, x in xs.items():
             reply = _infer(client, bundle, cut_id, x)
             assert reply is not None, f"no reply for {cut_id}"
-            assert reply.message.kind == "result", reply.message.meta
-            got[cut_id] = reply.arrays[output]
+            assert isinstance(reply.message, wire.Result), reply.message
+            got[cut_id] = reply.message.arrays()[output]
     return got
 
 
@@ -267,13 +267,8 @@ def test_a_replica_decodes_the_frames_as_sent_and_answers_a_bad_one_with_its_cod
     )
     cut = untrained_bundle.manifest.cut("c03")
     x = np.random.default_rng(5).standard_normal((2, *cut.shape), dtype=np.float32)
-    good = wire.encode_message(
-        "infer",
-        1,
-        {cut.name: x},
-        codec="int8+lz4",
-        meta={"bundle": untrained_bundle.id, "cut": cut.id},
-    )
+    request = wire.InferRequest(1, untrained_bundle.id, cut.id, (wire.Tensor(cut.name, x),))
+    good = wire.encode(request, "int8+lz4")
     bad = list(good)
     bad[1] = b"\xff" * len(good[1])  # the declared length: only decoding finds it out
     sock = zmq.Context.instance().socket(zmq.DEALER)
@@ -281,20 +276,20 @@ def test_a_replica_decodes_the_frames_as_sent_and_answers_a_bad_one_with_its_cod
     sock.setsockopt(zmq.RCVTIMEO, 20_000)
     sock.connect(running.endpoint)
     try:
-        replies = {}
+        replies: dict[str, list[Any]] = {}
         for frames in (good, bad, good):
             sock.send_multipart(frames)
-            message, arrays = wire.decode_message(sock.recv_multipart())
-            replies.setdefault(message.kind, []).append((message, arrays))
+            message = wire.decode(sock.recv_multipart())
+            replies.setdefault(message.kind, []).append(message)
     finally:
         sock.close()
         running.stop()
-    assert [m.meta["code"] for m, _ in replies["error"]] == ["decompression"]
+    assert [m.code for m in replies["error"]] == ["decompression"]
     assert len(replies["result"]) == 2
     embedded = OnnxRuntimeBackend(untrained_bundle, threads=1)
-    decoded = wire.decode_message(good)[1][cut.name]
+    decoded = wire.decode(good).arrays()[cut.name]  # type: ignore[union-attr]
     expected = embedded.infer(cut, {cut.name: decoded})[untrained_bundle.manifest.model.output]
-    output = replies["result"][0][1][untrained_bundle.manifest.model.output]
+    output = replies["result"][0].arrays()[untrained_bundle.manifest.model.output]
     np.testing.assert_allclose(output, expected, rtol=1e-5, atol=1e-5)
     sent = running.node.metrics.registry.get_sample_value("edgesplit_cloud_backend_bytes_total")
     assert sent == 3 * len(good[1]) < decoded.nbytes  # encoded bytes went to the replica
@@ -332,10 +327,10 @@ def test_scales_from_one_to_two_replicas_under_load(
         with CloudClient(running.endpoint) as client:
             while not stop.is_set():
                 reply = _infer(client, untrained_bundle, cut.id, x)
-                if reply is not None and reply.message.kind == "result":
+                if reply is not None and isinstance(reply.message, wire.Result):
                     with lock:
-                        queue_s.append(float(reply.message.meta["queue_s"]))  # type: ignore[arg-type]
-                        compute_s.append(float(reply.message.meta["compute_s"]))  # type: ignore[arg-type]
+                        queue_s.append(reply.message.queue_s)
+                        compute_s.append(reply.message.compute_s)
 
     edges = [threading.Thread(target=edge) for _ in range(8)]
     for t in edges:
@@ -385,10 +380,10 @@ def test_a_replica_too_slow_to_answer_gets_busy_replies(
     finally:
         running.stop()
     for reply in replies:
-        assert reply is not None and reply.message.kind == "busy"
-        assert reply.message.meta["code"] == "busy"
-        assert float(reply.message.meta["queue_s"]) >= 0.5  # type: ignore[arg-type]
-        assert "no replica answered within" in str(reply.message.meta["message"])
+        assert reply is not None and isinstance(reply.message, wire.Busy)
+        assert reply.message.code == "busy"
+        assert reply.message.queue_s >= 0.5
+        assert "no replica answered within" in reply.message.message
     assert running.node.counts["busy_backend"] == 5 and running.node.counts["ok"] == 0
     assert backend.lost == 5
 

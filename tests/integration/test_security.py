@@ -124,8 +124,8 @@ def _client(context: zmq.Context, keys: Path, endpoint: str) -> zmq.Socket:
 def _request(bundle: Bundle, request_id: int) -> list:
     cut = bundle.manifest.cut("c03")
     x = np.random.default_rng(request_id).standard_normal((1, *cut.shape), dtype=np.float32)
-    return wire.encode_message(
-        "infer", request_id, {cut.name: x}, "raw", {"bundle": bundle.id, "cut": cut.id}
+    return wire.encode(
+        wire.InferRequest(request_id, bundle.id, cut.id, (wire.Tensor(cut.name, x),))
     )
 
 
@@ -133,8 +133,8 @@ def _served_ok(sock: zmq.Socket, bundle: Bundle, request_id: int) -> bool:
     sock.send_multipart(_request(bundle, request_id))
     if not sock.poll(5000):
         return False
-    message, _ = wire.decode_message(sock.recv_multipart())
-    return message.kind == "result" and message.request_id == request_id
+    message = wire.decode(sock.recv_multipart())
+    return isinstance(message, wire.Result) and message.request_id == request_id
 
 
 def test_a_replayed_session_is_not_executed(

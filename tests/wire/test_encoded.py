@@ -13,31 +13,39 @@ from edgesplit.errors import DecompressionError, PayloadError
 
 def _frames(codec: str) -> tuple[list, np.ndarray]:
     x = np.maximum(np.random.default_rng(1).standard_normal((2, 8, 5, 5)), 0).astype(np.float32)
-    return wire.encode_message("infer", 3, {"act": x}, codec=codec), x
+    return wire.encode(wire.InferRequest(3, "b", "c", (wire.Tensor("act", x),)), codec), x
+
+
+def _kept(frames: list) -> tuple[wire.EncodedTensor, ...]:
+    """The tensors of an infer request as the cloud's ingress admits them."""
+    request = wire.decode(frames, encoded=True)
+    assert isinstance(request, wire.InferRequest)
+    tensors = tuple(t for t in request.tensors if isinstance(t, wire.EncodedTensor))
+    assert len(tensors) == len(request.tensors)
+    return tensors
 
 
 @pytest.mark.parametrize("codec", wire.SUPPORTED_CODECS)
 def test_an_encoded_tensor_decodes_as_the_whole_message_does(codec: str) -> None:
     frames, _ = _frames(codec)
-    message = wire.decode_header(frames)
-    (tensor,) = wire.encoded_tensors(message, frames)
-    assert tensor.nbytes == len(frames[1]) == message.tensors[0].nbytes
-    _, arrays = wire.decode_message(frames)
-    np.testing.assert_array_equal(tensor.decode(), arrays["act"])
+    (tensor,) = _kept(frames)
+    assert tensor.nbytes == len(frames[1]) == tensor.meta.nbytes
+    decoded = wire.decode(frames)
+    assert isinstance(decoded, wire.InferRequest)
+    np.testing.assert_array_equal(tensor.decode(), decoded.arrays()["act"])
     assert tensor.decode().dtype == np.float32
 
 
 def test_a_payload_of_another_length_than_declared_is_refused_before_decoding() -> None:
     frames, _ = _frames("int8+lz4")
-    message = wire.decode_header(frames)
     with pytest.raises(PayloadError, match=r"tensor 'act' \(index 0\): payload has 3 bytes"):
-        wire.encoded_tensors(message, [frames[0], b"abc"])
+        _kept([frames[0], b"abc"])
 
 
 def test_a_corrupt_payload_of_the_declared_length_fails_only_at_decode() -> None:
     frames, _ = _frames("int8+lz4")
     frames[1] = b"\xff" * len(frames[1])
-    (tensor,) = wire.encoded_tensors(wire.decode_header(frames), frames)
+    (tensor,) = _kept(frames)
     with pytest.raises(DecompressionError, match="lz4"):
         tensor.decode(wire.Limits(), 0)
 
@@ -45,7 +53,7 @@ def test_a_corrupt_payload_of_the_declared_length_fails_only_at_decode() -> None
 def test_the_payload_is_a_view_of_the_frame_and_crosses_processes_out_of_band() -> None:
     frames, x = _frames("raw")
     frame = bytearray(frames[1])
-    (tensor,) = wire.encoded_tensors(wire.decode_header(frames), [frames[0], frame])
+    (tensor,) = _kept([frames[0], frame])
     frame[0] ^= 0xFF  # a view: the change shows
     assert tensor.payload[0] == frame[0]
     frame[0] ^= 0xFF
@@ -60,8 +68,7 @@ def test_the_payload_is_a_view_of_the_frame_and_crosses_processes_out_of_band() 
 
 def test_an_int8_scale_beyond_float32_is_refused_for_a_float32_tensor() -> None:
     frames, _ = _frames("int8")
-    header = wire.decode_header(frames)
-    meta = header.tensors[0]
+    meta = _kept(frames)[0].meta
     huge = wire.TensorMeta(meta.name, meta.dtype, meta.shape, meta.codec, meta.nbytes, 1e39, 0)
     with pytest.raises(PayloadError, match="beyond float32's range"):
         wire.decode_tensor(huge, frames[1], wire.Limits())
@@ -71,6 +78,5 @@ def test_an_int8_scale_beyond_float32_is_refused_for_a_float32_tensor() -> None:
 
 def test_encoded_tensors_compare_by_identity() -> None:
     frames, _ = _frames("raw")
-    header = wire.decode_header(frames)
-    a, b = wire.encoded_tensors(header, frames)[0], wire.encoded_tensors(header, frames)[0]
+    a, b = _kept(frames)[0], _kept(frames)[0]
     assert a != b and a == a  # no element-wise array comparison, no error

@@ -1,4 +1,5 @@
-"""Messages: round trips, and every way a hostile or broken sender is turned away."""
+"""The untyped message API and the header format: round trips, and every way a hostile or
+broken sender is turned away (the typed messages: ``test_messages.py``)."""
 
 from __future__ import annotations
 
@@ -26,10 +27,14 @@ from wire import (
     KINDS,
     PROTOCOL_VERSION,
     SUPPORTED_CODECS,
+    InferRequest,
     Limits,
     Message,
+    decode,
+    decode_header,
     decode_message,
     encode_message,
+    encoded_tensors,
     error_code,
     parse_codec,
 )
@@ -470,3 +475,12 @@ def test_property_damaged_frames_decode_as_declared_or_raise_wire_error(frames: 
     for meta in message.tensors:
         assert arrays[meta.name].shape == meta.shape
         assert arrays[meta.name].dtype == np.dtype(meta.dtype)
+
+
+def test_the_untyped_reader_keeps_tensors_encoded_as_the_typed_one_does() -> None:
+    frames = encode_message("infer", 1, {"act": ACT}, "int8+lz4", {"bundle": "b", "cut": "c"})
+    (legacy,) = encoded_tensors(decode_header(frames), frames)
+    typed = decode(frames, encoded=True)
+    assert isinstance(typed, InferRequest)
+    assert legacy.meta == typed.tensors[0].meta  # type: ignore[union-attr]
+    np.testing.assert_array_equal(legacy.decode(), typed.arrays()["act"])
