@@ -10,7 +10,6 @@ runtime's frozen config is made from the settings.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import tempfile
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ import wire
 from cloud_node.backends import TailBackend
 from cloud_node.fleet import Candidate, Fleet
 from cloud_node.guard import GuardLimits
-from cloud_node.ray_tier import RayTierConfig
+from cloud_node.ray_config import RayTierConfig
 from cloud_node.server import CloudConfig, CloudNode
 from edgesplit.bundle import Bundle, load_bundle
 from edgesplit.config import Config
@@ -192,22 +191,29 @@ def _backend(bundle: Bundle, cfg: Config, console: Console) -> TailBackend:
 
 
 def ray_tier_config(cfg: Config) -> RayTierConfig:
-    """The Ray tier's frozen config from ``[ray]`` and ``[cloud]``."""
+    """The Ray tier's frozen config from ``[ray]`` and ``[cloud]`` (units converted once)."""
     c, r = cfg.cloud, cfg.ray
-    # [ray] keys named like the tier's fields carry over as they are; the rest is [cloud]'s.
-    shared = {f.name for f in dataclasses.fields(RayTierConfig)} & {
-        f.name for f in dataclasses.fields(r)
-    }
-    tier = RayTierConfig(
-        **{name: getattr(r, name) for name in shared - {"address"}},
+    return RayTierConfig(
         address=None if r.address == "local" else r.address,
+        num_cpus=r.num_cpus,
+        app=r.app,
+        replica_cpus=r.replica_cpus,
+        replica_gpus=r.replica_gpus,
+        min_replicas=r.min_replicas,
+        max_replicas=r.max_replicas,
+        target_ongoing_requests=r.target_ongoing_requests,
+        max_ongoing_requests=r.max_ongoing_requests,
+        upscale_delay_s=r.upscale_delay_s,
+        downscale_delay_s=r.downscale_delay_s,
         backend=c.backend,
         providers=tuple(c.providers),
         threads=c.threads,
         triton_url=c.triton_url,
         triton_timeout_s=c.triton_timeout_ms / 1e3,
+        bundle_path=r.bundle_path,
+        start_timeout_s=r.start_timeout_s,
+        request_timeout_s=r.request_timeout_s,
     )
-    return tier
 
 
 def _ray_backend(bundle: Bundle, cfg: Config, console: Console) -> TailBackend:
@@ -220,8 +226,7 @@ def _ray_backend(bundle: Bundle, cfg: Config, console: Console) -> TailBackend:
 
 
 def describe_backend(backend: TailBackend) -> str:
-    """The backend's name, with its provider or server address where it has one."""
-    extra = getattr(backend, "provider", None) or getattr(backend, "url", None)
-    return f"{backend.name} ({extra})" if extra else backend.name
+    """The backend's name, with what runs its tails (an execution provider, a server)."""
+    return f"{backend.name} ({backend.provider})" if backend.provider else backend.name
 
 
