@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from edgesplit.metrics import LATENCY_BUCKETS
+from edgesplit.metrics import LATENCY_BUCKETS, request_metrics
 
 
 class CloudMetrics:
@@ -13,18 +13,11 @@ class CloudMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.requests = Counter(
-            "edgesplit_cloud_requests",
+        self.requests, self.latency = request_metrics(
+            "cloud",
+            r,
             "Requests answered, by outcome (ok, busy, error) and cut.",
-            ["outcome", "cut"],
-            registry=r,
-        )
-        self.latency = Histogram(
-            "edgesplit_cloud_request_seconds",
             "Time from receiving a request to sending its reply, by outcome and cut.",
-            ["outcome", "cut"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
         )
         self.queue_wait = Histogram(
             "edgesplit_cloud_queue_seconds",

@@ -7,7 +7,7 @@ import math
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from edge_node.records import Outcome
-from edgesplit.metrics import LATENCY_BUCKETS
+from edgesplit.metrics import request_metrics
 from offload_policy import Decision
 
 
@@ -17,18 +17,11 @@ class EdgeMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.requests = Counter(
-            "edgesplit_edge_requests",
+        self.requests, self.latency = request_metrics(
+            "edge",
+            r,
             "Requests answered, by where they finished (exit_N, edge, cloud, fallback) and cut.",
-            ["outcome", "cut"],
-            registry=r,
-        )
-        self.latency = Histogram(
-            "edgesplit_edge_request_seconds",
             "End-to-end latency of a request, by outcome and cut.",
-            ["outcome", "cut"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
         )
         self.exits = Counter(
             "edgesplit_edge_exits", "Requests answered by an early exit.", ["exit"], registry=r

@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
 from edgesplit.errors import ConfigError
 
@@ -37,6 +37,26 @@ LATENCY_BUCKETS = (
     10.0,
     30.0,
 )
+
+
+def request_metrics(
+    role: str, registry: CollectorRegistry, answered: str, latency: str
+) -> tuple[Counter, Histogram]:
+    """A node's two request series, by outcome and cut: how many answered, and how long.
+
+    Named ``edgesplit_<role>_requests`` and ``edgesplit_<role>_request_seconds``;
+    ``answered`` and ``latency`` are their help texts.
+    """
+    labels = ["outcome", "cut"]
+    requests = Counter(f"edgesplit_{role}_requests", answered, labels, registry=registry)
+    seconds = Histogram(
+        f"edgesplit_{role}_request_seconds",
+        latency,
+        labels,
+        buckets=LATENCY_BUCKETS,
+        registry=registry,
+    )
+    return requests, seconds
 
 
 @dataclass
