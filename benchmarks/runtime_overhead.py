@@ -37,54 +37,35 @@ import argparse
 import json
 import os
 import platform
-import signal
-import statistics
 import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import zmq
 
 import wire
-from cloud_node.backends import DecodingBackend
+from benchmarks.runtime_overhead_figures import TARGET_OVERHEAD_S, report, variant
+from benchmarks.runtime_overhead_paths import (
+    Timed,
+    components,
+    echo_path,
+    echo_socket,
+    edgesplit_path,
+    measure,
+)
+from benchmarks.runtime_overhead_servers import reply_sizes, serve_echo, serve_node, start_server
 from cloud_node.process import stop_process
-from cloud_node.server import CloudConfig, CloudNode
 from edge_node.transport import CloudClient
 from edgesplit.bundle import Bundle, Cut, load_bundle
-from edgesplit.security import generate_keys, load_allowed, load_keypair, load_public_key
+from edgesplit.security import generate_keys, load_keypair, load_public_key
 
 TARGET_BYTES = 200_000
-TARGET_OVERHEAD_S = 0.5e-3
 CODECS = ("raw", "int8", "int8+lz4", "fp16")
 MAX_ROWS = 16  # the cloud node's default max_batch
-_READY_TIMEOUT_S = 60.0
-
-
-class NullBackend(DecodingBackend):
-    """A tail that computes nothing: a constant output of the model's output shape.
-
-    Requests are decoded as with any in-process backend (in the worker thread).
-    """
-
-    name = "null"
-    provider = "none"
-
-    def __init__(self, output: str, shape: tuple[int, ...], max_rows: int) -> None:
-        self._output = output
-        self._value = np.zeros((max_rows, *shape), dtype=np.float32)
-
-    def infer(self, cut: Cut, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """The constant output, as many rows as the input has."""
-        rows = next(iter(inputs.values())).shape[0]
-        return {self._output: self._value[:rows]}
-
-    def close(self) -> None:
-        """Nothing to release."""
 
 
 # -- choosing what to send -------------------------------------------------------------------
@@ -118,222 +99,7 @@ def activation(bundle: Bundle, cut: Cut, rows: int) -> np.ndarray:
     return np.ascontiguousarray(value, dtype=np.dtype(cut.dtype))
 
 
-def output_shape(bundle: Bundle) -> tuple[int, ...]:
-    """Per-sample shape of the model's output (the bundle's output cut)."""
-    for cut in bundle.manifest.cuts:
-        if cut.kind == "output":
-            return cut.shape
-    raise SystemExit(f"{bundle.root}: no output cut in the manifest")
-
-
-# -- the servers (run in their own processes) ------------------------------------------------
-
-
-def serve_node(args: argparse.Namespace) -> None:
-    """A cloud node with the null backend, until SIGTERM; its endpoint goes to the ready file."""
-    bundle = load_bundle(args.bundle, verify="cloud")
-    backend = NullBackend(bundle.manifest.model.output, output_shape(bundle), args.rows)
-    keys = allowed = None
-    if args.secret_key is not None:
-        keys, allowed = load_keypair(args.secret_key), load_allowed(args.allowed_clients)
-    config = CloudConfig(bind="tcp://127.0.0.1:*", max_batch=args.rows, keys=keys, allowed=allowed)
-    with CloudNode(bundle, backend, config) as node:
-        signal.signal(signal.SIGTERM, lambda *_: node.stop())
-        _ready(args.ready_file, node.endpoint or "")
-        node.serve_forever()
-
-
-def serve_echo(args: argparse.Namespace) -> None:
-    """A bare ROUTER answering every message with frames of ``--reply-bytes``, until killed."""
-    header_bytes, payload_bytes = (int(n) for n in args.reply_bytes.split(","))
-    reply = [b"\x00" * header_bytes, b"\x00" * payload_bytes]
-    context = zmq.Context()
-    sock = context.socket(zmq.ROUTER)
-    sock.setsockopt(zmq.LINGER, 0)
-    if args.secret_key is not None:
-        public, secret = zmq.auth.load_certificate(str(args.secret_key))
-        sock.curve_secretkey, sock.curve_publickey, sock.curve_server = secret, public, True
-    sock.bind("tcp://127.0.0.1:*")
-    _ready(args.ready_file, sock.getsockopt_string(zmq.LAST_ENDPOINT))
-    while True:
-        identity = sock.recv_multipart(copy=False)[0]
-        sock.send_multipart([identity, *reply], copy=False)
-
-
-def _ready(path: Path, endpoint: str) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(endpoint)
-    tmp.replace(path)
-
-
-def start_server(role: str, flags: Sequence[str], work: Path) -> tuple[subprocess.Popen, str]:
-    """Start ``--serve role`` in a process of its own; return it and its endpoint."""
-    ready = work / f"{role}-{len(list(work.glob('*.log')))}.endpoint"
-    log_path = ready.with_suffix(".log")
-    cmd = [sys.executable, "-m", "benchmarks.runtime_overhead", "--serve", role]
-    with log_path.open("wb") as log_file:
-        proc = subprocess.Popen(
-            [*cmd, "--ready-file", str(ready), *flags],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-    deadline = time.monotonic() + _READY_TIMEOUT_S
-    while not ready.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            stop_process(proc)
-            tail = log_path.read_text(errors="replace").strip().splitlines()[-1:]
-            raise SystemExit(f"{role} server did not start: {tail} (log: {log_path})")
-        time.sleep(0.02)
-    return proc, ready.read_text().strip()
-
-
-# -- the two request paths -------------------------------------------------------------------
-
-#: One timed request: (round trip seconds, compute seconds reported by the server).
-Timed = Callable[[], tuple[float, float]]
-
-
-def edgesplit_path(
-    client: CloudClient, bundle: Bundle, cut: Cut, value: np.ndarray, codec: str
-) -> Timed:
-    """One ``infer`` through :class:`CloudClient` per call: encode, send, wait, decode."""
-    tensors = (wire.Tensor(cut.name, value),)
-
-    def call() -> tuple[float, float]:
-        began = time.perf_counter()
-        request = wire.InferRequest(client.new_id(), bundle.id, cut.id, tensors)
-        reply, _ = client.call(request, codec=codec, timeout_s=10)
-        elapsed = time.perf_counter() - began
-        if reply is None or not isinstance(reply.message, wire.Result):
-            raise SystemExit(f"edgesplit request failed: {reply and reply.message}")
-        return elapsed, reply.message.compute_s
-
-    return call
-
-
-def echo_path(sock: zmq.Socket, frames: Sequence[bytes | memoryview]) -> Timed:
-    """Send pre-encoded ``frames``, receive the reply: ZeroMQ alone."""
-
-    def call() -> tuple[float, float]:
-        began = time.perf_counter()
-        sock.send_multipart(frames, copy=False)
-        sock.recv_multipart(copy=False)
-        return time.perf_counter() - began, 0.0
-
-    return call
-
-
-def echo_socket(
-    context: zmq.Context, endpoint: str, curve: tuple[bytes, bytes, bytes] | None
-) -> zmq.Socket:
-    """A DEALER like the edge's (LINGER 0, IMMEDIATE), CURVE client when ``curve`` is given."""
-    sock = context.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.IMMEDIATE, 1)
-    sock.setsockopt(zmq.RCVTIMEO, 10_000)
-    if curve is not None:
-        sock.curve_publickey, sock.curve_secretkey, sock.curve_serverkey = curve
-    sock.connect(endpoint)
-    return sock
-
-
-def measure(paths: dict[str, Timed], requests: int, warmup: int) -> dict[str, np.ndarray]:
-    """(RTT, compute) seconds of each path, interleaved request by request, order alternating."""
-    names = list(paths)
-    for _ in range(warmup):
-        for name in names:
-            paths[name]()
-    seconds: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
-    for i in range(requests):
-        for name in names if i % 2 == 0 else reversed(names):
-            seconds[name].append(paths[name]())
-    return {name: np.array(values) for name, values in seconds.items()}
-
-
-# -- in-process components -------------------------------------------------------------------
-
-
-def median_s(fn: Callable[[], object], runs: int) -> float:
-    """Median wall time of ``fn()`` in seconds, after a few warm-up calls."""
-    for _ in range(5):
-        fn()
-    times = []
-    for _ in range(runs):
-        began = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - began)
-    return statistics.median(times)
-
-
-@dataclass(frozen=True)
-class Components:
-    """In-process cost of one request's message, per codec (seconds; bytes as sent)."""
-
-    codec: str
-    header_bytes: int
-    payload_bytes: int
-    encode_s: float
-    decode_s: float
-
-
-def components(cut: Cut, value: np.ndarray, codec: str, bundle_id: str, runs: int) -> Components:
-    """Encode and decode time of the request message for ``codec``."""
-    request = wire.InferRequest(1, bundle_id, cut.id, (wire.Tensor(cut.name, value),))
-    frames = wire.encode(request, codec)
-    received = [bytes(f) for f in frames]  # what the node gets from the socket
-    encode = median_s(lambda: wire.encode(request, codec), runs)
-    decode = median_s(lambda: wire.decode(received), runs)
-    return Components(codec, len(received[0]), len(received[1]), encode, decode)
-
-
 # -- the run ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Variant:
-    """Figures of one codec with CURVE off or on (seconds)."""
-
-    codec: str
-    curve: bool
-    request_bytes: int
-    edgesplit_median_s: float
-    edgesplit_p95_s: float
-    compute_median_s: float
-    net_median_s: float
-    net_p95_s: float
-    echo_median_s: float
-    echo_p95_s: float
-    overhead_s: float
-    passed: bool
-
-
-def variant(codec: str, curve: bool, size: int, ours: np.ndarray, echo: np.ndarray) -> Variant:
-    """Summarize the (RTT, compute) rows of the edgesplit and echo paths of one variant."""
-    net = ours[:, 0] - ours[:, 1]
-    overhead = float(np.median(net) - np.median(echo[:, 0]))
-    return Variant(
-        codec=codec,
-        curve=curve,
-        request_bytes=size,
-        edgesplit_median_s=float(np.median(ours[:, 0])),
-        edgesplit_p95_s=float(np.percentile(ours[:, 0], 95)),
-        compute_median_s=float(np.median(ours[:, 1])),
-        net_median_s=float(np.median(net)),
-        net_p95_s=float(np.percentile(net, 95)),
-        echo_median_s=float(np.median(echo[:, 0])),
-        echo_p95_s=float(np.percentile(echo[:, 0], 95)),
-        overhead_s=overhead,
-        passed=overhead < TARGET_OVERHEAD_S,
-    )
-
-
-def reply_sizes(bundle: Bundle, cut: Cut, rows: int) -> tuple[int, int]:
-    """Bytes of the header and payload frames of the node's reply to one request."""
-    output = np.zeros((rows, *output_shape(bundle)), dtype=np.float32)
-    tensors = (wire.Tensor(bundle.manifest.model.output, output),)
-    frames = wire.encode(wire.Result(1000, tensors, 1e-5, 1e-5, cut.id, 1))
-    return len(bytes(frames[0])), memoryview(frames[1]).nbytes
 
 
 def make_keys(work: Path) -> dict[str, Path]:
@@ -456,53 +222,6 @@ def run(args: argparse.Namespace, work: Path) -> dict:
         "variants": [asdict(v) for v in variants],
         "components": [asdict(p) for p in parts],
     }
-
-
-def report(figures: dict) -> None:
-    """Print the round-trip table and the in-process components."""
-    us = 1e6
-    print(
-        f"\nround trips, µs ({figures['requests']} each, interleaved, "
-        f"{figures['measured_s']:.1f} s, 1-min load {figures['loadavg_1m'][0]:.2f} -> "
-        f"{figures['loadavg_1m'][1]:.2f}); net = RTT - compute_s; "
-        "overhead = median(net) - median(echo)"
-    )
-    head = (
-        "codec",
-        "curve",
-        "req bytes",
-        "RTT p50",
-        "RTT p95",
-        "compute",
-        "net p50",
-        "net p95",
-        "echo p50",
-        "echo p95",
-        "overhead",
-        "< 500 µs",
-    )
-    print("{:<9} {:>5} {:>9} {:>8} {:>8} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8}  {}".format(*head))
-    for v in figures["variants"]:
-        print(
-            f"{v['codec']:<9} {'on' if v['curve'] else 'off':>5} {v['request_bytes']:>9,} "
-            f"{v['edgesplit_median_s'] * us:8.0f} {v['edgesplit_p95_s'] * us:8.0f} "
-            f"{v['compute_median_s'] * us:7.1f} {v['net_median_s'] * us:8.0f} "
-            f"{v['net_p95_s'] * us:8.0f} {v['echo_median_s'] * us:8.0f} "
-            f"{v['echo_p95_s'] * us:8.0f} {v['overhead_s'] * us:8.0f}  "
-            f"{'PASS' if v['passed'] else 'FAIL'}"
-        )
-    plain = {v["codec"]: v for v in figures["variants"] if not v["curve"]}
-    print("\nin-process, request message, median µs (rest = overhead, CURVE off, - enc - dec)")
-    print(f"{'codec':<9} {'header B':>8} {'payload B':>9} {'encode':>7} {'decode':>7} {'rest':>7}")
-    for p in figures["components"]:
-        rest = plain[p["codec"]]["overhead_s"] - p["encode_s"] - p["decode_s"]
-        print(
-            f"{p['codec']:<9} {p['header_bytes']:>8} {p['payload_bytes']:>9,} "
-            f"{p['encode_s'] * us:7.1f} {p['decode_s'] * us:7.1f} {rest * us:7.0f}"
-        )
-    verdict = all(v["passed"] for v in figures["variants"])
-    verdict_text = "PASS" if verdict else "FAIL"
-    print(f"\ntarget (a): overhead < 500 µs median in every variant: {verdict_text}")
 
 
 def parser() -> argparse.ArgumentParser:
