@@ -27,7 +27,7 @@ cuts chosen, and the ratio to direct. ``--json`` writes it all.
 
 On one machine the edge is as fast as the cloud, so the policy keeps every
 request on the edge. ``--edge-cpu-quota FRACTION`` makes the edge a slower
-device for real (benchmarks/edge_cpu.py): a CPU cgroup limited to FRACTION
+device for real (experiments/cpulimit.py): a CPU cgroup limited to FRACTION
 of one core holds every edge-side process (``edgesplit edge``, the direct
 client: both are the edge device) and the edge's profile, measured there
 with ``edgesplit profile --device edge`` (ONNX Runtime ``--edge-threads``,
