@@ -17,7 +17,6 @@ by the edge from a URL when the rollout names one.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import math
 import sys
@@ -205,16 +204,6 @@ class Fleet:
                 self.refused.pop(gone, None)
             return self._assignment(rid, name, group)
 
-    def hello(self, fields: Mapping[str, Any], key_name: str | None) -> dict[str, Any]:
-        """:meth:`heartbeat` for a heartbeat given as a mapping of ``wire.Hello``'s fields.
-
-        Returns the ``wire.Welcome``'s fields that are set, by name. For callers
-        that record heartbeats by hand (tests, benchmarks); the control plane
-        calls :meth:`heartbeat`.
-        """
-        welcome = dataclasses.asdict(self.heartbeat(wire.Hello(0, **fields), key_name))
-        return {k: v for k, v in welcome.items() if k != "request_id" and v is not None}
-
     def _releases(self) -> dict[str, str]:
         """The bundles this cloud knows, by id: their version labels (metric labels)."""
         known = {self.stable.id: self.stable_version}
@@ -265,7 +254,7 @@ class Fleet:
     ) -> bytes:
         """Bytes ``[offset, offset + length)`` of the candidate's release for edges.
 
-        Only for an edge the candidate was offered to, named as :meth:`hello`
+        Only for an edge the candidate was offered to, named as :meth:`heartbeat`
         names it: by ``key_name`` (its CURVE key's) and the ``name`` it declares.
         Admins are no exception: no key obtains a tail (``archive`` has none) or a
         release it was not offered.
@@ -404,7 +393,7 @@ def compare(edges: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def edge_name(declared: object, key_name: str | None) -> str:
     """An edge's name in the fleet: its CURVE key's, ``key/name`` for a shared key.
 
-    :meth:`Fleet.hello` names edges so; :meth:`Fleet.chunk` names the fetching
+    :meth:`Fleet.heartbeat` names edges so; :meth:`Fleet.chunk` names the fetching
     edge the same way, so only an edge offered a release downloads it.
     """
     text = _text(declared, "")

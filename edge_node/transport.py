@@ -15,16 +15,14 @@ durations, never instants of their own clock.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import zmq
 
 import wire
 from edgesplit.errors import TransportError, WireError
 from edgesplit.security import KeyPair, make_curve_client
-from wire.message import MetaValue
 
 #: Longest pause between ZeroMQ's reconnection attempts to a cloud that went away: a
 #: restarted cloud is found again within this (plus the edge's own probe backoff).
@@ -45,16 +43,6 @@ class Reply:
     """
 
     message: wire.AnyMessage
-    round_trip_s: float
-    timed: bool = True
-
-
-@dataclass(frozen=True)
-class UntypedReply:
-    """A reply as the untyped wire API reads it (:meth:`CloudClient.request`)."""
-
-    message: wire.Message
-    arrays: dict[str, np.ndarray]
     round_trip_s: float
     timed: bool = True
 
@@ -255,34 +243,6 @@ class CloudClient:
         began = time.perf_counter()
         pending = self.send(message, codec=codec, connect_wait_s=timeout_s)
         return self._wait_until(pending, began + timeout_s), pending.bytes_sent
-
-    def request(
-        self,
-        kind: str,
-        arrays: Mapping[str, np.ndarray] | None,
-        *,
-        codec: str = "raw",
-        meta: Mapping[str, MetaValue] | None = None,
-        timeout_s: float,
-    ) -> tuple[UntypedReply | None, int]:
-        """:meth:`call` with the untyped wire API (a kind, a ``meta`` map, arrays by name).
-
-        For callers not yet on the typed messages; it goes with ``wire.encode_message``.
-
-        Raises:
-            TransportError: no connection within ``timeout_s``.
-            WireError: the reply was not valid wire format.
-        """
-        began = time.perf_counter()
-        request_id = self.new_id()
-        frames = wire.encode_message(kind, request_id, arrays, codec=codec, meta=meta)
-        raw = sum(a.nbytes for a in arrays.values()) if arrays else 0
-        pending = self._send(frames, request_id, raw, timeout_s)
-        reply = self._wait_until(pending, began + timeout_s)
-        if reply is None:
-            return None, pending.bytes_sent
-        message, values = wire.decode_message(wire.encode(reply.message), self.limits)
-        return UntypedReply(message, values, reply.round_trip_s, reply.timed), pending.bytes_sent
 
     def measure_rtt(self, timeout_s: float, pings: int = 5) -> tuple[float, Reply]:
         """The fastest round trip of ``pings`` pings, and the last ``pong``.

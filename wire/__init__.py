@@ -14,9 +14,7 @@ Receiver::
 Every rejected message raises a ``WireError`` (``HeaderError``, whose
 ``FieldError`` names a field of the wrong type or out of range,
 ``PayloadError`` or ``DecompressionError``); ``error_code`` labels it for
-metrics. The untyped API (``encode_message``, ``decode_message``,
-``Message``) writes and reads the same bytes; it stays while callers move to
-the typed one. This package imports neither torch nor zmq.
+metrics. This package imports neither torch nor zmq.
 """
 
 from wire.codecs import decode_tensor, encode_tensor
@@ -25,14 +23,6 @@ from wire.envelope import Frames, decode, encode, error_code
 from wire.fields import FieldError
 from wire.header import KINDS, PROTOCOL_VERSION
 from wire.limits import Limits
-from wire.message import (
-    Message,
-    decode_header,
-    decode_message,
-    decode_tensors,
-    encode_message,
-    encoded_tensors,
-)
 from wire.messages import (
     MESSAGE_TYPES,
     AnyMessage,
@@ -80,7 +70,6 @@ __all__ = [
     "KINDS",
     "Limits",
     "MESSAGE_TYPES",
-    "Message",
     "PROTOCOL_VERSION",
     "Ping",
     "Pong",
@@ -90,14 +79,9 @@ __all__ = [
     "TensorMeta",
     "Welcome",
     "decode",
-    "decode_header",
-    "decode_message",
     "decode_tensor",
-    "decode_tensors",
     "encode",
-    "encode_message",
     "encode_tensor",
-    "encoded_tensors",
     "error_code",
     "parse_codec",
     "tensors_of",

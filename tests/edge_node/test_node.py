@@ -136,8 +136,9 @@ def test_silent_cloud_times_out_and_a_late_reply_is_discarded(untrained_bundle: 
             # The silent peer now answers the old request: the edge drops it as stale.
             frames = silent.recv_multipart()
             frames = silent.recv_multipart()  # the infer (after the ping)
-            request_id = wire.decode_message(frames[1:])[0].request_id
-            silent.send_multipart([frames[0], *wire.encode_message("pong", request_id)])
+            request = wire.decode(frames[1:])
+            assert isinstance(request, wire.InferRequest)
+            silent.send_multipart([frames[0], *wire.encode(wire.Pong(request.request_id))])
             time.sleep(0.3)
             second = node.infer(xs[1])
             assert second.finished in ("edge", "fallback")

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+import wire
 from cloud_node.fleet import Candidate, Fleet
 from edge_node.transport import CloudClient
 from edge_node.update import UpdateConfig, Updater, committed_bundle, read_sequence
@@ -148,9 +149,12 @@ def test_an_edge_strips_tails_left_in_its_store_by_an_older_version(
 
 
 def _fetch(
-    endpoint: str, curve: dict[str, Path], key: str, meta: dict, size: int
-) -> tuple[bytes, list[dict]]:
-    """Fetch ``size`` bytes in 256 KiB chunks with CURVE key ``key``; the bytes and refusals."""
+    endpoint: str, curve: dict[str, Path], key: str, meta: dict[str, str], size: int
+) -> tuple[bytes, list[wire.ErrorReply]]:
+    """Fetch ``size`` bytes in 256 KiB chunks with CURVE key ``key``; the bytes and refusals.
+
+    ``meta``: the ``wire.Fetch`` fields besides the range (``bundle``, ``name``).
+    """
     own = load_keypair(curve["root"] / "edges" / f"{key}.key_secret")
     server = load_public_key(curve["root"] / "cloud" / "cloud.key")
     data, refusals = b"", []
@@ -158,13 +162,14 @@ def _fetch(
         offset = 0
         while offset < size:
             length = min(256 * 1024, size - offset)
-            ask = {**meta, "offset": offset, "length": length}
-            reply, _ = client.request("fetch", None, meta=ask, timeout_s=5.0)
+            ask = wire.Fetch(client.new_id(), offset=offset, length=length, **meta)
+            reply, _ = client.call(ask, timeout_s=5.0)
             assert reply is not None
-            if reply.message.kind != "chunk":
-                refusals.append(dict(reply.message.meta))
+            if isinstance(reply.message, wire.Chunk):
+                data += reply.message.data
             else:
-                data += reply.arrays["data"].tobytes()
+                assert isinstance(reply.message, wire.ErrorReply), reply.message
+                refusals.append(reply.message)
             offset += length
     return data, refusals
 
@@ -214,12 +219,13 @@ def test_no_key_admin_or_not_fetches_a_tail_and_an_updated_edge_holds_none(
         server = load_public_key(keys["root"] / "cloud" / "cloud.key")
         own = load_keypair(keys["root"] / "edges" / f"{key}.key_secret")
         with CloudClient(cloud.endpoint, keys=own, server_key=server) as client:
-            hello = {"name": meta.get("name", key), "bundle": untrained_bundle.id}
-            welcome, _ = client.request("hello", None, meta=hello, timeout_s=5.0)
-            assert welcome is not None and welcome.message.meta["assigned"] == untrained_bundle.id
+            hello = wire.Hello(client.new_id(), meta.get("name", key), untrained_bundle.id)
+            welcome, _ = client.call(hello, timeout_s=5.0)
+            assert welcome is not None and isinstance(welcome.message, wire.Welcome)
+            assert welcome.message.assigned == untrained_bundle.id
         got, refused = _fetch(cloud.endpoint, keys, key, meta, candidate.size)
         assert got == b"" and len(refused) == -(-candidate.size // (256 * 1024)), (key, meta)
-        codes = {r["code"] for r in refused}
+        codes = {r.code for r in refused}
         assert codes == ({"forbidden"} if meta["bundle"] == v2.id else {"fetch"}), (key, codes)
     assert cloud.node.counts["error_fetch"] - before == sum(
         -(-candidate.size // (256 * 1024)) for _ in attempts
@@ -236,7 +242,7 @@ def test_a_fleet_serves_only_the_edges_it_offered_named_as_hello_names_them(
     full = release_of(v2, tmp_path, "2", None)
     _, unpacked = unpack_release(full, tmp_path / "u")
     fleet = Fleet(untrained_bundle, "1", Candidate.from_archive(full, unpacked), 1.0)
-    fleet.hello({"name": "jetson-a"}, "shared")  # a DaemonSet's key, told apart by name
+    fleet.heartbeat(wire.Hello(1, name="jetson-a"), "shared")  # a DaemonSet's key, by name
     assert fleet.chunk(v2.id, 0, 10, "jetson-a", "shared")
     # (Without CURVE a name is only a claim: there, "shared/jetson-a" with no key would pass.)
     for name, key in (("jetson-b", "shared"), ("jetson-a", "other"), (None, "shared")):

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import wire
 from cloud_node.backends import OnnxRuntimeBackend
 from cloud_node.process import start_cloud_process, stop_process
 from cloud_node.server import CloudConfig, CloudNode
@@ -285,14 +286,16 @@ def test_the_cloud_node_over_zeromq_answers_like_the_embedded_backend(
             with CloudClient(node.endpoint or "") as client:
                 for cut in untrained.tails:
                     arrays = {cut.name: _activation(bundle, cut)}
-                    reply, _ = client.request(
-                        "infer", arrays, meta={"bundle": bundle.id, "cut": cut.id}, timeout_s=30
+                    request = wire.InferRequest(
+                        client.new_id(), bundle.id, cut.id, wire.tensors_of(arrays)
                     )
+                    reply, _ = client.call(request, timeout_s=30)
                     assert reply is not None, cut.id
-                    assert reply.message.kind == "result", (cut.id, reply.message.meta)
-                    _assert_same(reply.arrays, embedded.infer(cut, arrays), cut.id)
+                    assert isinstance(reply.message, wire.Result), (cut.id, reply.message)
+                    _assert_same(reply.message.arrays(), embedded.infer(cut, arrays), cut.id)
                 pong = client.ping(timeout_s=10)
-                assert pong is not None and pong.message.meta["backend"] == "triton"
+                assert pong is not None and isinstance(pong.message, wire.Pong)
+                assert pong.message.backend == "triton"
         finally:
             node.stop()
             thread.join(timeout=10)

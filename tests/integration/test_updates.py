@@ -373,15 +373,16 @@ def test_fleet_groups_are_stable_and_grow_with_the_fraction(
     fleet.set_fraction(0.5)
     half = {n for n in names if fleet.group(n) == "B"}
     assert quarter < half and 160 <= len(half) <= 240
-    offer = fleet.hello({"bundle": untrained_bundle.id, "version": "1"}, next(iter(quarter)))
+    on_v1 = wire.Hello(1, bundle=untrained_bundle.id)
+    offer = fleet.heartbeat(replace(on_v1, version="1"), next(iter(quarter)))
     # The offer is the edge part, derived by the cloud: the very bytes `release` wrote.
-    assert offer["assigned"] == v2.id and offer["sha256"] == sha256_file(edge_release_path(archive))
-    stay = fleet.hello({"bundle": untrained_bundle.id}, next(n for n in names if n not in half))
-    assert stay == {"assigned": untrained_bundle.id, "version": "1", "group": "A"}
+    assert offer.assigned == v2.id and offer.sha256 == sha256_file(edge_release_path(archive))
+    stay = fleet.heartbeat(on_v1, next(n for n in names if n not in half))
+    assert stay == wire.Welcome(1, untrained_bundle.id, "1", "A")
     # An edge that rolled the candidate back is never offered it again.
     edge = next(iter(quarter))
-    fleet.hello({"bundle": untrained_bundle.id, "state": "rolled_back", "candidate": v2.id}, edge)
-    assert fleet.hello({"bundle": untrained_bundle.id}, edge)["assigned"] == untrained_bundle.id
+    fleet.heartbeat(replace(on_v1, state="rolled_back", candidate=v2.id), edge)
+    assert fleet.heartbeat(on_v1, edge).assigned == untrained_bundle.id
     for bad in (-0.1, 1.5, float("nan")):
         with pytest.raises(Exception, match="fraction"):
             fleet.set_fraction(bad)
@@ -397,7 +398,7 @@ def test_edges_sharing_a_key_are_told_apart_by_the_name_they_give(
         ("gate-1", "gate-1"),
         (None, "x"),
     ):
-        fleet.hello({"bundle": untrained_bundle.id, "name": name}, key)
+        fleet.heartbeat(wire.Hello(1, name, untrained_bundle.id), key)
     assert sorted(fleet.edges) == ["edge/jetson-a", "edge/jetson-b", "gate-1", "x"]
     assert fleet.edges["edge/jetson-a"].key == "edge" and fleet.edges["x"].key == ""
 
@@ -503,7 +504,7 @@ def test_a_capped_download_keeps_to_its_rate(
     served = cloud.fleet.candidate.archive  # type: ignore[union-attr] - the edge part
     size = served.stat().st_size
     rate = size * 8 / 1.5  # the whole archive in 1.5 s
-    cloud.fleet.hello({"name": "edge"}, None)  # offered: only then may it fetch
+    cloud.fleet.heartbeat(wire.Hello(1, "edge"), None)  # offered: only then may it fetch
     config = UpdateConfig(state_dir=tmp_path / "s", download_bps=rate)
     downloader = Downloader(config, lambda: CloudClient(cloud.endpoint))
     began = time.perf_counter()
@@ -601,10 +602,8 @@ def test_a_bundle_that_regresses_is_rolled_back_and_no_request_is_lost(
     report = cloud.fleet.report()
     assert report["edges"][0]["state"] == "rolled_back"
     assert bad.id in cloud.fleet.refused["gate-1"]
-    assert (
-        cloud.fleet.hello({"bundle": untrained_bundle.id}, "gate-1")["assigned"]
-        == untrained_bundle.id
-    )
+    hello = wire.Hello(1, bundle=untrained_bundle.id)
+    assert cloud.fleet.heartbeat(hello, "gate-1").assigned == untrained_bundle.id
 
 
 def test_download_from_a_url_and_ab_comparison(
@@ -810,7 +809,7 @@ def test_fleet_status_needs_an_admin_key_too(
 
     cloud = Cloud(untrained_bundle, None, tmp_path / "u", keys=keys)
     clouds.append(cloud)
-    cloud.fleet.hello({"bundle": untrained_bundle.id, "name": "jetson-a"}, "gate-2")
+    cloud.fleet.heartbeat(wire.Hello(1, "jetson-a", untrained_bundle.id), "gate-2")
     server = keys["root"] / "cloud" / "cloud.key"
 
     def flags(name: str) -> dict[str, object]:

@@ -29,7 +29,6 @@ EXPECTED = {
     "KINDS",
     "Limits",
     "MESSAGE_TYPES",
-    "Message",
     "PROTOCOL_VERSION",
     "Ping",
     "Pong",
@@ -39,14 +38,9 @@ EXPECTED = {
     "TensorMeta",
     "Welcome",
     "decode",
-    "decode_header",
-    "decode_message",
     "decode_tensor",
-    "decode_tensors",
     "encode",
-    "encode_message",
     "encode_tensor",
-    "encoded_tensors",
     "error_code",
     "parse_codec",
     "tensors_of",
@@ -65,6 +59,13 @@ def test_every_exported_name_exists_and_is_defined_in_wire() -> None:
         # Functions and classes, not the constants nor the type aliases (list[...], A | B).
         if callable(member) and not isinstance(member, types.GenericAlias):
             assert module is not None and module.startswith("wire."), (name, module)
+
+
+def test_the_untyped_api_is_gone() -> None:
+    # Messages are encoded and decoded only through the typed classes.
+    for name in ("Message", "encode_message", "decode_message", "decode_header"):
+        assert not hasattr(wire, name), name
+    assert "wire.message" not in sys.modules
 
 
 def test_no_public_name_left_out_of_all() -> None:

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 import wire
 from edgesplit.errors import HeaderError, PayloadError, WireError
+from tests.wire.frames import header_of, raw_frames, with_header
 
 ACT = np.maximum(np.random.default_rng(0).standard_normal((2, 8, 4, 4)), 0).astype(np.float32)
 MASK = np.random.default_rng(1).random((2, 1, 4, 4)) > 0.5
@@ -46,14 +47,8 @@ def _fields(message: wire.AnyMessage) -> dict[str, Any]:
     return out
 
 
-def header_of(frames: list[Any]) -> dict[str, Any]:
-    return msgpack.unpackb(bytes(frames[0]), raw=False)
-
-
 def with_meta(frames: list[Any], **meta: Any) -> list[Any]:
-    header = header_of(frames)
-    header["m"].update(meta)
-    return [msgpack.packb(header, use_bin_type=True), *frames[1:]]
+    return with_header(frames, lambda h: h["m"].update(meta))
 
 
 # --- round trips ------------------------------------------------------------------------
@@ -69,6 +64,12 @@ def test_every_kind_round_trips(message: wire.AnyMessage) -> None:
     again = wire.decode(wire.encode(message))
     assert type(again) is type(message)
     assert _fields(again) == _fields(message)
+
+
+@pytest.mark.parametrize("message", SAMPLES, ids=[m.kind for m in SAMPLES])
+def test_a_message_is_frozen(message: wire.AnyMessage) -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        message.request_id = 1  # type: ignore[misc]
 
 
 @pytest.mark.parametrize("cls", wire.MESSAGE_TYPES, ids=[c.kind for c in wire.MESSAGE_TYPES])
@@ -125,29 +126,32 @@ def test_encoded_once_and_sent_under_new_ids() -> None:
     assert bytes(first[1]) == bytes(second[1]) and header_of(second)["id"] == 2
 
 
-def test_the_bytes_are_those_of_the_untyped_api() -> None:
-    """Typed senders and untyped receivers (and back) read each other: same header, same order."""
-    typed = wire.encode(wire.InferRequest(3, "b" * 64, "c03", (wire.Tensor("act", ACT),)), "int8")
-    untyped = wire.encode_message(
-        "infer", 3, {"act": ACT}, "int8", {"bundle": "b" * 64, "cut": "c03"}
+def test_the_bytes_are_those_of_the_documented_header() -> None:
+    """``{"v", "k", "id", "m", "t"}`` in that order, fields by name in declaration order.
+
+    Every peer that reads the protocol-1 header (an older edge, a cloud) reads these bytes.
+    """
+    assert bytes(wire.encode(wire.Ping(1))[0]) == bytes.fromhex(
+        "85a17601a16ba470696e67a2696401a16d80a17490"  # {"v":1,"k":"ping","id":1,"m":{},"t":[]}
     )
-    assert [bytes(f) for f in typed] == [bytes(f) for f in untyped]
+    typed = wire.encode(wire.InferRequest(3, "b" * 64, "c03", (wire.Tensor("act", ACT),)), "int8")
+    by_hand = raw_frames("infer", 3, {"bundle": "b" * 64, "cut": "c03"}, {"act": ACT}, "int8")
+    assert [bytes(f) for f in typed] == [bytes(f) for f in by_hand]
     meta = {"queue_s": 0.5, "compute_s": 0.25, "cut": "c03", "batch": 2}
-    untyped = wire.encode_message("result", 4, {"logits": LOGITS}, "raw", meta)
+    by_hand = raw_frames("result", 4, meta, {"logits": LOGITS})
     typed = wire.encode(wire.Result(4, (wire.Tensor("logits", LOGITS),), 0.5, 0.25, "c03", 2))
-    assert [bytes(f) for f in typed] == [bytes(f) for f in untyped]
+    assert [bytes(f) for f in typed] == [bytes(f) for f in by_hand]
     busy = {"code": "busy", "queue_s": 0.5, "depth": 3, "message": "m"}
     typed = wire.encode(wire.Busy(5, 0.5, 3, "m"))
-    assert bytes(typed[0]) == bytes(wire.encode_message("busy", 5, meta=busy)[0])
-    message, _ = wire.decode_message(typed)
-    assert message.meta["code"] == "busy"
+    assert bytes(typed[0]) == bytes(raw_frames("busy", 5, busy)[0])
+    assert header_of(typed)["m"]["code"] == "busy"  # what a reader of the map finds
 
 
 def test_missing_fields_take_their_defaults_and_unknown_keys_are_ignored() -> None:
-    frames = wire.encode_message("hello", 2, meta={"name": "e", "future": 1, "p50_ms": None})
+    frames = raw_frames("hello", 2, {"name": "e", "future": 1, "p50_ms": None})
     hello = wire.decode(frames)
     assert hello == wire.Hello(2, name="e")
-    assert wire.decode(wire.encode_message("fleet", 1)) == wire.FleetQuery(1, op="status")
+    assert wire.decode(raw_frames("fleet", 1)) == wire.FleetQuery(1, op="status")
 
 
 def test_busy_and_error_replies_both_say_their_code_and_message() -> None:
@@ -163,7 +167,7 @@ def test_a_pong_says_which_bundles_it_serves() -> None:
 
 
 def test_an_int_is_taken_where_a_float_is_declared() -> None:
-    frames = wire.encode_message("result", 1, meta={"queue_s": 2, "compute_s": 0})
+    frames = raw_frames("result", 1, {"queue_s": 2, "compute_s": 0})
     result = wire.decode(frames)
     assert isinstance(result, wire.Result)
     assert result.queue_s == 2.0 and isinstance(result.queue_s, float)
@@ -277,7 +281,7 @@ def test_a_request_id_out_of_range_is_refused_both_ways() -> None:
 
 
 def test_tensors_on_a_kind_that_carries_none_are_refused() -> None:
-    frames = wire.encode_message("hello", 1, {"x": np.zeros(2)}, meta={"name": "e"})
+    frames = raw_frames("hello", 1, {"name": "e"}, {"x": np.zeros(2)})
     with pytest.raises(wire.FieldError, match="hello field 'tensors': a hello carries no tensors"):
         wire.decode(frames)
 
@@ -293,7 +297,7 @@ def test_tensors_on_a_kind_that_carries_none_are_refused() -> None:
     ],
 )
 def test_a_chunk_is_one_uint8_vector_named_data(arrays: dict[str, np.ndarray]) -> None:
-    frames = wire.encode_message("chunk", 1, arrays, meta={"offset": 0})
+    frames = raw_frames("chunk", 1, {"offset": 0}, arrays)
     with pytest.raises(wire.FieldError, match="chunk field 'data': a chunk carries one uint8"):
         wire.decode(frames)
 
