@@ -48,13 +48,14 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(MYPY_STRICT)
 
-# The shaped-link tests drive `ip` and `tc` (iproute2) and `iptables` (100% loss) as root:
-# install them where they are missing.
+# The shaped-link tests drive `ip` and `tc` (iproute2) and `iptables` (100% loss) as root,
+# and the GPU check's script is linted with shellcheck: install them where they are missing.
 system-deps:
-	@command -v ip >/dev/null && command -v tc >/dev/null && command -v iptables >/dev/null || { \
+	@command -v ip >/dev/null && command -v tc >/dev/null && command -v iptables >/dev/null \
+	  && command -v shellcheck >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -qq && apt-get install -y -qq iproute2 iptables >/dev/null; \
-	  else echo "note: iproute2 or iptables is missing; the shaped-link tests will say so"; fi; }
+	    apt-get update -qq && apt-get install -y -qq iproute2 iptables shellcheck >/dev/null; \
+	  else echo "note: iproute2, iptables or shellcheck is missing; their tests will say so"; fi; }
 
 test: $(STAMP) $(TRITON_STAMP) system-deps
 	$(BIN)/ruff check .

@@ -48,7 +48,7 @@ def _parameter(dotted: str, key: Key) -> inspect.Parameter:
     section = dotted.partition(".")[0]
     option = typer.Option(str(key.flag), help=_help(section, key))
     return inspect.Parameter(
-        _param_name(dotted),
+        _param_name(key),
         inspect.Parameter.KEYWORD_ONLY,
         default=None,
         annotation=Annotated[_flag_type(key) | None, option],
@@ -73,8 +73,9 @@ def _help(section: str, key: Key) -> str:
     return " ".join(parts)
 
 
-def _param_name(dotted: str) -> str:
-    return "setting__" + dotted.replace(".", "__")
+def _param_name(key: Key) -> str:
+    """The parameter's name: its flag's, as click names it (``--log-level``: ``log_level``)."""
+    return str(key.flag).split("/", 1)[0].lstrip("-").replace("-", "_")
 
 
 def with_settings(command: str) -> Callable[[F], F]:
@@ -96,11 +97,14 @@ def with_settings(command: str) -> Callable[[F], F]:
 
         @functools.wraps(func)
         def wrapper(**kwargs: Any) -> Any:
-            given = {dotted: kwargs.pop(_param_name(dotted)) for dotted, _ in settings}
+            given = {dotted: kwargs.pop(_param_name(key)) for dotted, key in settings}
             overrides = {k: v for k, v in given.items() if v is not None}
             return func(**kwargs, overrides=overrides)
 
         generated = [_parameter(dotted, key) for dotted, key in settings]
+        names = [p.name for p in [*own, *generated]]
+        if len(set(names)) != len(names):
+            raise TypeError(f"{func.__name__}: a setting's flag is also a parameter: {names}")
         wrapper.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
             [*own, *generated]
         )
