@@ -11,12 +11,12 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-import wire
 from edgesplit.app.common import ConfigOption, InsecureOption, console, load
 from edgesplit.app.flags import Overrides, with_settings
 from edgesplit.errors import ConfigError, TransportError
 
 if TYPE_CHECKING:
+    import wire
     from edge_node.transport import CloudClient
 
 app = typer.Typer()
@@ -103,6 +103,7 @@ def _ask(
     The cloud answers one page of edges (by name) and the cursor of the next;
     the rest is asked for page by page on the same connection.
     """
+    import wire
     from edge_node.transport import CloudClient
     from edgesplit.app.edge import edge_security
 
@@ -129,6 +130,8 @@ def _ask(
 
 def _page(client: CloudClient, query: wire.FleetQuery, timeout_s: float) -> dict[str, Any]:
     """One ``fleet`` request and its ``report`` (one page of the fleet view)."""
+    import wire
+
     reply, _ = client.call(query, timeout_s=timeout_s)
     if reply is None:
         raise TransportError(f"{client.endpoint}: no answer within {timeout_s:g} s")
