@@ -204,6 +204,7 @@ def test_runtimes_load_no_framework_in_a_real_interpreter() -> None:
 
 
 def test_the_cli_loads_no_experiment_until_one_runs() -> None:
+    """The experiments (namespaces, tc) and the offline side load with their commands."""
     loaded = _loaded_after(
         "from edgesplit.app.cli import app; from typer.testing import CliRunner; "
         "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0, r.output"
@@ -211,6 +212,8 @@ def test_the_cli_loads_no_experiment_until_one_runs() -> None:
     assert "experiments" not in loaded
     assert "partitioner" not in loaded
     assert sorted(set(loaded) & HEAVY) == []
+    # Nor the runtimes' own weight: `edgesplit --help` starts in a fraction of a second.
+    assert sorted(set(loaded) & {"numpy", "zmq", "onnxruntime", "wire"}) == []
 
 
 def test_public_surfaces_are_exported() -> None:
