@@ -78,15 +78,19 @@ def _resolve(name: str) -> str | None:
     return name or None
 
 
-def _imports(path: Path) -> set[str]:
-    """Every name of ours imported anywhere in ``path`` (functions, TYPE_CHECKING)."""
+def _imports(path: Path, source: str | None = None) -> set[str]:
+    """Every name imported anywhere in ``path`` (functions, TYPE_CHECKING; relative resolved)."""
+    package = list(path.relative_to(ROOT).with_suffix("").parts[:-1])
     names = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    text = path.read_text() if source is None else source
+    for node in ast.walk(ast.parse(text, str(path))):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module)
-            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            module = ".".join([*base, *([node.module] if node.module else [])])
+            names.add(module)
+            names.update(f"{module}.{alias.name}" for alias in node.names)
     return names
 
 
@@ -141,6 +145,13 @@ def test_every_module_is_in_a_layer() -> None:
 
 def test_no_import_cycles() -> None:
     assert _cycles(_graph()) == []
+
+
+def test_relative_imports_are_resolved() -> None:
+    source = "from . import cli_edge\nfrom ..bundle import Bundle\nfrom .flags import x\n"
+    names = _imports(ROOT / "edgesplit" / "app" / "cli.py", source)
+    expected = {"edgesplit.app.cli_edge", "edgesplit.bundle.Bundle", "edgesplit.app.flags.x"}
+    assert expected <= names
 
 
 def test_the_cycle_check_finds_a_cycle() -> None:

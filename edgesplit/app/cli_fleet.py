@@ -107,7 +107,7 @@ def _ask(
     from edge_node.transport import CloudClient
     from edgesplit.app.edge import edge_security
 
-    cfg = load(config, overrides, insecure)
+    cfg = load(config, overrides, insecure, logs=False)
     endpoint = cfg.edge.connect
     if not endpoint:
         raise ConfigError("no cloud endpoint: give --connect tcp://HOST:PORT")

@@ -79,11 +79,14 @@ InsecureOption = Annotated[
 ]
 
 
-def load(path: Path | None, overrides: Overrides, insecure: bool = False) -> Config:
+def load(
+    path: Path | None, overrides: Overrides, insecure: bool = False, *, logs: bool = True
+) -> Config:
     """The config from defaults, file, environment and flags; logging set up from it.
 
     ``--insecure`` is the one flag that sets two keys (``security.curve`` off and
-    ``security.insecure`` on).
+    ``security.insecure`` on). ``logs=False`` leaves logging as the global
+    ``--log-level`` set it (the fleet commands, which run no node).
     """
     from edgesplit.config_load import load_config
     from edgesplit.logs import configure_logging
@@ -93,5 +96,6 @@ def load(path: Path | None, overrides: Overrides, insecure: bool = False) -> Con
         given["security.curve"] = False
         given["security.insecure"] = True
     cfg = load_config(path, overrides=given)
-    configure_logging(cfg.logging.level, cfg.logging.format)
+    if logs:
+        configure_logging(cfg.logging.level, cfg.logging.format)
     return cfg
