@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -13,11 +13,7 @@ from rich.table import Table
 
 from edgesplit.app.common import ConfigOption, InsecureOption, console, load
 from edgesplit.app.flags import Overrides, with_settings
-from edgesplit.errors import ConfigError, TransportError
-
-if TYPE_CHECKING:
-    import wire
-    from edge_node.transport import CloudClient
+from edgesplit.errors import ConfigError
 
 app = typer.Typer()
 fleet_app = typer.Typer(
@@ -98,12 +94,8 @@ def _ask(
     timeout_s: float,
     fraction: float | None = None,
 ) -> dict[str, Any]:
-    """Ask the cloud for its fleet view (after a rollout change to ``fraction``, if given).
-
-    The cloud answers one page of edges (by name) and the cursor of the next;
-    the rest is asked for page by page on the same connection.
-    """
-    import wire
+    """The cloud's fleet view (after a rollout change to ``fraction``, if given)."""
+    from edge_node.fleet_query import fleet_report
     from edge_node.transport import CloudClient
     from edgesplit.app.edge import edge_security
 
@@ -112,36 +104,8 @@ def _ask(
     if not endpoint:
         raise ConfigError("no cloud endpoint: give --connect tcp://HOST:PORT")
     keys, server, _ = edge_security(cfg, endpoint)
-    op = "status" if fraction is None else "rollout"
     with CloudClient(endpoint, keys=keys, server_key=server) as client:
-        report = _page(client, wire.FleetQuery(client.new_id(), op, fraction), timeout_s)
-        edges = report["edges"]
-        while report.get("next") is not None:
-            cursor = report["next"]
-            query = wire.FleetQuery(client.new_id(), "status", after=cursor)
-            report = _page(client, query, timeout_s)
-            if report.get("next") is not None and report["next"] <= cursor:
-                raise TransportError(f"{endpoint}: the fleet view's pages do not advance")
-            edges += report["edges"]
-    report["edges"] = edges
-    report.pop("next", None)
-    return report
-
-
-def _page(client: CloudClient, query: wire.FleetQuery, timeout_s: float) -> dict[str, Any]:
-    """One ``fleet`` request and its ``report`` (one page of the fleet view)."""
-    import wire
-
-    reply, _ = client.call(query, timeout_s=timeout_s)
-    if reply is None:
-        raise TransportError(f"{client.endpoint}: no answer within {timeout_s:g} s")
-    message = reply.message
-    if isinstance(message, (wire.ErrorReply, wire.Busy)):
-        raise TransportError(f"{client.endpoint} refused: {message.code}: {message.message}")
-    if not isinstance(message, wire.FleetReport):
-        raise TransportError(f"{client.endpoint}: answered {message.kind}, not a fleet report")
-    report: dict[str, Any] = json.loads(message.json)
-    return report
+        return fleet_report(client, timeout_s, fraction)
 
 
 @fleet_app.command("status")
