@@ -24,7 +24,7 @@ from rich.console import Console
 
 from edge_node.bundle_store import committed_bundle
 from edge_node.cloud_watch import Pairing, pair
-from edge_node.config import edge_config, update_config
+from edge_node.config import UpdateConfig, edge_config, update_config
 from edge_node.head import HeadRunner
 from edge_node.inputs import InputSource, open_inputs
 from edge_node.metrics import EdgeMetrics
@@ -118,20 +118,43 @@ class EdgeRun:
     stop: threading.Event | None = None
 
 
-def run_edge_session(run: EdgeRun, console: Console) -> RunSummary:
-    """Set up the edge node from ``run``, pair, classify every input, print and save results.
+@dataclass
+class EdgeAssembly:
+    """An edge node ready to run, and what the start-up and summary tables show.
+
+    Attributes:
+        node: the node, built with its real policy, updater and pairing.
+        inputs: what it answers.
+        client: its cloud connection (``None``: edge only); close it after the run.
+        decision: the fixed policy's decision (``None``: the adaptive policy).
+        providers: the execution providers the head sessions really got, described.
+        backend: the cloud's backend as pairing read it (``None``: not answering).
+        updates: the updater's config (``None``: no updates).
+        power: the power monitor, described.
+    """
+
+    node: EdgeNode
+    inputs: InputSource
+    client: CloudClient | None
+    decision: Decision | None
+    providers: str
+    backend: str | None
+    updates: UpdateConfig | None
+    power: str
+
+
+def build_edge(run: EdgeRun, console: Console) -> EdgeAssembly:
+    """The edge node ``run`` describes: bundle, heads, power monitor, policy, updater, pairing.
 
     A cloud that does not answer at start is marked down: the edge answers
-    locally and probes it with backoff.
+    locally and probes it with backoff. ``console`` shows the pairing and, for a
+    fixed policy, the cut table.
     """
-    from edgesplit.metrics import serve_metrics
-
     cfg = run.cfg
     e, p = cfg.edge, cfg.policy
     bundle, base, committed = _edge_bundle(run, console)
     inputs = run.inputs or open_inputs(e.inputs, bundle, e.samples)
     m = bundle.manifest
-    threshold = p.threshold
     if p.codec not in m.codecs:
         raise ConfigError(
             f"--codec {p.codec}: not measured for this bundle; measured: {', '.join(m.codecs)}"
@@ -144,10 +167,8 @@ def run_edge_session(run: EdgeRun, console: Console) -> RunSummary:
     power = detect_monitor(e.power, simulated=Battery(e.battery_capacity_wh, e.battery_level))
     config = edge_config(e, p, m, rtt_s=run.rtt_s, fixed_bandwidth=run.fixed_bandwidth)
     client = CloudClient(e.connect, keys=run.keys, server_key=run.server_key) if e.connect else None
-    metrics_server = None
     try:
         pairing = _pair(client, bundle, console)
-        decision = None
         # The RTT the policy is told: as configured, else the one pairing measured.
         rtt = run.rtt_s if run.rtt_s is not None else (pairing.rtt_s if pairing else 0.0)
         policy_config = PolicyConfig(
@@ -158,15 +179,18 @@ def run_edge_session(run: EdgeRun, console: Console) -> RunSummary:
             manifest = b.manifest
             if p.name == "fixed":
                 chosen = choose_decision(
-                    manifest, p.cut, p.codec, threshold, config.bandwidth_bps, rtt
+                    manifest, p.cut, p.codec, p.threshold, config.bandwidth_bps, rtt
                 )
                 return FixedPolicy(chosen, manifest.edge_only.id)
             return AdaptivePolicy(manifest, policy_config)
 
         policy = make_policy(bundle)
+        decision = None
         if isinstance(policy, FixedPolicy):
             decision = policy.decision
-            console.print(cut_table(m, p.codec, threshold, config.bandwidth_bps, rtt, decision.cut))
+            console.print(
+                cut_table(m, p.codec, p.threshold, config.bandwidth_bps, rtt, decision.cut)
+            )
             runner.warm([m.cut(decision.cut), m.edge_only])
         else:
             runner.warm(m.cuts)
@@ -195,35 +219,62 @@ def run_edge_session(run: EdgeRun, console: Console) -> RunSummary:
         )
         if client is not None and pairing is None:
             node.health.failed(node.clock())  # silent: answer on the edge, probe with backoff
+        report = report_providers(providers, next(iter(node.runner.sessions()), None))
+    except BaseException:
+        if client is not None:
+            client.close()
+        raise
+    return EdgeAssembly(
+        node,
+        inputs,
+        client,
+        decision,
+        report.describe(),
+        None if pairing is None else pairing.backend,
+        None if updater is None else updater.config,
+        power.describe(),
+    )
+
+
+def run_edge_session(run: EdgeRun, console: Console) -> RunSummary:
+    """Build the edge node from ``run``, classify every input, print and save results."""
+    from edgesplit.metrics import serve_metrics
+
+    cfg = run.cfg
+    edge = build_edge(run, console)
+    node, inputs, m = edge.node, edge.inputs, edge.node.bundle.manifest
+    metrics_server = None
+    try:
         if cfg.metrics.port:
             metrics_server = serve_metrics(
                 node.metrics.registry, cfg.metrics.port, cfg.metrics.address
             )
-        report = report_providers(providers, next(iter(node.runner.sessions()), None))
         console.print(
             startup_table(
                 node,
                 inputs,
-                report.describe(),
-                power.describe(),
+                edge.providers,
+                edge.power,
                 run.security,
                 cfg.policy.accuracy_floor is None,
-                None if pairing is None else pairing.backend,
+                edge.backend,
                 None if metrics_server is None else metrics_server.url,
-                updates=None if updater is None else updater.config,
+                updates=edge.updates,
             )
         )
         outcomes, summary = run_edge(node, inputs, console, run.stop)
     finally:
-        if client is not None:
-            client.close()
+        if edge.client is not None:
+            edge.client.close()
         if metrics_server is not None:
             metrics_server.close()
     rtt = node.measured_rtt_s if run.rtt_s is None else run.rtt_s
-    console.print(summary_table(summary, decision, m, config.bandwidth_bps, rtt, node))
-    if e.results is not None:
-        write_outcomes(e.results, outcomes, inputs.labels)
-        console.print(f"per-request results: {e.results}")
+    console.print(
+        summary_table(summary, edge.decision, m, node.config.bandwidth_bps, rtt, node)
+    )
+    if cfg.edge.results is not None:
+        write_outcomes(cfg.edge.results, outcomes, inputs.labels)
+        console.print(f"per-request results: {cfg.edge.results}")
     return summary
 
 
