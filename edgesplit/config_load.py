@@ -15,13 +15,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
 
 from edgesplit.config import SECTIONS, Config, SecuritySection, declared_key
 from edgesplit.errors import ConfigError
 from edgesplit.settings import (
     ENV_PREFIX,
     Key,
+    Value,
     coerce,
     from_text,
     keys_of,
@@ -40,11 +40,13 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 class _Layer:
     """Values gathered so far: ``section -> key -> value``, with their source and label."""
 
-    values: dict[str, dict[str, Any]] = field(default_factory=lambda: {s: {} for s in SECTIONS})
+    values: dict[str, dict[str, Value]] = field(
+        default_factory=lambda: {s: {} for s in SECTIONS}
+    )
     sources: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
 
-    def set(self, section: str, key: str, value: Any, source: str, label: str) -> None:
+    def set(self, section: str, key: str, value: Value, source: str, label: str) -> None:
         self.values[section][key] = value
         self.sources[f"{section}.{key}"] = source
         self.labels[f"{section}.{key}"] = label
@@ -54,7 +56,7 @@ def load_config(
     path: Path | None,
     *,
     env: Mapping[str, str] = os.environ,
-    overrides: Mapping[str, Any] | None = None,
+    overrides: Mapping[str, object] | None = None,
 ) -> Config:
     """Read ``path`` (if any), then ``EDGESPLIT_<SECTION>_<KEY>`` from ``env``, then ``overrides``.
 
@@ -89,7 +91,7 @@ def load_config(
     return config
 
 
-def _checked(key: Key, value: Any, base: Path | None, label: str) -> Any:
+def _checked(key: Key, value: object, base: Path | None, label: str) -> Value:
     try:
         return coerce(key, value, base)
     except ValueError as exc:

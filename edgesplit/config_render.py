@@ -9,7 +9,6 @@ that loading checks against, so the file, the docs and the parser cannot drift.
 from __future__ import annotations
 
 import textwrap
-from typing import Any
 
 from edgesplit.config import SECTIONS, Config
 from edgesplit.settings import ENV_PREFIX, Key, keys_of, toml_str
@@ -21,7 +20,7 @@ def _summary(cls: type) -> str:
     return text[:1].upper() + text[1:]
 
 
-def _toml_value(key: Key, value: Any) -> str:
+def _toml_value(key: Key, value: object) -> str:
     """``value`` as TOML; an unset key as its example (or ``"off"``), to be commented out."""
     if value is None:
         return '"off"' if key.spec.off and key.default is not None else key.spec.example or '""'

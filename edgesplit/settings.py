@@ -18,9 +18,15 @@ from __future__ import annotations
 import difflib
 import math
 import typing
+from collections.abc import Callable, Iterable
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
+
+Value = bool | int | float | str | Path | tuple[str, ...] | None
+"""A setting's value once checked (its declared type); what comes in unchecked is ``object``."""
+
+T = TypeVar("T")
 
 ENV_PREFIX = "EDGESPLIT_"
 OFF_WORDS = ("off", "none")
@@ -57,9 +63,24 @@ class Setting:
     flag: str | None = None
 
 
-def setting(default: Any, help: str, **constraints: Any) -> Any:
+def setting(
+    default: T,
+    help: str,
+    *,
+    choices: tuple[str, ...] = (),
+    minimum: float | None = None,
+    maximum: float | None = None,
+    above: bool = False,
+    at_least: str | None = None,
+    off: bool = False,
+    example: str | None = None,
+    cli: tuple[str, ...] = (),
+    flag: str | None = None,
+) -> T:
     """A dataclass field carrying its :class:`Setting` (help text, constraints, flag)."""
-    return field(default=default, metadata={"setting": Setting(help, **constraints)})
+    spec = Setting(help, choices, minimum, maximum, above, at_least, off, example, cli, flag)
+    declared: T = field(default=default, metadata={"setting": spec})
+    return declared
 
 
 @dataclass(frozen=True)
@@ -69,7 +90,7 @@ class Key:
     name: str
     kind: type
     optional: bool
-    default: Any
+    default: Value
     spec: Setting
 
     @property
@@ -133,13 +154,14 @@ def keys_of(cls: type) -> list[Key]:
     return keys
 
 
-def suggest(word: str, known: Any) -> str:
+def suggest(word: str, known: Iterable[str]) -> str:
     """``; did you mean X?`` for the closest of ``known``, else the list of them."""
-    close = difflib.get_close_matches(word, list(known), n=1)
-    return f"; did you mean {close[0]}?" if close else f"; known: {', '.join(known)}"
+    names = list(known)
+    close = difflib.get_close_matches(word, names, n=1)
+    return f"; did you mean {close[0]}?" if close else f"; known: {', '.join(names)}"
 
 
-def from_text(key: Key, text: str) -> Any:
+def from_text(key: Key, text: str) -> Value:
     """A string from the environment or a flag, as ``key``'s type (else the text itself)."""
     raw = text.strip()
     if key.optional and (raw == "" or (key.spec.off and raw.lower() in OFF_WORDS)):
@@ -171,7 +193,7 @@ def from_text(key: Key, text: str) -> Any:
     return raw
 
 
-def coerce(key: Key, value: Any, base: Path | None) -> Any:
+def coerce(key: Key, value: object, base: Path | None) -> Value:
     """``value`` as ``key``'s type, checked; raises ValueError with the expectation.
 
     ``base`` is the directory relative paths are resolved against (the file's).
@@ -185,31 +207,32 @@ def coerce(key: Key, value: Any, base: Path | None) -> Any:
     converted = _CONVERTERS[key.kind](key, value)
     if converted is None:
         raise ValueError(f"expected {key.expectation}")
-    if key.kind in (int, float) and not (
-        (s.minimum is None or (converted > s.minimum if s.above else converted >= s.minimum))
-        and (s.maximum is None or converted <= s.maximum)
-    ):
-        raise ValueError(f"expected {key.expectation}")
-    if key.kind is Path and base is not None and not converted.is_absolute():
+    if isinstance(converted, (int, float)) and not isinstance(converted, bool):
+        low_ok = s.minimum is None or (
+            converted > s.minimum if s.above else converted >= s.minimum
+        )
+        if not low_ok or (s.maximum is not None and converted > s.maximum):
+            raise ValueError(f"expected {key.expectation}")
+    if isinstance(converted, Path) and base is not None and not converted.is_absolute():
         converted = base / converted
     return converted
 
 
-def _to_bool(key: Key, value: Any) -> bool | None:
+def _to_bool(key: Key, value: object) -> bool | None:
     return value if isinstance(value, bool) else None
 
 
-def _to_int(key: Key, value: Any) -> int | None:
+def _to_int(key: Key, value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _to_float(key: Key, value: Any) -> float | None:
+def _to_float(key: Key, value: object) -> float | None:
     if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
         return float(value)
     return None
 
 
-def _to_tuple(key: Key, value: Any) -> tuple[str, ...] | None:
+def _to_tuple(key: Key, value: object) -> tuple[str, ...] | None:
     if isinstance(value, str):
         value = from_text(key, value)
     if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) and v for v in value):
@@ -217,13 +240,13 @@ def _to_tuple(key: Key, value: Any) -> tuple[str, ...] | None:
     return None
 
 
-def _to_path(key: Key, value: Any) -> Path | None:
+def _to_path(key: Key, value: object) -> Path | None:
     if isinstance(value, (str, Path)) and str(value).strip():
         return Path(value).expanduser()
     return None
 
 
-def _to_str(key: Key, value: Any) -> str | None:
+def _to_str(key: Key, value: object) -> str | None:
     if not isinstance(value, str) or not value.strip():
         return None
     if key.spec.choices:
@@ -232,7 +255,7 @@ def _to_str(key: Key, value: Any) -> str | None:
     return value
 
 
-_CONVERTERS: dict[type, Any] = {
+_CONVERTERS: dict[type, Callable[[Key, object], Value]] = {
     bool: _to_bool,
     int: _to_int,
     float: _to_float,
@@ -256,7 +279,7 @@ def toml_str(text: str) -> str:
     return '"' + "".join(out) + '"'
 
 
-def shown(value: Any) -> str:
+def shown(value: object) -> str:
     """A value as it appears in an error message: TOML-like, strings quoted."""
     if isinstance(value, str):
         return toml_str(value)

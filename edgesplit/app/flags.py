@@ -15,14 +15,14 @@ import inspect
 import typing
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, TypeVar
 
 import typer
 
 from edgesplit.config import SECTIONS
 from edgesplit.settings import ENV_PREFIX, Key, keys_of
 
-F = TypeVar("F", bound=Callable[..., Any])
+F = TypeVar("F", bound=Callable[..., object])
 Overrides = Mapping[str, object]
 """Flag values given, keyed ``"section.key"``: what ``load_config`` takes as overrides."""
 
@@ -37,7 +37,7 @@ def command_settings(command: str) -> list[tuple[str, Key]]:
     ]
 
 
-def _flag_type(key: Key) -> Any:
+def _flag_type(key: Key) -> type:
     """What typer parses the flag as; lists and keys that take ``off`` stay text for the loader."""
     if key.kind is tuple or key.spec.off or key.kind not in (bool, int, float, Path):
         return str
@@ -96,7 +96,7 @@ def with_settings(command: str) -> Callable[[F], F]:
         settings = command_settings(command)
 
         @functools.wraps(func)
-        def wrapper(**kwargs: Any) -> Any:
+        def wrapper(**kwargs: object) -> object:
             given = {dotted: kwargs.pop(_param_name(key)) for dotted, key in settings}
             overrides = {k: v for k, v in given.items() if v is not None}
             return func(**kwargs, overrides=overrides)
