@@ -208,10 +208,14 @@ def _loaded_after(code: str) -> list[str]:
 def test_runtimes_load_no_framework_in_a_real_interpreter() -> None:
     loaded = _loaded_after(
         "import wire, offload_policy, edgesplit.bundle, edgesplit.config_load, "
-        "edgesplit.app.cli, edgesplit.app.edge, edgesplit.app.cloud, "
-        "edge_node.node, edge_node.inputs, cloud_node.server, cloud_node.backends"
+        "edgesplit.app.cli, edgesplit.app.edge, edgesplit.app.cloud, edgesplit.app.cli_edge, "
+        "edgesplit.app.cli_cloud, edge_node.node, edge_node.inputs, cloud_node.server, "
+        "cloud_node.backends"
     )
     assert sorted(set(loaded) & HEAVY) == []
+    # The edge and the cloud commands, assembled, load neither experiments nor the offline side.
+    assert "experiments" not in loaded
+    assert "partitioner" not in loaded
 
 
 def test_the_cli_loads_no_experiment_until_one_runs() -> None:
