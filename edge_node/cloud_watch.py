@@ -44,9 +44,9 @@ def pair(client: CloudClient, bundle_id: str, timeout_s: float = 5.0, pings: int
     fastest, reply = client.measure_rtt(timeout_s, pings)
     pong = reply.message
     if not isinstance(pong, wire.Pong) or bundle_id not in pong.served:
-        theirs = pong.bundle if isinstance(pong, wire.Pong) else f"none (answered {pong.kind})"
+        theirs = pong.bundle[:12] if isinstance(pong, wire.Pong) else f"none (answered {pong.kind})"
         raise BundleError(
-            f"cloud at {client.endpoint} serves bundle={theirs[:12]}, this edge has "
+            f"cloud at {client.endpoint} serves bundle={theirs}, this edge has "
             f"bundle={bundle_id[:12]}; deploy the same bundle on both sides"
         )
     return Pairing(pong.backend, fastest)

@@ -173,7 +173,11 @@ class EdgeNode:
             self.switch(request.bundle, request.runner, request.policy)
         elif isinstance(request, SwitchBack):
             if self.spare is None or self.spare[0].id != request.bundle.id:
-                log.error("update asked to switch back to bundle=%s, not kept", request.bundle.id)
+                kept = "none" if self.spare is None else self.spare[0].id[:12]
+                # The updater logs it and drops the request: declined once, not every request.
+                updater.declined(
+                    request, f"asked to switch back to {request.bundle.id[:12]}, kept {kept}"
+                )
                 return
             (bundle, runner), self.spare = self.spare, None
             self.switch(bundle, runner, request.policy)

@@ -69,6 +69,14 @@ class BundleUpdates(Protocol):
         """``request`` was carried out at ``now``: the next request runs on what it named."""
         ...
 
+    def declined(self, request: SwitchRequest, reason: str) -> None:
+        """The node cannot carry out ``request`` (``reason``) and serves on as before.
+
+        The updater drops the request (it is not asked for again) and decides what
+        follows: a switch back that cannot be done leaves the bundle serving in place.
+        """
+        ...
+
     def record(self, outcome: Outcome) -> None:
         """One request's outcome (which bundle answered, how, how long it took)."""
         ...

@@ -7,15 +7,16 @@ another pending request are kept until it is collected, replies for a request
 already given up are counted and dropped, so a late answer never pairs with
 the wrong request.
 
-The client keeps its own clock (``time.perf_counter``): it times round trips,
-which are figures, and bounds blocking receives in real time. Callers give it
-durations, never instants of their own clock.
+Two clocks: every deadline (the wait for a connection, the wait for a reply)
+is kept on the client's ``clock`` (injected, ``time.monotonic`` by default),
+while round trips are timed with ``time.perf_counter``: they are figures, not
+deadlines. Callers give it durations, never instants of their own clock.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import zmq
@@ -49,16 +50,31 @@ class Reply:
 
 @dataclass(frozen=True)
 class Pending:
-    """A request on the wire: its id, bytes sent and when it left."""
+    """A request on the wire: its id, bytes sent and when it left.
+
+    ``sent_at`` is on ``time.perf_counter`` (round trips are timed from it);
+    ``sent_clock`` is the same instant on the client's deadline clock (``None``:
+    unknown, taken as ``sent_at``'s age on that clock).
+    """
 
     request_id: int
     bytes_sent: int
     sent_at: float
     raw_bytes: int
+    sent_clock: float | None = None
 
 
 class CloudClient:
-    """Sends wire messages to a cloud node and collects the matching replies."""
+    """Sends wire messages to a cloud node and collects the matching replies.
+
+    Args:
+        endpoint: the cloud's ZeroMQ endpoint.
+        limits: the wire limits replies are decoded under.
+        keys: this edge's CURVE key pair (``None``: plain TCP).
+        server_key: the cloud's CURVE public key (with ``keys``).
+        clock: the clock every deadline is kept on, seconds (round trips are timed
+            with ``time.perf_counter`` regardless).
+    """
 
     def __init__(
         self,
@@ -67,8 +83,10 @@ class CloudClient:
         *,
         keys: KeyPair | None = None,
         server_key: bytes | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.endpoint = endpoint
+        self.clock = clock
         self.limits = limits or wire.Limits()
         self.curve = keys is not None
         self._context = zmq.Context()
@@ -134,7 +152,7 @@ class CloudClient:
         self, frames: Sequence[bytes | memoryview], request_id: int, raw: int, connect_wait_s: float
     ) -> Pending:
         sent = sum(memoryview(f).nbytes for f in frames)
-        started = time.perf_counter()
+        started, started_clock = time.perf_counter(), self.clock()
         try:
             try:
                 self._socket.send_multipart(frames, zmq.NOBLOCK, copy=False)
@@ -144,7 +162,7 @@ class CloudClient:
                 if connect_wait_s <= 0:
                     raise
                 self._socket.poll(max(1, int(connect_wait_s * 1000)), zmq.POLLOUT)
-                started = time.perf_counter()
+                started, started_clock = time.perf_counter(), self.clock()
                 self._socket.send_multipart(frames, zmq.NOBLOCK, copy=False)
         except zmq.Again:
             raise TransportError(
@@ -152,21 +170,23 @@ class CloudClient:
                 "this edge's key)"
             ) from None
         self._pending.add(request_id)
-        return Pending(request_id, sent, started, raw)
+        return Pending(request_id, sent, started, raw, started_clock)
 
     def wait(self, pending: Pending, timeout_s: float) -> Reply | None:
         """The reply to ``pending``, or ``None`` once ``timeout_s`` passed since it was sent.
 
-        The deadline is a real-time bound on a blocking receive, so it is kept on
-        the clock this client times round trips with, not on the caller's.
+        The deadline is kept on the client's ``clock``, from when ``pending`` was sent.
 
         Raises:
             WireError: the reply was not valid wire format.
         """
-        return self._wait_until(pending, pending.sent_at + timeout_s)
+        sent = pending.sent_clock
+        if sent is None:
+            sent = self.clock() - (time.perf_counter() - pending.sent_at)
+        return self._wait_until(pending, sent + timeout_s)
 
     def _wait_until(self, pending: Pending, deadline: float) -> Reply | None:
-        """The reply to ``pending``, or ``None`` after ``deadline`` (``time.perf_counter()``)."""
+        """The reply to ``pending``, or ``None`` after ``deadline`` (on ``self.clock``)."""
         rid = pending.request_id
         early = self._early.pop(rid, None)
         if early is not None:
@@ -183,7 +203,7 @@ class CloudClient:
                 if int(self._socket.getsockopt(zmq.EVENTS)) & _POLLIN:
                     parts = self._socket.recv_multipart(zmq.NOBLOCK, copy=False)
                 else:
-                    left = deadline - time.perf_counter()
+                    left = deadline - self.clock()
                     if left <= 0:
                         return None
                     timed = True
@@ -240,7 +260,7 @@ class CloudClient:
             TransportError: no connection within ``timeout_s``.
             WireError: the reply was not valid wire format.
         """
-        began = time.perf_counter()
+        began = self.clock()
         pending = self.send(message, codec=codec, connect_wait_s=timeout_s)
         return self._wait_until(pending, began + timeout_s), pending.bytes_sent
 

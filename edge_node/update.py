@@ -182,6 +182,17 @@ class Updater:
         self._request = None
         self._guarded(lambda: self._switched(request, now))
 
+    def declined(self, request: SwitchRequest, reason: str) -> None:
+        """The node cannot carry out ``request``: drop it, and serve on what the node serves."""
+        if request is not self._request:
+            log.warning(
+                "update decline of a switch not asked for ignored request=%s",
+                type(request).__name__,
+            )
+            return
+        self._request = None
+        self._guarded(lambda: self._declined(request, reason))
+
     def wait_idle(self, timeout_s: float) -> bool:
         """Wait for a download in progress to finish (tests and shutdown)."""
         worker = self._worker
@@ -201,8 +212,11 @@ class Updater:
     def _tick(self, now: float, serving: Bundle) -> None:
         self._heartbeat(now, serving)
         with self._lock:
-            staged, self._staged = self._staged, None
             failure, self._failure = self._failure, None
+            # A bundle staged while a switch is still asked for waits for the next tick.
+            staged = None
+            if self._request is None:
+                staged, self._staged = self._staged, None
         if failure is not None:
             self._refuse(failure)
         if self._request is not None:
@@ -354,6 +368,38 @@ class Updater:
         else:
             self._committed()
 
+    def _declined(self, request: SwitchRequest, reason: str) -> None:
+        if isinstance(request, SwitchTo):
+            # The node serves on the bundle it had: the staged one is not taken.
+            staged, self._next = self._next, None
+            bundle_id = request.bundle.id if staged is None else staged.bundle.id
+            message = f"the node declined the switch: {reason}"
+            self._refuse(_Failure(bundle_id, message, permanent=True))
+        elif isinstance(request, SwitchBack):
+            self._rollback_declined(reason)
+        else:
+            # Healthy, committed; the node keeps the spare loaded (its own to let go).
+            log.warning("update node kept its spare: %s", reason)
+            self._committed()
+
+    def _rollback_declined(self, reason: str) -> None:
+        """A switch back the node cannot do: the bundle on probation serves on, refused.
+
+        It is not committed (a restart serves the committed bundle) and never taken
+        again; probation ends, so it is judged (and logged) once.
+        """
+        bad = self._serving
+        assert bad is not None and self._verdict is not None
+        why = self._verdict.reason
+        self._probation_since = None
+        self._verdict = None
+        self._sequence = 0
+        self._old_health, self._old_version = Health(), ""
+        self.state, self.candidate = "refused", bad.id
+        self.note = f"regressed ({why}) but could not roll back: {reason}; serving it"[:300]
+        self._event("refused", f"{bad.id[:12]}: {self.note}")
+        self.store.refuse(bad.id)
+
     def _on_probation(self, request: SwitchTo, now: float) -> None:
         staged, self._next = self._next, None
         old = self._serving
@@ -378,7 +424,9 @@ class Updater:
         if verdict.regressed:
             spare = self._spare
             if spare is None:
-                raise UpdateError("rollback asked with no bundle kept to go back to")
+                # Judged once: probation ends with the bundle serving, refused.
+                self._rollback_declined("the node keeps no bundle to go back to")
+                return
             self._request = SwitchBack(spare, self._make_policy(spare))
         else:
             self._request = DropSpare()

@@ -61,6 +61,7 @@ class Scripted:
         self.asks = asks
         self.ticks: list[tuple[float, str, str | None]] = []
         self.done: list[SwitchRequest] = []
+        self.declines: list[tuple[SwitchRequest, str]] = []
         self.outcomes: list[Outcome] = []
 
     def tick(self, now: float, serving: Bundle, spare: Bundle | None) -> None:
@@ -72,6 +73,10 @@ class Scripted:
     def switched(self, request: SwitchRequest, now: float) -> None:
         assert request is self.asks.pop(0)
         self.done.append(request)
+
+    def declined(self, request: SwitchRequest, reason: str) -> None:
+        assert request is self.asks.pop(0)
+        self.declines.append((request, reason))
 
     def record(self, outcome: Outcome) -> None:
         self.outcomes.append(outcome)
@@ -110,11 +115,12 @@ def test_the_node_carries_out_switch_requests_between_requests(untrained_bundle:
     assert node.infer(x).bundle == untrained_bundle.id
     assert node.spare is None and node.runner is first_runner and node.policy is back_policy
     assert updater.ticks[1][1:] == (other.id, untrained_bundle.id)
-    # A switch back to a bundle not kept is refused (logged), and stays asked for.
+    # A switch back to a bundle not kept is declined, said once: the updater drops it.
     wrong = SwitchBack(other, _policy(other))
     updater.asks.append(wrong)
-    assert node.infer(x).bundle == untrained_bundle.id and updater.asks == [wrong]
-    updater.asks.clear()
+    assert node.infer(x).bundle == untrained_bundle.id and updater.asks == []
+    assert [(r, "kept none" in why) for r, why in updater.declines] == [(wrong, True)]
+    assert node.infer(x).bundle == untrained_bundle.id and len(updater.declines) == 1
     updater.asks.append(switch_to)
     node.infer(x)
     updater.asks.append(DropSpare())
@@ -198,3 +204,135 @@ def test_update_settings_are_checked_once_where_the_config_is_loaded(key: str) -
 
     with pytest.raises(ConfigError, match=key):
         load_config(None, env={}, overrides={f"update.{key}": 0.0})
+
+
+class SlowNode:
+    """Stands in for the node: carries out a request only after ``lag`` ticks asking for it."""
+
+    def __init__(self, updater: Updater, serving: Bundle, lag: int) -> None:
+        self.updater, self.serving, self.lag = updater, serving, lag
+        self.spare: Bundle | None = None
+        self.asked = 0
+        self.done: list[SwitchRequest] = []
+
+    def tick(self, now: float) -> SwitchRequest | None:
+        self.updater.tick(now, self.serving, self.spare)
+        request = self.updater.next_switch()
+        if request is None:
+            return None
+        self.asked += 1
+        if self.asked <= self.lag:
+            return request
+        self.asked = 0
+        if isinstance(request, SwitchTo):
+            self.serving, self.spare = request.bundle, self.serving
+        elif isinstance(request, SwitchBack):
+            assert self.spare is not None and self.spare.id == request.bundle.id
+            self.serving, self.spare = self.spare, None
+        else:
+            self.spare = None
+        self.updater.switched(request, now)
+        self.done.append(request)
+        return request
+
+
+def test_a_bundle_staged_while_a_switch_is_pending_waits_for_it(
+    untrained_bundle: Bundle, tmp_path: Path
+) -> None:
+    old = untrained_bundle
+    new = replace(old, manifest=replace(old.manifest, bundle_id="e" * 64))
+    newer = replace(old, manifest=replace(old.manifest, bundle_id="d" * 64))
+    config = UpdateConfig(state_dir=tmp_path, min_requests=4, probation_s=10.0)
+    updater = Updater(config, "1", None, lambda b: HeadRunner(b), _policy)
+    node = SlowNode(updater, old, lag=2)
+    updater._staged = _Staged(new, "2", HeadRunner(new), _policy(new), sequence=5)
+    updater.candidate = new.id
+    assert isinstance(node.tick(0.0), SwitchTo) and node.serving is old
+    # The next release is staged while the switch to ``new`` is still asked for.
+    updater._staged = _Staged(newer, "3", HeadRunner(newer), _policy(newer), sequence=6)
+    ask = node.tick(1.0)
+    assert isinstance(ask, SwitchTo) and ask.bundle is new and node.serving is old
+    assert updater._staged is not None and updater._staged.bundle is newer
+    assert node.tick(2.0) is ask and node.serving is new  # carried out at last
+    # Not lost: asked for at the next tick.
+    ask = node.tick(3.0)
+    assert isinstance(ask, SwitchTo) and ask.bundle is newer and updater._staged is None
+
+
+def test_a_switch_back_the_node_declines_leaves_the_bundle_serving_refused(
+    untrained_bundle: Bundle, tmp_path: Path
+) -> None:
+    old = untrained_bundle
+    new = replace(old, manifest=replace(old.manifest, bundle_id="e" * 64))
+    config = UpdateConfig(state_dir=tmp_path, min_requests=4, probation_s=10.0)
+    updater = Updater(config, "1", None, lambda b: HeadRunner(b), _policy)
+    updater._staged = _Staged(new, "2", HeadRunner(new), _policy(new), sequence=5)
+    updater.candidate = new.id
+    updater.tick(0.0, old, None)
+    ask = updater.next_switch()
+    assert ask is not None
+    updater.switched(ask, 0.0)
+    for _ in range(4):
+        updater.record(_outcome(new, "fallback"))
+    updater.tick(1.0, new, old)
+    back = updater.next_switch()
+    assert isinstance(back, SwitchBack)
+    updater.declined(back, "asked to switch back to it, kept none")
+    assert updater.next_switch() is None and updater.state == "refused"
+    assert updater.candidate == new.id and new.id in updater.refused and updater.version == "2"
+    assert "could not roll back" in updater.note and "kept none" in updater.note
+    assert [r for r, _ in updater.events] == ["switched", "refused"]
+    # Probation is over: more errors, more ticks, no new verdict; nothing committed.
+    for t in range(2, 15):
+        updater.record(_outcome(new, "fallback"))
+        updater.tick(float(t), new, old)
+        assert updater.next_switch() is None
+    assert updater.committed_sequence is None and len(updater.events) == 2
+
+
+def test_a_rollback_with_nothing_kept_is_judged_once(
+    untrained_bundle: Bundle, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    old = untrained_bundle
+    new = replace(old, manifest=replace(old.manifest, bundle_id="e" * 64))
+    config = UpdateConfig(state_dir=tmp_path, min_requests=4, probation_s=10.0)
+    updater = Updater(config, "1", None, lambda b: HeadRunner(b), _policy)
+    node = EdgeNode(old, _policy(old), None, EdgeConfig(rtt_s=0.0), updater=updater)
+    x = np.zeros((1, *old.manifest.model.input.shape), dtype=np.float32)
+    updater._staged = _Staged(new, "2", HeadRunner(new), _policy(new), sequence=5)
+    updater.candidate = new.id
+    assert node.infer(x).bundle == new.id and updater.state == "probation"
+    node.spare = None  # the bundle to go back to is lost (say)
+    for _ in range(4):
+        updater.record(_outcome(new, "fallback"))
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        for _ in range(5):
+            assert node.infer(x).bundle == new.id
+    assert updater.next_switch() is None and node.bundle is new
+    assert updater.state == "refused" and updater.candidate == new.id
+    assert new.id in updater.refused and updater.version == "2"
+    assert "could not roll back" in updater.note and "no bundle" in updater.note
+    assert [r for r, _ in updater.events] == ["switched", "refused"]
+    assert updater.committed_sequence is None  # a restart serves the bundle committed before
+    warned = [r for r in caplog.records if r.levelname in ("WARNING", "ERROR")]
+    assert len(warned) == 1 and "refused" in warned[0].getMessage()
+
+
+def test_a_switch_the_node_declines_is_dropped_and_its_bundle_refused(
+    untrained_bundle: Bundle, tmp_path: Path
+) -> None:
+    old = untrained_bundle
+    new = replace(old, manifest=replace(old.manifest, bundle_id="e" * 64))
+    updater = Updater(UpdateConfig(state_dir=tmp_path), "1", None, lambda b: HeadRunner(b), _policy)
+    updater._staged = _Staged(new, "2", HeadRunner(new), _policy(new), sequence=5)
+    updater.tick(0.0, old, None)
+    ask = updater.next_switch()
+    assert isinstance(ask, SwitchTo)
+    updater.declined(SwitchBack(old, _policy(old)), "not asked for")  # ignored
+    assert updater.next_switch() is ask
+    updater.declined(ask, "no room")
+    assert updater.next_switch() is None and updater.state == "refused"
+    assert new.id in updater.refused and updater.version == "1"
+    updater.tick(1.0, old, None)
+    assert updater.next_switch() is None
