@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 ControlMessage = wire.Hello | wire.Fetch | wire.FleetQuery
 CONTROL_TYPES: tuple[type[ControlMessage], ...] = (wire.Hello, wire.Fetch, wire.FleetQuery)
 """The message types the control plane answers."""
+CONTROL_KINDS = frozenset(cls.kind for cls in CONTROL_TYPES)
+"""Their kinds, as a header names them (``wire.Envelope.kind``)."""
 
 
 class ControlPlane:
@@ -151,4 +153,4 @@ class ControlPlane:
         return wire.encode(wire.ErrorReply(request_id, code, text[:900]))
 
 
-__all__ = ["CONTROL_TYPES", "ControlMessage", "ControlPlane"]
+__all__ = ["CONTROL_KINDS", "CONTROL_TYPES", "ControlMessage", "ControlPlane"]

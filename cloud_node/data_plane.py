@@ -1,7 +1,9 @@
 """The cloud's data plane: pings answered, infer requests admitted, batched, run and answered.
 
-The ingress hands every data-plane message here as ``wire.decode`` typed it,
-its tensors still encoded: a :class:`~wire.Ping` gets its
+The ingress hands every message that is not the control plane's here as its
+checked header (``wire.read_envelope``): a kind other than ``ping`` or
+``infer`` is refused from the header alone; the rest is decoded with its
+tensors left encoded (``wire.decode_body``): a :class:`~wire.Ping` gets its
 :class:`~wire.Pong` at once; an :class:`~wire.InferRequest` is checked
 against the bundle it names and either admitted to the queue or answered at
 once (:class:`~wire.ErrorReply`, or :class:`~wire.Busy` when the queue is
@@ -27,10 +29,13 @@ from cloud_node.tail import TailBackend
 from cloud_node.tally import Tally
 from cloud_node.throttle import LogThrottle
 from cloud_node.validate import RequestRejected, check_request
-from edgesplit.bundle import Bundle
+from edgesplit.bundle import Bundle, Cut
 from edgesplit.errors import BackendBusy, BackendError, WireError
 
 log = logging.getLogger(__name__)
+
+DATA_KINDS = frozenset({wire.Ping.kind, wire.InferRequest.kind})
+"""The message kinds the data plane serves."""
 
 #: Sends a reply's frames to the client of ``identity`` (from a worker thread).
 Send = Callable[[bytes, wire.Frames], None]
@@ -91,13 +96,52 @@ class DataPlane:
     # -- the ingress thread --------------------------------------------------------------
 
     def answer(
-        self, message: wire.AnyMessage, received: float, identity: bytes
+        self, envelope: wire.Envelope, received: float, identity: bytes
     ) -> wire.Frames | None:
         """The reply to a data-plane message, or ``None`` when it was admitted.
 
+        ``envelope`` is the message's checked header (``wire.read_envelope``):
+        a kind other than ``ping`` or ``infer`` is refused from it alone. An
+        ``infer``'s fields are read, then checked against the bundle it names
+        (bundle, cut, the tensors declared), and only then its payloads'
+        lengths; no payload is decoded. Every error found after the header is
+        answered with the request's id (so the edge matches it to its request).
         Never raises for bad input: an unservable request gets an ``error``
         reply and a counted error.
         """
+        rid = envelope.request_id
+        if envelope.kind not in DATA_KINDS:
+            return self._reject(
+                RequestRejected(
+                    "kind", f"kind={envelope.kind!r}: the cloud node serves infer and ping"
+                ),
+                rid,
+                received,
+                None,
+            )
+        asked: list[str] = []
+        admitted: list[tuple[Bundle, TailBackend, Cut]] = []
+
+        def check(message: wire.AnyMessage) -> None:
+            # Bundle and cut before payloads: a request the node cannot serve is told so.
+            assert isinstance(message, wire.InferRequest)
+            asked.append(message.cut)
+            bundle, backend = self.served.get(message.bundle, self.served[self.bundle.id])
+            admitted.append(
+                (bundle, backend, check_request(bundle, message, self.config.max_batch))
+            )
+
+        try:
+            message = wire.decode_body(
+                envelope,
+                self.config.limits,
+                encoded=True,
+                check=check if envelope.kind == wire.InferRequest.kind else None,
+            )
+        except RequestRejected as exc:
+            return self._reject(exc, rid, received, asked[0] if asked else None)
+        except WireError as exc:
+            return self.refuse(exc, received, rid, admitted[0][2].id if admitted else "-")
         if isinstance(message, wire.Ping):
             self.tally.count("ping")
             pong = wire.Pong(
@@ -108,18 +152,8 @@ class DataPlane:
                 self.queue.expected_wait_s(),
             )
             return wire.encode(pong)
-        try:
-            if not isinstance(message, wire.InferRequest):
-                raise RequestRejected(
-                    "kind", f"kind={message.kind!r}: the cloud node serves infer and ping"
-                )
-            bundle, backend = self.served.get(message.bundle, self.served[self.bundle.id])
-            cut = check_request(bundle, message, self.config.max_batch)
-        except RequestRejected as exc:
-            cut_label = message.cut if isinstance(message, wire.InferRequest) else None
-            self.tally.error(exc.code, received, self._cut_label(cut_label))
-            self._quiet.warning(exc.code, "rejected request id=%d: %s", message.request_id, exc)
-            return _error(message.request_id, exc.code, str(exc))
+        assert isinstance(message, wire.InferRequest) and admitted
+        bundle, backend, cut = admitted[0]
         tensors = tuple(_encoded(t) for t in message.tensors)
         job = Job(identity, message.request_id, cut, tensors, received, bundle, backend)
         if self.queue.offer(job):
@@ -131,12 +165,26 @@ class DataPlane:
             job, wait, f"queue full ({len(self.queue)} waiting, ~{wait * 1e3:.1f} ms)"
         )
 
-    def refuse(self, exc: WireError, received: float) -> wire.Frames:
-        """Count and answer frames the wire format refused (no request id could be trusted)."""
+    def _reject(
+        self, exc: RequestRejected, request_id: int, received: float, cut: str | None
+    ) -> wire.Frames:
+        """Count and answer a well-formed request the node cannot serve."""
+        self.tally.error(exc.code, received, self._cut_label(cut))
+        self._quiet.warning(exc.code, "rejected request id=%d: %s", request_id, exc)
+        return _error(request_id, exc.code, str(exc))
+
+    def refuse(
+        self, exc: WireError, received: float, request_id: int = 0, cut: str = "-"
+    ) -> wire.Frames:
+        """Count and answer frames the wire format refused.
+
+        ``request_id`` is the header's once it was read (``0``: no id could be
+        trusted); ``cut`` the cut it asked for, once known (a metrics label).
+        """
         code = wire.error_code(exc)
-        self.tally.error(code, received, "-")
-        self._quiet.warning(code, "rejected frame code=%s error=%s", code, exc)
-        return _error(0, code, str(exc))
+        self.tally.error(code, received, cut)
+        self._quiet.warning(code, "rejected frame code=%s id=%d error=%s", code, request_id, exc)
+        return _error(request_id, code, str(exc))
 
     def _cut_label(self, cut: str | None) -> str:
         """``cut`` as a metrics label: a cut of the bundle, else ``-`` (labels stay bounded)."""
@@ -272,4 +320,4 @@ def _encoded(tensor: wire.AnyTensor) -> wire.EncodedTensor:
     return wire.EncodedTensor.from_array(tensor.name, tensor.array)
 
 
-__all__ = ["DataPlane", "Send"]
+__all__ = ["DATA_KINDS", "DataPlane", "Send"]

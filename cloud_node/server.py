@@ -1,12 +1,13 @@
 """The cloud node: a ZeroMQ ROUTER ingress in front of a data plane and a control plane.
 
-The ingress thread alone owns the ROUTER socket. It reads each message,
-decodes it with ``wire.decode`` (header, fields and payload lengths: no
-tensor is decoded there) and routes it by its type: ``ping`` and ``infer``
-(and any other data-plane kind, refused) to the
-:class:`~cloud_node.data_plane.DataPlane`, ``hello``, ``fetch`` and ``fleet``
-to the :class:`~cloud_node.control.ControlPlane`; it sends back what they
-answer at once. Admitted requests are run by worker threads, which hand their
+The ingress thread alone owns the ROUTER socket. It reads each message's
+header (``wire.read_envelope``: no field or payload read) and routes it by
+its kind: ``hello``, ``fetch`` and ``fleet`` (decoded) to the
+:class:`~cloud_node.control.ControlPlane`, anything else to the
+:class:`~cloud_node.data_plane.DataPlane`, which serves ``ping`` and
+``infer`` and refuses every other kind from the header alone (no payload
+of any kind is decompressed on the ingress); it sends back what they answer
+at once. Admitted requests are run by worker threads, which hand their
 replies back to the ingress over an inproc socket. On stop the ingress stops
 reading, the workers finish what was admitted, and every admitted request is
 answered.
@@ -27,7 +28,7 @@ import zmq
 import wire
 from cloud_node.admission import AdmissionQueue
 from cloud_node.config import CloudConfig
-from cloud_node.control import CONTROL_TYPES, ControlPlane
+from cloud_node.control import CONTROL_KINDS, CONTROL_TYPES, ControlPlane
 from cloud_node.data_plane import DataPlane
 from cloud_node.fleet import Fleet
 from cloud_node.guard import PeerGuard
@@ -321,18 +322,26 @@ class CloudNode:
     ) -> wire.Frames | None:
         """One message's frames in; the reply's frames, or ``None`` when it was admitted.
 
-        Decodes the message (its tensors left encoded) and routes it by type: a
-        control-plane message to :attr:`control`, anything else to :attr:`data`.
+        Reads the header alone, then routes by kind: a control-plane message is
+        decoded and handed to :attr:`control`, anything else to :attr:`data`
+        (which refuses kinds it does not serve before reading any payload).
         Never raises for bad input: a malformed or unservable request gets an
-        ``error`` reply and a counted error.
+        ``error`` reply and a counted error, with the request's id once its
+        header was read.
         """
+        limits = self.config.limits
         try:
-            message = wire.decode(frames, self.config.limits, encoded=True)
+            envelope = wire.read_envelope(frames, limits)
         except WireError as exc:
             return self.data.refuse(exc, received)
-        if isinstance(message, CONTROL_TYPES):
-            return self.control.answer(message, client)
-        return self.data.answer(message, received, identity)
+        if envelope.kind not in CONTROL_KINDS:
+            return self.data.answer(envelope, received, identity)
+        try:
+            message = wire.decode_body(envelope, limits, encoded=True)
+        except WireError as exc:
+            return self.data.refuse(exc, received, envelope.request_id)
+        assert isinstance(message, CONTROL_TYPES)
+        return self.control.answer(message, client)
 
     # -- workers -----------------------------------------------------------------------------
 

@@ -19,7 +19,15 @@ metrics. This package imports neither torch nor zmq.
 
 from wire.codecs import decode_tensor, encode_tensor
 from wire.descriptor import TensorMeta
-from wire.envelope import Frames, decode, encode, error_code
+from wire.envelope import (
+    Envelope,
+    Frames,
+    decode,
+    decode_body,
+    encode,
+    error_code,
+    read_envelope,
+)
 from wire.fields import FieldError
 from wire.header import KINDS, PROTOCOL_VERSION
 from wire.limits import Limits
@@ -59,6 +67,7 @@ __all__ = [
     "Codec",
     "DEFAULT_CODEC",
     "EncodedTensor",
+    "Envelope",
     "ErrorReply",
     "Fetch",
     "FieldError",
@@ -79,10 +88,12 @@ __all__ = [
     "TensorMeta",
     "Welcome",
     "decode",
+    "decode_body",
     "decode_tensor",
     "encode",
     "encode_tensor",
     "error_code",
     "parse_codec",
+    "read_envelope",
     "tensors_of",
 ]

@@ -18,6 +18,7 @@ EXPECTED = {
     "Codec",
     "DEFAULT_CODEC",
     "EncodedTensor",
+    "Envelope",
     "ErrorReply",
     "Fetch",
     "FieldError",
@@ -38,11 +39,13 @@ EXPECTED = {
     "TensorMeta",
     "Welcome",
     "decode",
+    "decode_body",
     "decode_tensor",
     "encode",
     "encode_tensor",
     "error_code",
     "parse_codec",
+    "read_envelope",
     "tensors_of",
 }
 
