@@ -25,49 +25,27 @@ import logging
 import math
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import wire
 from edge_node.bundle_store import BundleStore, committed_bundle, read_sequence
 from edge_node.config import UpdateConfig
-from edge_node.download import Downloader, Offer, TransientUpdateError
+from edge_node.download import Downloader, Offer
 from edge_node.head import HeadRunner
 from edge_node.heartbeat import Heartbeat
 from edge_node.metrics import EdgeMetrics
 from edge_node.probation import Health, Verdict, judge
 from edge_node.records import Outcome
+from edge_node.staging import Failure, Staged, take
 from edge_node.switch import DropSpare, SwitchBack, SwitchRequest, SwitchTo
 from edge_node.transport import CloudClient
 from edgesplit.bundle import Bundle, TensorSpec
-from edgesplit.errors import ConfigError, RollbackError, UpdateError
 from edgesplit.release import is_bundle_id
 from offload_policy import Policy
 
 log = logging.getLogger(__name__)
 
 _DOWNLOAD_ATTEMPTS = 3
-
-
-@dataclass(frozen=True)
-class _Staged:
-    """A checked bundle with its sessions and policy, ready to switch to."""
-
-    bundle: Bundle
-    version: str
-    runner: HeadRunner
-    policy: Policy
-    sequence: int = 0  # its release's; 0: the configured bundle or an unsequenced release
-
-
-@dataclass(frozen=True)
-class _Failure:
-    """Why a download or staging of ``bundle_id`` failed."""
-
-    bundle_id: str
-    message: str
-    permanent: bool  # what the release is; else passing trouble, tried again
-    rollback: bool = False  # older than the release committed
 
 
 class Updater:
@@ -127,15 +105,15 @@ class Updater:
         self._announced = False  # the bundle-info gauge, set at the first tick
         self._worker: threading.Thread | None = None
         self._lock = threading.Lock()
-        self._staged: _Staged | None = None  # set by the worker
-        self._failure: _Failure | None = None  # set by the worker
+        self._staged: Staged | None = None  # set by the worker
+        self._failure: Failure | None = None  # set by the worker
         self._attempts: dict[str, int] = {}
         # What the node holds, as its latest tick said.
         self._serving: Bundle | None = None
         self._spare: Bundle | None = None
         # The switch asked for and not yet carried out, and what it finishes.
         self._request: SwitchRequest | None = None
-        self._next: _Staged | None = None
+        self._next: Staged | None = None
         self._verdict: Verdict | None = None
         self._probation_since: float | None = None
         self._sequence = 0  # of the bundle on probation
@@ -305,58 +283,18 @@ class Updater:
         self._worker.start()
 
     def _download_and_stage(self, offer: Offer, input_spec: TensorSpec) -> None:
-        bundle_id = offer.bundle_id
-        archive = self.store.archive_path(bundle_id)
-        try:
-            kept = self.store.local(bundle_id)
-            if kept is not None:
-                # Taken before (a rollout stopped, a bundle committed then left): hash every
-                # file again rather than trust the disk, and check its signature and
-                # sequence again.
-                bundle, sequence = self.store.reuse(kept, bundle_id)
-                self._stage(bundle, offer.version, input_spec, sequence)
-                return
-            self.downloader.fetch(offer, archive)
-            release, bundle = self.store.unpack(archive)
-            if release.bundle_id != bundle_id:
-                raise UpdateError(
-                    f"offered bundle {bundle_id[:12]} but the release holds "
-                    f"{release.bundle_id[:12]}"
-                )
-            self._stage(bundle, release.version, input_spec, release.sequence)
-        except TransientUpdateError as exc:
-            self._failed(_Failure(bundle_id, str(exc), permanent=False))
-        except RollbackError as exc:
-            self._failed(_Failure(bundle_id, str(exc), permanent=True, rollback=True))
-        except (UpdateError, ConfigError) as exc:
-            # What the release is: unsigned, tampered, invalid, or not for this edge.
-            self._failed(_Failure(bundle_id, str(exc), permanent=True))
-        except Exception as exc:  # noqa: BLE001 - disk, network, a session (GPU memory...)
-            # Local or passing trouble: tried again, refused after the last attempt.
-            self._failed(_Failure(bundle_id, f"{type(exc).__name__}: {exc}", permanent=False))
-        finally:
-            archive.unlink(missing_ok=True)
-
-    def _failed(self, failure: _Failure) -> None:
+        outcome = take(
+            offer, input_spec, self.store, self.downloader, self._make_runner, self._make_policy
+        )
         with self._lock:
-            self._failure = failure
+            if isinstance(outcome, Staged):
+                self._staged = outcome
+            else:
+                self._failure = outcome
 
     def _reuse(self, root: Path, bundle_id: str) -> tuple[Bundle, int]:
         """A bundle already on this edge, checked again (see :meth:`BundleStore.reuse`)."""
         return self.store.reuse(root, bundle_id)
-
-    def _stage(self, bundle: Bundle, version: str, input_spec: TensorSpec, sequence: int) -> None:
-        """Load a checked bundle's sessions and policy; the next tick asks to switch to it."""
-        if bundle.manifest.model.input != input_spec:
-            raise UpdateError(
-                f"bundle {bundle.id[:12]} takes input {bundle.manifest.model.input}, this edge "
-                f"feeds {input_spec}"
-            )
-        runner = self._make_runner(bundle)
-        runner.warm(bundle.manifest.cuts)
-        policy = self._make_policy(bundle)
-        with self._lock:
-            self._staged = _Staged(bundle, version or bundle.id[:12], runner, policy, sequence)
 
     # -- switch, probation, rollback, commit ------------------------------------------------
 
@@ -374,7 +312,7 @@ class Updater:
             staged, self._next = self._next, None
             bundle_id = request.bundle.id if staged is None else staged.bundle.id
             message = f"the node declined the switch: {reason}"
-            self._refuse(_Failure(bundle_id, message, permanent=True))
+            self._refuse(Failure(bundle_id, message, permanent=True))
         elif isinstance(request, SwitchBack):
             self._rollback_declined(reason)
         else:
@@ -457,7 +395,7 @@ class Updater:
         self.state, self.candidate, self.note = "serving", "", f"committed: {figures}"
         self._event("committed", f"{serving.id[:12]} ({figures})")
 
-    def _refuse(self, failure: _Failure) -> None:
+    def _refuse(self, failure: Failure) -> None:
         bundle_id, message = failure.bundle_id, failure.message
         attempts = self._attempts.get(bundle_id, 0) + 1
         self._attempts[bundle_id] = attempts

@@ -20,8 +20,9 @@ from edge_node.config import UpdateConfig, edge_config, update_config
 from edge_node.head import HeadRunner
 from edge_node.node import EdgeConfig, EdgeNode
 from edge_node.records import Outcome
+from edge_node.staging import Staged
 from edge_node.switch import BundleUpdates, DropSpare, SwitchBack, SwitchRequest, SwitchTo
-from edge_node.update import Updater, _Staged
+from edge_node.update import Updater
 from edgesplit.bundle import Bundle
 from edgesplit.config import EdgeSection, PolicySection, UpdateSection
 from offload_policy import Decision, FixedPolicy
@@ -157,7 +158,7 @@ def test_the_updater_asks_to_switch_judges_and_asks_to_switch_back(
     updater.tick(0.0, old, None)
     assert updater.next_switch() is None
     # A bundle staged by the download thread: the next tick asks for it, until carried out.
-    updater._staged = _Staged(new, "2", HeadRunner(new), _policy(new), sequence=5)
+    updater._staged = Staged(new, "2", HeadRunner(new), _policy(new), sequence=5)
     updater.candidate = new.id
     updater.tick(1.0, old, None)
     ask = updater.next_switch()
@@ -179,7 +180,7 @@ def test_the_updater_asks_to_switch_judges_and_asks_to_switch_back(
     ]
     # The same again, healthy: probation_s later the spare is let go and the bundle committed.
     newer = replace(old, manifest=replace(old.manifest, bundle_id="d" * 64))
-    updater._staged = _Staged(newer, "3", HeadRunner(newer), _policy(newer), sequence=6)
+    updater._staged = Staged(newer, "3", HeadRunner(newer), _policy(newer), sequence=6)
     updater.candidate = newer.id
     updater.tick(3.0, old, None)
     ask = updater.next_switch()
@@ -245,11 +246,11 @@ def test_a_bundle_staged_while_a_switch_is_pending_waits_for_it(
     config = UpdateConfig(state_dir=tmp_path, min_requests=4, probation_s=10.0)
     updater = Updater(config, "1", None, lambda b: HeadRunner(b), _policy)
     node = SlowNode(updater, old, lag=2)
-    updater._staged = _Staged(new, "2", HeadRunner(new), _policy(new), sequence=5)
+    updater._staged = Staged(new, "2", HeadRunner(new), _policy(new), sequence=5)
     updater.candidate = new.id
     assert isinstance(node.tick(0.0), SwitchTo) and node.serving is old
     # The next release is staged while the switch to ``new`` is still asked for.
-    updater._staged = _Staged(newer, "3", HeadRunner(newer), _policy(newer), sequence=6)
+    updater._staged = Staged(newer, "3", HeadRunner(newer), _policy(newer), sequence=6)
     ask = node.tick(1.0)
     assert isinstance(ask, SwitchTo) and ask.bundle is new and node.serving is old
     assert updater._staged is not None and updater._staged.bundle is newer
@@ -266,7 +267,7 @@ def test_a_switch_back_the_node_declines_leaves_the_bundle_serving_refused(
     new = replace(old, manifest=replace(old.manifest, bundle_id="e" * 64))
     config = UpdateConfig(state_dir=tmp_path, min_requests=4, probation_s=10.0)
     updater = Updater(config, "1", None, lambda b: HeadRunner(b), _policy)
-    updater._staged = _Staged(new, "2", HeadRunner(new), _policy(new), sequence=5)
+    updater._staged = Staged(new, "2", HeadRunner(new), _policy(new), sequence=5)
     updater.candidate = new.id
     updater.tick(0.0, old, None)
     ask = updater.next_switch()
@@ -299,7 +300,7 @@ def test_a_rollback_with_nothing_kept_is_judged_once(
     updater = Updater(config, "1", None, lambda b: HeadRunner(b), _policy)
     node = EdgeNode(old, _policy(old), None, EdgeConfig(rtt_s=0.0), updater=updater)
     x = np.zeros((1, *old.manifest.model.input.shape), dtype=np.float32)
-    updater._staged = _Staged(new, "2", HeadRunner(new), _policy(new), sequence=5)
+    updater._staged = Staged(new, "2", HeadRunner(new), _policy(new), sequence=5)
     updater.candidate = new.id
     assert node.infer(x).bundle == new.id and updater.state == "probation"
     node.spare = None  # the bundle to go back to is lost (say)
@@ -325,7 +326,7 @@ def test_a_switch_the_node_declines_is_dropped_and_its_bundle_refused(
     old = untrained_bundle
     new = replace(old, manifest=replace(old.manifest, bundle_id="e" * 64))
     updater = Updater(UpdateConfig(state_dir=tmp_path), "1", None, lambda b: HeadRunner(b), _policy)
-    updater._staged = _Staged(new, "2", HeadRunner(new), _policy(new), sequence=5)
+    updater._staged = Staged(new, "2", HeadRunner(new), _policy(new), sequence=5)
     updater.tick(0.0, old, None)
     ask = updater.next_switch()
     assert isinstance(ask, SwitchTo)

@@ -23,7 +23,8 @@ import wire
 from cloud_node.fleet import Fleet
 from edge_node.config import UpdateConfig
 from edge_node.node import EdgeConfig, EdgeNode
-from edge_node.update import Updater, _Failure
+from edge_node.staging import Failure
+from edge_node.update import Updater
 from edgesplit.bundle import MANIFEST, Bundle
 from edgesplit.errors import UpdateError
 from edgesplit.release import MAX_RELEASE_BYTES, unpack_release
@@ -106,7 +107,7 @@ def test_a_state_dir_that_cannot_be_written_costs_no_request(
     updater, node = _updater(untrained_bundle, tmp_path / "state")
     (tmp_path / "state").mkdir()
     (tmp_path / "state" / "refused.tmp").mkdir()  # the atomic write's temp path is taken
-    updater._failure = _Failure("e" * 64, "refused for the test", permanent=True)
+    updater._failure = Failure("e" * 64, "refused for the test", permanent=True)
     x = np.zeros((1, *untrained_bundle.manifest.model.input.shape), dtype=np.float32)
     outcome = node.infer(x)
     assert outcome.prediction.shape == (1,) and outcome.finished == "edge"  # no cloud: edge-only
