@@ -80,7 +80,7 @@ class Feedback:
         except run_errors() as exc:
             log.debug("head probe failed error=%s", exc)
             return None
-        self.head(manifest, probe, int(x.shape[0]) if x.ndim else 1)
+        self.head(manifest, probe, rows(x))
         return probe.compute_s
 
     def tail(
@@ -99,4 +99,9 @@ class Feedback:
         self._metrics.correction.labels("cloud").set(self.corrections.factors(now).cloud)
 
 
-__all__ = ["Feedback"]
+def rows(x: np.ndarray) -> int:
+    """The batch size of an input (its first dimension; 1 for a scalar)."""
+    return int(x.shape[0]) if x.ndim else 1
+
+
+__all__ = ["Feedback", "rows"]

@@ -28,7 +28,7 @@ import wire
 from edge_node.cloud_watch import CloudWatch, Pairing
 from edge_node.config import EdgeConfig
 from edge_node.energy import EnergyAccount
-from edge_node.feedback import Feedback
+from edge_node.feedback import Feedback, rows
 from edge_node.head import HeadResult, HeadRunner
 from edge_node.link import LinkMonitor
 from edge_node.metrics import EdgeMetrics
@@ -257,7 +257,7 @@ class EdgeNode:
             if rescuer is None:
                 raise
             return self._rescue(began, decision, x, rescuer, exc)
-        self.feedback.head(manifest, head, _rows(x))
+        self.feedback.head(manifest, head, rows(x))
         ticket = _Ticket(began, decision, cut, head, bundle, runner, x)
         if head.exit is not None:
             ticket.outcome = self._done(ticket, head.value, head.exit)
@@ -342,7 +342,7 @@ class EdgeNode:
                 compute_s, queue_s = message.compute_s, message.queue_s
                 self.cloud.set_queue(queue_s)
                 manifest = ticket.bundle.manifest
-                self.feedback.tail(manifest, ticket.cut.tail, _rows(ticket.x), compute_s, queue_s)
+                self.feedback.tail(manifest, ticket.cut.tail, rows(ticket.x), compute_s, queue_s)
                 if reply.timed:
                     self.link.add_transfer(
                         self.clock(), pending.bytes_sent, reply.round_trip_s, compute_s, queue_s
@@ -389,7 +389,7 @@ class EdgeNode:
             rescued = self._rescue(ticket.began, ticket.decision, ticket.x, rescuer, exc)
             assert rescued.outcome is not None
             return rescued.outcome
-        self.feedback.head(manifest, rest, _rows(ticket.x))
+        self.feedback.head(manifest, rest, rows(ticket.x))
         return self._done(
             ticket, rest.value, "fallback", extra_compute_s=rest.compute_s, reason=reason
         )
@@ -441,11 +441,6 @@ class EdgeNode:
         if self.updater is not None:
             self.updater.record(outcome)
         return outcome
-
-
-def _rows(x: np.ndarray) -> int:
-    """The batch size of an input (its first dimension; 1 for a scalar)."""
-    return int(x.shape[0]) if x.ndim else 1
 
 
 __all__ = ["CloudHealth", "EdgeConfig", "EdgeNode", "Outcome", "Policy"]

@@ -18,7 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import zmq
 import zmq.auth
@@ -29,7 +28,6 @@ log = logging.getLogger(__name__)
 
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"
 ZAP_DOMAIN = "edgesplit"
-_LOOPBACK_HOSTS = {"127.0.0.1", "::1", "[::1]", "localhost"}
 
 
 @dataclass(frozen=True)
@@ -119,30 +117,6 @@ def _read_certificate(path: Path) -> tuple[bytes, bytes | None]:
     if public is None or len(public) != 40:
         raise ConfigError(f"{path}: no valid public-key line")
     return public, secret
-
-
-def is_loopback(endpoint: str) -> bool:
-    """Whether ``endpoint`` stays on this machine (loopback TCP, ipc or inproc)."""
-    if endpoint.startswith(("ipc://", "inproc://")):
-        return True
-    parts = urlsplit(endpoint)
-    if parts.scheme != "tcp":
-        return False
-    host = parts.netloc.rsplit(":", 1)[0]
-    return host in _LOOPBACK_HOSTS
-
-
-def require_secure_or_loopback(endpoint: str, curve: bool, what: str) -> None:
-    """Refuse plaintext anywhere but loopback.
-
-    Raises:
-        ConfigError: CURVE is off and ``endpoint`` leaves the machine.
-    """
-    if not curve and not is_loopback(endpoint):
-        raise ConfigError(
-            f"{what} {endpoint}: CURVE encryption is off, which is allowed on loopback only; "
-            "create keys with `edgesplit keys` and pass them, or bind/connect to 127.0.0.1"
-        )
 
 
 def make_curve_server(sock: zmq.Socket[Any], keys: KeyPair) -> None:
