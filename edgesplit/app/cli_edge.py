@@ -14,7 +14,6 @@ import typer
 
 from edgesplit.app.common import ConfigOption, InsecureOption, console, load
 from edgesplit.app.flags import Overrides, with_settings
-from edgesplit.errors import ConfigError
 
 app = typer.Typer()
 
@@ -47,11 +46,10 @@ def edge(
     takes the bundle it assigns: verified, switched between requests, watched
     on probation and rolled back if its error rate or latency regress.
     """
-    from edgesplit.app.edge import EdgeRun, edge_security, run_edge_session
+    from edgesplit.app.edge import EdgeRun, bundle_dir, edge_security, run_edge_session
 
     cfg = load(config, overrides, insecure)
-    if cfg.edge.bundle is None:
-        raise ConfigError("no bundle: give --bundle DIR (or [edge] bundle in the config)")
+    bundle_dir(cfg)  # the missing bundle is said before the missing keys
     keys, server, security = (
         edge_security(cfg, cfg.edge.connect) if cfg.edge.connect else (None, None, "no cloud")
     )

@@ -289,11 +289,9 @@ def _edge_bundle(run: EdgeRun, console: Console) -> tuple[Bundle, str, tuple[Bun
     cfg = run.cfg
     if run.bundle is not None:
         return run.bundle, run.bundle.id, None
-    if cfg.edge.bundle is None:
-        raise ConfigError("no bundle: give --bundle DIR (or [edge] bundle in the config)")
     # Its manifest for its id; its files are hashed only if it is the one served (a
     # committed bundle is hashed when it is loaded).
-    configured = load_bundle(cfg.edge.bundle, verify="none")
+    configured = load_bundle(bundle_dir(cfg), verify="none")
     committed = None
     if cfg.edge.connect and cfg.update.enabled:
         committed = committed_bundle(cfg.update.state_dir.expanduser(), base=configured.id)
@@ -384,6 +382,13 @@ def run_edge(
                 counts = " ".join(f"{k}={v}" for k, v in sorted(node.counts.items()))
                 bar.update(task, completed=i + 1, status=counts)
     return outcomes, summarize(outcomes, inputs.labels, time.perf_counter() - started)
+
+
+def bundle_dir(cfg: Config) -> Path:
+    """The configured bundle directory; ConfigError when there is none."""
+    if cfg.edge.bundle is None:
+        raise ConfigError("no bundle: give --bundle DIR (or [edge] bundle in the config)")
+    return cfg.edge.bundle
 
 
 def edge_security(cfg: Config, connect: str) -> tuple[KeyPair | None, bytes | None, str]:
