@@ -96,6 +96,8 @@ class AdmissionQueue:
                 return None
             first = self._jobs.popleft()
             batch, rows = [first], first.rows
+            if first.bundle.manifest.model.fixed_batch:
+                max_rows = rows  # a model of batch 1 runs each request alone
             deadline = self._clock() + window_s
             while rows < max_rows:
                 for job in [j for j in self._jobs if _same_tail(j, first)]:

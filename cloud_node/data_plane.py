@@ -273,7 +273,7 @@ class DataPlane:
     ) -> list[tuple[Job, wire.Frames]]:
         """One ``result`` reply per job of a batch, each with its rows of the outputs."""
         cut = batch[0].cut
-        output = batch[0].bundle.manifest.model.output
+        wanted = set(batch[0].bundle.manifest.model.outputs)
         self.metrics.compute.labels(cut.id).observe(compute)
         self.metrics.batch_size.observe(len(batch))
         replies = []
@@ -281,7 +281,7 @@ class DataPlane:
         for job in batch:
             rows = slice(offset, offset + job.rows)
             offset += job.rows
-            tensors = tuple(wire.Tensor(n, v[rows]) for n, v in outputs.items() if n == output)
+            tensors = tuple(wire.Tensor(n, v[rows]) for n, v in outputs.items() if n in wanted)
             queue_s = max(0.0, started - job.received)
             self.metrics.queue_wait.observe(queue_s)
             self.tally.count("ok")

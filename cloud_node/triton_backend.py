@@ -54,9 +54,8 @@ class _Tail:
     """What the server has for one cut: model name, tensor names, batch limit."""
 
     model: str
-    input: str
-    output: str
-    datatype: str
+    inputs: tuple[tuple[str, str], ...]  # (name, Triton datatype), the cut's tensors in order
+    outputs: tuple[str, ...]  # the final outputs the tail computes
     max_batch: int  # 0: the model does not batch; one request takes any batch
 
 
@@ -111,7 +110,6 @@ class TritonBackend(DecodingBackend):
         # Readiness and metadata calls at start: bounded by the ready timeout, not by
         # the inference one (which may be far shorter).
         self._control_timeout_s = max(1.0, ready_timeout_s)
-        self._output = bundle.manifest.model.output
         self._lock = threading.Lock()
         self._client: Any = _connect(url)
         try:
@@ -133,20 +131,26 @@ class TritonBackend(DecodingBackend):
         tail = self._tails.get(cut.id)
         if tail is None:
             raise BackendError(f"no tail served for cut {cut.id} (edge-only cuts have none)")
-        if set(inputs) != {tail.input}:
+        names = [name for name, _ in tail.inputs]
+        if set(inputs) != set(names):
             raise BackendError(
-                f"cut {cut.id}: model {tail.model} expects inputs {[tail.input]}, "
-                f"got {sorted(inputs)}"
+                f"cut {cut.id}: model {tail.model} expects inputs {names}, got {sorted(inputs)}"
             )
-        value = inputs[tail.input]
-        if value.ndim == 0 or value.shape[0] == 0:
+        rows = {int(v.shape[0]) if v.ndim else 0 for v in inputs.values()}
+        if len(rows) != 1 or 0 in rows:
             raise BackendError(
-                f"cut {cut.id}: model {tail.model} needs a batch of at least one, "
-                f"got shape={value.shape}"
+                f"cut {cut.id}: model {tail.model} needs one batch of at least one row for "
+                f"every input, got {sorted(rows)}"
             )
-        step = tail.max_batch or len(value)
-        parts = [self._infer_once(tail, value[i : i + step]) for i in range(0, len(value), step)]
-        return {tail.output: parts[0] if len(parts) == 1 else np.concatenate(parts)}
+        total = rows.pop()
+        step = tail.max_batch or total
+        parts = [
+            self._infer_once(tail, {n: v[i : i + step] for n, v in inputs.items()})
+            for i in range(0, total, step)
+        ]
+        if len(parts) == 1:
+            return parts[0]
+        return {name: np.concatenate([p[name] for p in parts]) for name in tail.outputs}
 
     def close(self) -> None:
         """Close the gRPC channel; later calls fail with a BackendError."""
@@ -155,35 +159,41 @@ class TritonBackend(DecodingBackend):
         if client is not None:
             client.close()
 
-    def _infer_once(self, tail: _Tail, value: np.ndarray) -> np.ndarray:
+    def _infer_once(self, tail: _Tail, values: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         client = self._client
         if client is None:
-            raise BackendError(f"Triton backend for {self.url} is closed")
-        datatype = np_to_triton_dtype(value.dtype)
-        if datatype != tail.datatype:
-            raise BackendError(
-                f"model {tail.model}: input {tail.input} takes {tail.datatype}, "
-                f"got dtype={value.dtype}"
-            )
-        request = grpcclient.InferInput(tail.input, list(value.shape), datatype)
-        try:
+            raise BackendError(f"Triton at {self.url} is closed")
+        requests = []
+        for name, expected in tail.inputs:
+            value = values[name]
+            datatype = np_to_triton_dtype(value.dtype)
+            if datatype != expected:
+                raise BackendError(
+                    f"model {tail.model}: input {name} takes {expected}, got dtype={value.dtype}"
+                )
+            request = grpcclient.InferInput(name, list(value.shape), datatype)
             request.set_data_from_numpy(value)
+            requests.append(request)
+        try:
             result = client.infer(
                 tail.model,
-                [request],
-                outputs=[grpcclient.InferRequestedOutput(tail.output)],
+                requests,
+                outputs=[grpcclient.InferRequestedOutput(name) for name in tail.outputs],
                 client_timeout=self.timeout_s,
             )
         except InferenceServerException as exc:
             raise BackendError(self._explain(tail.model, exc)) from exc
         except ValueError as exc:  # gRPC: "Cannot invoke RPC on closed channel!"
             raise BackendError(f"Triton at {self.url}: model {tail.model}: {exc}") from exc
-        output = result.as_numpy(tail.output)
-        if output is None:
-            raise BackendError(
-                f"Triton at {self.url}: model {tail.model} returned no output {tail.output!r}"
-            )
-        return output
+        outputs = {}
+        for name in tail.outputs:
+            output = result.as_numpy(name)
+            if output is None:
+                raise BackendError(
+                    f"Triton at {self.url}: model {tail.model} returned no output {name!r}"
+                )
+            outputs[name] = output
+        return outputs
 
     def _explain(self, model: str, exc: InferenceServerException) -> str:
         status = str(exc.status() or "")
@@ -241,32 +251,37 @@ class TritonBackend(DecodingBackend):
             return False
 
     def _check_model(self, cut: Cut, model: str) -> _Tail:
-        """The model's metadata must be the cut's: one input (name, dtype, shape), the output."""
+        """The model's metadata must be the cut's: its tensors as inputs, the outputs it lacks."""
         metadata = self._call(f"model {model}", self._client.get_model_metadata, model)
         config = self._call(f"model {model}", self._client.get_model_config, model).config
-        datatype = np_to_triton_dtype(np.dtype(cut.dtype))
-        expected_in = [(cut.name, datatype, _batched(cut.shape))]
+        expected_in = [
+            (t.name, np_to_triton_dtype(np.dtype(t.dtype)), _batched(t.shape)) for t in cut.tensors
+        ]
         found_in = [(t.name, t.datatype, list(t.shape)) for t in metadata.inputs]
         outputs = {t.name: (t.datatype, list(t.shape)) for t in metadata.outputs}
         problems = []
-        if not _same_tensors(found_in, expected_in):
+        if not _same_tensors(sorted(found_in), sorted(expected_in)):
             problems.append(f"inputs {found_in}, expected {expected_in}")
-        final = self.bundle.manifest.edge_only
-        expected_out = (np_to_triton_dtype(np.dtype(final.dtype)), _batched(final.shape))
-        found_out = outputs.get(self._output)
-        if found_out is None or not _same_tensors(
-            [(self._output, *found_out)], [(self._output, *expected_out)]
-        ):
-            problems.append(
-                f"output {self._output!r} is {found_out}, expected {expected_out}; "
-                f"outputs: {sorted(outputs)}"
-            )
+        finals = {t.name: t for t in self.bundle.manifest.edge_only.tensors}
+        wanted = tuple(o for o in self.bundle.manifest.model.outputs if o not in cut.edge_outputs)
+        for name in wanted:
+            final = finals[name]
+            expected_out = (np_to_triton_dtype(np.dtype(final.dtype)), _batched(final.shape))
+            found_out = outputs.get(name)
+            if found_out is None or not _same_tensors(
+                [(name, *found_out)], [(name, *expected_out)]
+            ):
+                problems.append(
+                    f"output {name!r} is {found_out}, expected {expected_out}; "
+                    f"outputs: {sorted(outputs)}"
+                )
         if problems:
             raise BackendError(
                 f"Triton at {self.url}: model {model} does not match cut {cut.id} of bundle "
                 f"{self.bundle.id[:12]}: {'; '.join(problems)}; serve this bundle's repository"
             )
-        return _Tail(model, cut.name, self._output, datatype, int(config.max_batch_size))
+        inputs = tuple((name, datatype) for name, datatype, _ in expected_in)
+        return _Tail(model, inputs, wanted, int(config.max_batch_size))
 
     def _call(self, what: str, method: Any, *args: Any) -> Any:
         """A control call (readiness, metadata) with the ready timeout's bound."""

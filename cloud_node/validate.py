@@ -47,28 +47,44 @@ def check_request(bundle: Bundle, request: wire.InferRequest, max_batch: int) ->
             "unknown_cut", f"cut {cut.id} is edge-only: the cloud has no tail for it"
         )
     names = [t.name for t in request.tensors]
-    if names != [cut.name]:
-        raise RequestRejected(
-            "shape", f"cut {cut.id} takes one tensor named {cut.name!r}, got {sorted(names)}"
-        )
-    tensor = request.tensors[0]
-    shape = tensor.shape
-    if len(shape) != len(cut.shape) + 1 or tuple(shape[1:]) != cut.shape:
+    if names != list(cut.names):
         raise RequestRejected(
             "shape",
-            f"cut {cut.id}: tensor shape {shape} does not match (batch, *{cut.shape})",
+            f"cut {cut.id} takes {len(cut.names)} tensor(s) {list(cut.names)} in this order, "
+            f"got {names}",
         )
-    if not 1 <= shape[0] <= max_batch:
-        raise RequestRejected("shape", f"batch={shape[0]} outside 1..{max_batch}")
-    if np.dtype(tensor.dtype) != np.dtype(cut.dtype):
-        raise RequestRejected("shape", f"cut {cut.id}: dtype {tensor.dtype}, expected {cut.dtype}")
+    if bundle.manifest.model.fixed_batch:
+        max_batch = 1  # the model's batch axis is fixed to 1
+    batch = None
+    for expected, tensor in zip(cut.tensors, request.tensors, strict=True):
+        shape = tuple(tensor.shape)
+        if len(shape) != len(expected.shape) + 1 or shape[1:] != expected.shape:
+            raise RequestRejected(
+                "shape",
+                f"cut {cut.id}: tensor {tensor.name!r} has shape {shape}, expected "
+                f"(batch, *{expected.shape})",
+            )
+        if np.dtype(tensor.dtype) != np.dtype(expected.dtype):
+            raise RequestRejected(
+                "shape",
+                f"cut {cut.id}: tensor {tensor.name!r} has dtype {tensor.dtype}, expected "
+                f"{expected.dtype}",
+            )
+        if batch is not None and shape[0] != batch:
+            raise RequestRejected(
+                "shape", f"cut {cut.id}: tensor {tensor.name!r} has {shape[0]} rows, not {batch}"
+            )
+        batch = shape[0]
+    assert batch is not None
+    if not 1 <= batch <= max_batch:
+        raise RequestRejected("shape", f"batch={batch} outside 1..{max_batch}")
     return cut
 
 
 def largest_request_bytes(bundles: Iterable[Bundle], max_batch: int) -> int:
     """Bytes of the largest tensor frame an honest ``infer`` may carry to these bundles.
 
-    The largest cut's activation at ``max_batch`` rows in its own dtype (``raw``;
+    The largest tensor of any cut at ``max_batch`` rows in its own dtype (``raw``;
     every other codec is smaller, a compressor adds at most a few bytes per KiB,
     counted here). A frame beyond it cannot be a valid request.
     """
@@ -77,7 +93,8 @@ def largest_request_bytes(bundles: Iterable[Bundle], max_batch: int) -> int:
         for cut in bundle.manifest.cuts:
             if cut.tail is None:
                 continue
-            nbytes = max_batch * math.prod(cut.shape) * np.dtype(cut.dtype).itemsize
-            largest = max(largest, nbytes)
+            for tensor in cut.tensors:
+                nbytes = max_batch * math.prod(tensor.shape) * np.dtype(tensor.dtype).itemsize
+                largest = max(largest, nbytes)
     # lz4 and zstd expand incompressible data by well under 1%, plus a small frame header.
     return largest + largest // 128 + 1024

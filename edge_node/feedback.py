@@ -12,12 +12,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-import numpy as np
-
 from edge_node.head import HeadResult, HeadRunner
 from edge_node.metrics import EdgeMetrics
 from edgesplit.bundle import Manifest
 from edgesplit.errors import BundleError
+from edgesplit.feeds import Feeds, batch_of
 from edgesplit.onnxrt import run_errors
 from offload_policy.corrections import CorrectionFactors, Corrections, probe_segment
 
@@ -59,7 +58,7 @@ class Feedback:
         self._metrics.correction.labels("edge").set(self.corrections.factors(now).edge)
 
     def probe(
-        self, manifest: Manifest, runner: HeadRunner, x: np.ndarray, head: HeadResult
+        self, manifest: Manifest, runner: HeadRunner, x: Feeds, head: HeadResult
     ) -> float | None:
         """Time a head segment (the cheapest) while an offload that ran no head (``head``) waits.
 
@@ -74,13 +73,12 @@ class Feedback:
         segment = probe_segment(manifest)
         if segment is None:
             return None
-        start = (manifest.model.input.name, x)
         try:
-            probe = runner.run([manifest.segments[segment]], start, None)
-        except run_errors() as exc:
+            probe = runner.run([manifest.segments[segment]], x, None)
+        except (*run_errors(), BundleError) as exc:
             log.debug("head probe failed error=%s", exc)
             return None
-        self.head(manifest, probe, rows(x))
+        self.head(manifest, probe, batch_of(x))
         return probe.compute_s
 
     def tail(
@@ -99,9 +97,4 @@ class Feedback:
         self._metrics.correction.labels("cloud").set(self.corrections.factors(now).cloud)
 
 
-def rows(x: np.ndarray) -> int:
-    """The batch size of an input (its first dimension; 1 for a scalar)."""
-    return int(x.shape[0]) if x.ndim else 1
-
-
-__all__ = ["Feedback", "rows"]
+__all__ = ["Feedback"]

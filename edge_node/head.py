@@ -10,6 +10,7 @@ import numpy as np
 import onnxruntime as ort
 
 from edgesplit.bundle import Bundle, Cut, Segment
+from edgesplit.errors import BundleError
 from edgesplit.onnxrt import create_session
 
 
@@ -19,19 +20,27 @@ class HeadResult:
 
     Attributes:
         exit: the exit that answered, or ``None`` if none was confident.
-        value: that exit's logits, or else the tensor at the end of the head
-            (the cut tensor to send; the final output on an edge-only cut).
-        last_stop: (tensor name, value) of the deepest exit boundary reached (or
-            the start), from which the edge-only chain can continue locally.
+        value: that exit's logits, or else the first output of the last
+            segment run (the cut's first tensor; the first final output on an
+            edge-only cut).
+        values: every value known after the run by wire name: the inputs and
+            each segment's outputs (the cut's tensors are taken from here).
         compute_s: time spent in ONNX Runtime, seconds.
         segments: ids of the segments that ran, in order (what ``compute_s`` timed).
     """
 
     exit: str | None
     value: np.ndarray
-    last_stop: tuple[str, np.ndarray]
+    values: Mapping[str, np.ndarray]
     compute_s: float
     segments: tuple[str, ...] = ()
+
+    def tensors(self, names: Sequence[str]) -> dict[str, np.ndarray]:
+        """The values named ``names``: a cut's tensors or a model's outputs."""
+        missing = [n for n in names if n not in self.values]
+        if missing:
+            raise BundleError(f"the head computed no {missing}; it has {sorted(self.values)}")
+        return {n: self.values[n] for n in names}
 
 
 def confidence(logits: np.ndarray) -> np.ndarray:
@@ -85,31 +94,40 @@ class HeadRunner:
     def run(
         self,
         segments: Sequence[Segment],
-        start: tuple[str, np.ndarray],
+        start: Mapping[str, np.ndarray],
         threshold: float | None,
     ) -> HeadResult:
-        """Run ``segments`` from ``start``; answer at the first exit reaching ``threshold``.
+        """Run ``segments`` from the values ``start``; answer at the first confident exit.
 
+        ``start`` holds the model's inputs by name, or what an earlier run
+        computed (a segment whose outputs are all known already is skipped, so
+        a fallback continues the edge-only chain where a head stopped).
         ``threshold=None`` disables exits. Exits are judged on the whole batch:
         a batch leaves only if every row is confident.
         """
-        name, value = start
-        stop = start
+        values = dict(start)
+        value = next(iter(values.values())) if values else np.empty(0)
         spent = 0.0
         ran: list[str] = []
         for segment in segments:
+            if segment.outputs and all(name in values for name in segment.outputs):
+                continue
+            missing = [name for name in segment.inputs if name not in values]
+            if missing:
+                raise BundleError(f"head segment {segment.id} needs {missing}, not computed")
             session = self.session(segment)
+            feeds = {i.name: values[i.name] for i in session.get_inputs()}
             began = time.perf_counter()
-            outputs = session.run(None, {segment.input: value})
+            outputs = session.run(None, feeds)
             spent += time.perf_counter() - began
             ran.append(segment.id)
             named = {o.name: v for o, v in zip(session.get_outputs(), outputs, strict=True)}
-            name, value = segment.output, named[segment.output]
-            if segment.exit is None:
+            values.update(named)
+            if segment.outputs:
+                value = named[segment.outputs[0]]
+            if segment.exit is None or threshold is None:
                 continue
-            stop = (name, value)
-            if threshold is not None:
-                logits = named[segment.exit]
-                if bool(np.all(confidence(logits) >= threshold)):
-                    return HeadResult(segment.exit, logits, stop, spent, tuple(ran))
-        return HeadResult(None, value, stop, spent, tuple(ran))
+            logits = named[segment.exit]
+            if bool(np.all(confidence(logits) >= threshold)):
+                return HeadResult(segment.exit, logits, values, spent, tuple(ran))
+        return HeadResult(None, value, values, spent, tuple(ran))

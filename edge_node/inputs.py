@@ -19,6 +19,7 @@ pixels, and a ``.npy`` folder is the way to feed it pre-normalized arrays.
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,8 @@ import numpy as np
 from PIL import Image
 
 from edgesplit.bundle import Bundle
-from edgesplit.errors import ConfigError
+from edgesplit.errors import ConfigError, ModelError
+from edgesplit.feeds import batch_of, check_feeds, slice_feeds
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov")
@@ -62,13 +64,20 @@ class InputSource(Protocol):
 
 @dataclass(frozen=True)
 class InputSet:
-    """Inputs ``[N, *shape]`` held in memory and their labels when known."""
+    """Inputs held in memory and their labels when known.
 
-    inputs: np.ndarray
+    Attributes:
+        inputs: ``[N, *shape]`` for a single-input model, or one such array per
+            input name (a model of several inputs, or an ``.npz``).
+    """
+
+    inputs: np.ndarray | dict[str, np.ndarray]
     labels: np.ndarray | None
     source: str
 
     def __len__(self) -> int:
+        if isinstance(self.inputs, dict):
+            return batch_of(self.inputs)
         return int(self.inputs.shape[0])
 
     @property
@@ -76,10 +85,13 @@ class InputSet:
         """The number of inputs (``len``)."""
         return len(self)
 
-    def batches(self) -> Iterator[np.ndarray]:
+    def batches(self) -> Iterator[np.ndarray | dict[str, np.ndarray]]:
         """One batch-of-one request per input."""
         for i in range(len(self)):
-            yield self.inputs[i : i + 1]
+            if isinstance(self.inputs, dict):
+                yield slice_feeds(self.inputs, i, i + 1)
+            else:
+                yield self.inputs[i : i + 1]
 
 
 @dataclass(frozen=True)
@@ -147,6 +159,9 @@ def open_inputs(spec: str, bundle: Bundle, limit: int | None = None) -> InputSet
             (named), OpenCV missing for a video or camera, a video or camera that
             cannot be opened or gives no frames.
     """
+    path = Path(spec)
+    if path.suffix.lower() == ".npz" and spec != "bundle":
+        return load_npz_inputs(path, bundle, limit)
     shape = tuple(bundle.manifest.model.input.shape)
     if spec == "bundle":
         return _load_test_set(bundle, shape, limit)
@@ -157,7 +172,7 @@ def open_inputs(spec: str, bundle: Bundle, limit: int | None = None) -> InputSet
         return _load_folder(path, shape, limit)
     if path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES:
         return _open_video(path, shape, limit)
-    kinds = f"a directory, a video file ({', '.join(VIDEO_SUFFIXES)}) or camera:N"
+    kinds = f"an .npz, a directory, a video file ({', '.join(VIDEO_SUFFIXES)}) or camera:N"
     if not path.exists():
         raise ConfigError(f"--inputs {spec}: not 'bundle' and not {kinds} (no such path)")
     raise ConfigError(f"--inputs {spec}: not 'bundle' and not {kinds}")
@@ -171,6 +186,34 @@ def load_inputs(spec: str, bundle: Bundle, limit: int | None = None) -> InputSet
     """
     inputs = open_inputs(spec, bundle, limit)
     return inputs.load() if isinstance(inputs, FrameStream) else inputs
+
+
+def load_npz_inputs(path: Path, bundle: Bundle, limit: int | None = None) -> InputSet:
+    """An ``.npz`` with one array per input name (batch first), and ``labels`` if it has them.
+
+    Raises:
+        ConfigError: unreadable, a missing input name, a wrong dtype or shape.
+    """
+    if not path.is_file():
+        raise ConfigError(f"--inputs {path}: no such file")
+    specs = bundle.manifest.model.inputs
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name][:limit] for name in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise ConfigError(f"--inputs {path}: cannot be read as .npz: {exc}") from None
+    labels = arrays.pop("labels", None)
+    try:
+        feeds = check_feeds(arrays, specs, f"--inputs {path}")
+    except ModelError as exc:
+        raise ConfigError(str(exc)) from None
+    count = batch_of(feeds)
+    if labels is not None and len(labels) != count:
+        raise ConfigError(f"--inputs {path}: {len(labels)} labels for {count} inputs")
+    source = f"{path} ({count} samples, inputs {', '.join(feeds)})"
+    if len(specs) == 1:
+        return InputSet(feeds[specs[0].name], labels, source)
+    return InputSet(feeds, labels, source)
 
 
 def _load_test_set(bundle: Bundle, shape: tuple[int, ...], limit: int | None) -> InputSet:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,16 +28,17 @@ import wire
 from edge_node.cloud_watch import CloudWatch, Pairing
 from edge_node.config import EdgeConfig
 from edge_node.energy import EnergyAccount
-from edge_node.feedback import Feedback, rows
+from edge_node.feedback import Feedback
 from edge_node.head import HeadResult, HeadRunner
 from edge_node.link import LinkMonitor
 from edge_node.metrics import EdgeMetrics
 from edge_node.power_monitor import PowerMonitor
-from edge_node.records import CloudHealth, Outcome
+from edge_node.records import CloudHealth, Outcome, prediction
 from edge_node.switch import BundleUpdates, DropSpare, SwitchBack, SwitchTo
 from edge_node.transport import CloudClient, Pending
 from edgesplit.bundle import Bundle, Cut, segment_chain
-from edgesplit.errors import BundleError, TransportError, WireError
+from edgesplit.errors import TransportError, WireError
+from edgesplit.feeds import Feeds, as_feeds, batch_of
 from edgesplit.onnxrt import run_errors
 from offload_policy import Decision, Observation, Policy
 from offload_policy.corrections import Corrections
@@ -55,7 +56,7 @@ class _Ticket:
     head: HeadResult
     bundle: Bundle
     runner: HeadRunner
-    x: np.ndarray
+    x: dict[str, np.ndarray]
     pending: Pending | None = None
     outcome: Outcome | None = None
     #: Seconds of an idle-time head probe run while the offload was in flight.
@@ -213,11 +214,14 @@ class EdgeNode:
             expected_queue_s=factors.queue_s,
         )
 
-    def infer(self, x: np.ndarray, now: float | None = None) -> Outcome:
-        """Answer one request (a batch, usually of one) end to end."""
+    def infer(self, x: np.ndarray | Feeds, now: float | None = None) -> Outcome:
+        """Answer one request (a batch, usually of one) end to end.
+
+        ``x`` is a single-input model's array, or one array per input name.
+        """
         return self._finish(self._start(x, now))
 
-    def stream(self, batches: Iterable[np.ndarray]) -> Iterator[Outcome]:
+    def stream(self, batches: Iterable[np.ndarray | Feeds]) -> Iterator[Outcome]:
         """Answer every batch in order, up to ``pipeline_depth`` offloads in flight.
 
         While one activation is on the wire the next input's head runs.
@@ -233,8 +237,8 @@ class EdgeNode:
             yield self._finish(in_flight.popleft())
         self.metrics.in_flight.set(0)
 
-    def _start(self, x: np.ndarray, now: float | None) -> _Ticket:
-        """Decide, run the head, and send the cut tensor (or answer locally)."""
+    def _start(self, given: np.ndarray | Feeds, now: float | None) -> _Ticket:
+        """Decide, run the head, and send the cut's tensors (or answer locally)."""
         began = time.perf_counter()
         now = self.clock() if now is None else now
         if self.updater is not None:
@@ -246,30 +250,29 @@ class EdgeNode:
         bundle, runner = self.bundle, self.runner
         manifest = bundle.manifest
         cut = manifest.cut(decision.cut)
+        x = as_feeds(given, manifest.model.inputs)
         try:
-            head = runner.run(
-                segment_chain(manifest, cut),
-                (manifest.model.input.name, x),
-                decision.exit_threshold,
-            )
+            head = runner.run(segment_chain(manifest, cut), x, decision.exit_threshold)
         except run_errors() as exc:
             rescuer = self._rescuer(bundle)
             if rescuer is None:
                 raise
             return self._rescue(began, decision, x, rescuer, exc)
-        self.feedback.head(manifest, head, rows(x))
+        self.feedback.head(manifest, head, batch_of(x))
         ticket = _Ticket(began, decision, cut, head, bundle, runner, x)
         if head.exit is not None:
-            ticket.outcome = self._done(ticket, head.value, head.exit)
+            ticket.outcome = self._done(ticket, {manifest.model.output: head.value}, head.exit)
         elif cut.tail is None:
-            ticket.outcome = self._done(ticket, head.value, "edge")
+            ticket.outcome = self._done(ticket, head.tensors(manifest.model.outputs), "edge")
         elif self.client is None:
             ticket.outcome = self._fallback(ticket, "no_cloud")
         elif not self.cloud.health.up:
             ticket.outcome = self._fallback(ticket, "cloud_down")
         else:
             try:
-                tensors = (wire.Tensor(cut.name, head.value),)
+                tensors = tuple(
+                    wire.Tensor(name, value) for name, value in head.tensors(cut.names).items()
+                )
                 request = wire.InferRequest(self.client.new_id(), bundle.id, cut.id, tensors)
                 ticket.pending = self.client.send(request, codec=decision.codec)
             except TransportError:
@@ -299,7 +302,7 @@ class EdgeNode:
         self,
         began: float,
         decision: Decision,
-        x: np.ndarray,
+        x: dict[str, np.ndarray],
         rescuer: tuple[Bundle, HeadRunner],
         exc: BaseException,
     ) -> _Ticket:
@@ -310,13 +313,13 @@ class EdgeNode:
         )
         manifest = bundle.manifest
         cut = manifest.edge_only
-        head = runner.run(
-            segment_chain(manifest, cut),
-            (manifest.model.input.name, x),
-            decision.exit_threshold,
-        )
+        head = runner.run(segment_chain(manifest, cut), x, decision.exit_threshold)
         ticket = _Ticket(began, decision, cut, head, bundle, runner, x)
-        ticket.outcome = self._done(ticket, head.value, "fallback", reason="head_failed")
+        if head.exit is not None:
+            outputs = {manifest.model.output: head.value}
+        else:
+            outputs = head.tensors(manifest.model.outputs)
+        ticket.outcome = self._done(ticket, outputs, "fallback", reason="head_failed")
         return ticket
 
     def _finish(self, ticket: _Ticket) -> Outcome:
@@ -336,13 +339,13 @@ class EdgeNode:
             return self._fallback(ticket, "timeout")
         message = reply.message
         if isinstance(message, wire.Result):
-            outputs = message.arrays()
-            output = ticket.bundle.manifest.model.output
-            if output in outputs:
+            manifest = ticket.bundle.manifest
+            outputs = {**ticket.head.tensors(ticket.cut.edge_outputs), **message.arrays()}
+            if all(name in outputs for name in manifest.model.outputs):
                 compute_s, queue_s = message.compute_s, message.queue_s
                 self.cloud.set_queue(queue_s)
-                manifest = ticket.bundle.manifest
-                self.feedback.tail(manifest, ticket.cut.tail, rows(ticket.x), compute_s, queue_s)
+                rows = batch_of(ticket.x)
+                self.feedback.tail(manifest, ticket.cut.tail, rows, compute_s, queue_s)
                 if reply.timed:
                     self.link.add_transfer(
                         self.clock(), pending.bytes_sent, reply.round_trip_s, compute_s, queue_s
@@ -350,7 +353,7 @@ class EdgeNode:
                 self.cloud.health.succeeded()
                 return self._done(
                     ticket,
-                    outputs[output],
+                    {name: outputs[name] for name in manifest.model.outputs},
                     "cloud",
                     cloud_compute_s=compute_s,
                     cloud_queue_s=queue_s,
@@ -375,13 +378,9 @@ class EdgeNode:
         """Finish locally along the edge-only chain, from the deepest boundary reached."""
         manifest = ticket.bundle.manifest
         chain = segment_chain(manifest, manifest.edge_only)
-        head = ticket.head
-        stop_name = head.last_stop[0]
-        start = next((i for i, s in enumerate(chain) if s.input == stop_name), None)
-        if start is None:
-            raise BundleError(f"the edge-only chain cannot continue from tensor {stop_name!r}")
+        # Segments the head ran already are skipped: the chain goes on from what it computed.
         try:
-            rest = ticket.runner.run(chain[start:], head.last_stop, ticket.decision.exit_threshold)
+            rest = ticket.runner.run(chain, ticket.head.values, ticket.decision.exit_threshold)
         except run_errors() as exc:
             rescuer = self._rescuer(ticket.bundle)
             if rescuer is None:
@@ -389,9 +388,13 @@ class EdgeNode:
             rescued = self._rescue(ticket.began, ticket.decision, ticket.x, rescuer, exc)
             assert rescued.outcome is not None
             return rescued.outcome
-        self.feedback.head(manifest, rest, rows(ticket.x))
+        self.feedback.head(manifest, rest, batch_of(ticket.x))
+        if rest.exit is not None:
+            outputs = {manifest.model.output: rest.value}
+        else:
+            outputs = rest.tensors(manifest.model.outputs)
         return self._done(
-            ticket, rest.value, "fallback", extra_compute_s=rest.compute_s, reason=reason
+            ticket, outputs, "fallback", extra_compute_s=rest.compute_s, reason=reason
         )
 
     # -- closed-loop corrections --------------------------------------------------------------
@@ -404,7 +407,7 @@ class EdgeNode:
     def _done(
         self,
         ticket: _Ticket,
-        logits: np.ndarray,
+        outputs: Mapping[str, np.ndarray],
         finished: str,
         *,
         extra_compute_s: float = 0.0,
@@ -423,7 +426,7 @@ class EdgeNode:
             self.counts[f"fallback_{reason}"] += 1
         self.energy.spend(energy)
         outcome = Outcome(
-            prediction=np.asarray(logits).argmax(axis=-1),
+            prediction=prediction(outputs[ticket.bundle.manifest.model.output]),
             finished=finished,
             cut=ticket.cut.id,
             latency_s=latency,
@@ -436,6 +439,7 @@ class EdgeNode:
             threshold=ticket.decision.exit_threshold,
             codec=ticket.decision.codec,
             bundle=ticket.bundle.id,
+            outputs=dict(outputs),
         )
         self.metrics.answered(outcome, None if ticket.pending is None else ticket.pending.raw_bytes)
         if self.updater is not None:

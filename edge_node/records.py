@@ -5,7 +5,8 @@ Its configuration is :class:`edge_node.config.EdgeConfig`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -30,6 +31,8 @@ class Outcome:
         threshold: the exit threshold used (``None``: exits off).
         codec: the codec the cut tensor was (or would have been) sent with.
         bundle: the id of the bundle that answered.
+        outputs: every final output by name (an early exit's logits stand for
+            the first one).
     """
 
     prediction: np.ndarray
@@ -45,6 +48,15 @@ class Outcome:
     threshold: float | None = None
     codec: str = ""
     bundle: str = ""
+    outputs: Mapping[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+
+def prediction(output: np.ndarray) -> np.ndarray:
+    """The predicted class per row of class scores ``[N, C]``; -1 per row for other outputs."""
+    value = np.asarray(output)
+    if value.ndim == 2 and value.dtype.kind == "f":
+        return value.argmax(axis=-1)
+    return np.full(value.shape[0] if value.ndim else 1, -1, dtype=np.int64)
 
 
 @dataclass

@@ -42,7 +42,7 @@ class Failure:
 
 def take(
     offer: Offer,
-    input_spec: TensorSpec,
+    input_spec: tuple[TensorSpec, ...],
     store: BundleStore,
     downloader: Downloader,
     make_runner: Callable[[Bundle], HeadRunner],
@@ -53,10 +53,10 @@ def take(
     archive = store.archive_path(bundle_id)
 
     def stage(bundle: Bundle, version: str, sequence: int) -> Staged:
-        if bundle.manifest.model.input != input_spec:
+        if tuple(bundle.manifest.model.inputs) != tuple(input_spec):
             raise UpdateError(
-                f"bundle {bundle.id[:12]} takes input {bundle.manifest.model.input}, this edge "
-                f"feeds {input_spec}"
+                f"bundle {bundle.id[:12]} takes inputs {list(bundle.manifest.model.inputs)}, "
+                f"this edge feeds {list(input_spec)}"
             )
         runner = make_runner(bundle)
         runner.warm(bundle.manifest.cuts)

@@ -266,11 +266,11 @@ class Updater:
                 self.note = note
                 log.warning("update %s", note)
             return
-        self._start_download(offer, serving.manifest.model.input)
+        self._start_download(offer, serving.manifest.model.inputs)
 
     # -- download, verify, stage (background thread) -----------------------------------------
 
-    def _start_download(self, offer: Offer, input_spec: TensorSpec) -> None:
+    def _start_download(self, offer: Offer, input_spec: tuple[TensorSpec, ...]) -> None:
         self.state, self.candidate = "downloading", offer.bundle_id
         self.note = f"version {offer.version}"
         self._event("offered", f"{offer.bundle_id[:12]} ({offer.version})")
@@ -282,7 +282,7 @@ class Updater:
         )
         self._worker.start()
 
-    def _download_and_stage(self, offer: Offer, input_spec: TensorSpec) -> None:
+    def _download_and_stage(self, offer: Offer, input_spec: tuple[TensorSpec, ...]) -> None:
         outcome = take(
             offer, input_spec, self.store, self.downloader, self._make_runner, self._make_policy
         )

@@ -21,13 +21,18 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from edgesplit.errors import BundleError
 from edgesplit.manifest import (
     FORMAT_VERSION,
+    READABLE_VERSIONS,
     Cut,
+    CutSearch,
+    CutTensor,
     DeviceProfile,
     ExitCalibration,
+    Fidelity,
     Manifest,
     ModelInfo,
     PrunedCut,
@@ -37,7 +42,7 @@ from edgesplit.manifest import (
     Timing,
     compute_bundle_id,
 )
-from edgesplit.manifest_json import manifest_from_dict
+from edgesplit.manifest_json import manifest_from_dict, upgrade_v2
 
 MANIFEST = "manifest.json"
 
@@ -104,14 +109,23 @@ def load_bundle(root: Path | str, *, verify: str = "all") -> Bundle:
         raise BundleError(f"{path}: cannot be read as JSON: {exc}") from exc
     from edgesplit.schemas import validate  # deferred: jsonschema is slow to import
 
-    if isinstance(data, dict) and data.get("format_version") != FORMAT_VERSION:
+    version = data.get("format_version") if isinstance(data, dict) else None
+    if version not in READABLE_VERSIONS:
         raise BundleError(
-            f"{path}: format_version={data.get('format_version')!r}; this edgesplit reads "
-            f"{FORMAT_VERSION}: re-run `edgesplit partition` to rebuild the bundle"
+            f"{path}: format_version={version!r}; this edgesplit reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}: re-partition the model "
+            "(`edgesplit partition`) to rebuild the bundle"
         )
-    validate(data, "manifest", path, hint="re-run `edgesplit partition` to rebuild the bundle")
-    manifest = manifest_from_dict(data, path)
-    expected_id = compute_bundle_id(manifest)
+    hint = "re-partition the model (`edgesplit partition`) to rebuild the bundle"
+    if version == 2:
+        validate(data, "manifest-v2", path, hint=hint)
+        expected_id = _raw_bundle_id(data)  # the id a version 2 bundle was written with
+        data = upgrade_v2(data)
+        manifest = manifest_from_dict(data, path)
+    else:
+        validate(data, "manifest", path, hint=hint)
+        manifest = manifest_from_dict(data, path)
+        expected_id = compute_bundle_id(manifest)
     if manifest.bundle_id != expected_id:
         raise BundleError(
             f"{path}: bundle_id does not match the manifest's content "
@@ -122,6 +136,13 @@ def load_bundle(root: Path | str, *, verify: str = "all") -> Bundle:
     if verify != "none":
         verify_files(bundle, bundle.files_for(verify))
     return bundle
+
+
+def _raw_bundle_id(data: dict[str, Any]) -> str:
+    """sha256 over manifest data as stored, minus the id (how every version computed it)."""
+    rest = {k: v for k, v in data.items() if k != "bundle_id"}
+    text = json.dumps(rest, sort_keys=True, separators=(",", ":"), allow_nan=True)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def verify_files(bundle: Bundle, files: Iterable[str]) -> None:
@@ -147,10 +168,14 @@ def segment_chain(manifest: Manifest, cut: Cut) -> Sequence[Segment]:
 __all__ = [
     "FORMAT_VERSION",
     "MANIFEST",
+    "READABLE_VERSIONS",
     "Bundle",
     "Cut",
+    "CutSearch",
+    "CutTensor",
     "DeviceProfile",
     "ExitCalibration",
+    "Fidelity",
     "Manifest",
     "ModelInfo",
     "PrunedCut",

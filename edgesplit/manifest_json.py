@@ -7,6 +7,7 @@ do about it.
 
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,13 @@ from edgesplit.errors import BundleError
 from edgesplit.manifest import (
     FORMAT,
     FORMAT_VERSION,
+    READABLE_VERSIONS,
     Cut,
+    CutSearch,
+    CutTensor,
     DeviceProfile,
     ExitCalibration,
+    Fidelity,
     Manifest,
     ModelInfo,
     PrunedCut,
@@ -94,38 +99,120 @@ def _tensor_spec(r: _Reader, data: Any, where: str) -> TensorSpec:
     )
 
 
+def _cut_tensor(r: _Reader, data: Any, where: str) -> CutTensor:
+    return CutTensor(
+        tensor=r.get(data, "tensor", str, where),
+        name=r.get(data, "name", str, where),
+        shape=r.ints(data, "shape", where),
+        dtype=r.get(data, "dtype", str, where),
+        raw_bytes=r.get(data, "raw_bytes", int, where),
+    )
+
+
+def _errors(r: _Reader, data: Any, key: str, where: str) -> dict[str, float]:
+    values = r.get(data, key, dict, where)
+    return {str(k): float(r.get(values, k, float, f"{where}.{key}")) for k in values}
+
+
+def _fidelity(r: _Reader, data: Any, where: str) -> Fidelity:
+    return Fidelity(
+        samples=r.get(data, "samples", int, where),
+        agreement=r.opt(data, "agreement", float, where),
+        max_rel_error=_errors(r, data, "max_rel_error", where),
+        mean_rel_error=_errors(r, data, "mean_rel_error", where),
+    )
+
+
 def _cut(r: _Reader, data: Any, where: str) -> Cut:
     kind = r.get(data, "kind", str, where)
     if kind not in ("input", "inner", "output"):
         raise r.fail(f"{where}.kind", f"expected input, inner or output, got {kind!r}")
     sizes = r.get(data, "encoded_bytes", dict, where)
     encoded = {str(k): float(r.get(sizes, k, float, f"{where}.encoded_bytes")) for k in sizes}
+    tensors = tuple(
+        _cut_tensor(r, t, f"{where}.tensors[{i}]")
+        for i, t in enumerate(r.get(data, "tensors", list, where))
+    )
+    if not tensors:
+        raise r.fail(f"{where}.tensors", "a cut holds at least one tensor")
+    fidelity = r.get(data, "fidelity", dict, where)
     return Cut(
         id=r.get(data, "id", str, where),
         index=r.get(data, "index", int, where),
         kind=kind,
-        tensor=r.get(data, "tensor", str, where),
-        name=r.get(data, "name", str, where),
-        shape=r.ints(data, "shape", where),
-        dtype=r.get(data, "dtype", str, where),
+        tensors=tensors,
         head=r.strs(data, "head", where),
         exits=r.strs(data, "exits", where),
         tail=r.opt(data, "tail", str, where),
         raw_bytes=r.get(data, "raw_bytes", int, where),
         encoded_bytes=encoded,
         head_peak_bytes=r.opt(data, "head_peak_bytes", int, where),
+        edge_outputs=r.strs(data, "edge_outputs", where),
+        compute=r.opt(data, "compute", float, where),
+        fidelity={
+            str(codec): _fidelity(r, value, f"{where}.fidelity.{codec}")
+            for codec, value in fidelity.items()
+        },
     )
 
 
 def _pruned(r: _Reader, data: Any, where: str) -> PrunedCut:
+    shapes = r.get(data, "shapes", list, where)
     return PrunedCut(
         id=r.get(data, "id", str, where),
         index=r.get(data, "index", int, where),
-        tensor=r.get(data, "tensor", str, where),
-        shape=r.ints(data, "shape", where),
+        tensors=r.strs(data, "tensors", where),
+        shapes=tuple(
+            r.ints({"shape": shape}, "shape", f"{where}.shapes[{i}]")
+            for i, shape in enumerate(shapes)
+        ),
         reason=r.get(data, "reason", str, where),
         beaten_by=r.strs(data, "beaten_by", where),
     )
+
+
+def _cut_search(r: _Reader, data: Any, where: str) -> CutSearch:
+    return CutSearch(
+        candidates=r.get(data, "candidates", int, where),
+        offered=r.get(data, "offered", int, where),
+        max_tensors=r.get(data, "max_tensors", int, where),
+        largest_gap=r.get(data, "largest_gap", float, where),
+        compute_measure=r.get(data, "compute_measure", str, where),
+    )
+
+
+def upgrade_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """A version 2 manifest (one input, one output, single-tensor cuts) as version 3 data.
+
+    Every version 2 bundle is a version 3 bundle with one tensor per cut; its
+    files do not change, so it loads and serves as it did.
+    """
+    up = copy.deepcopy(data)
+    up["format_version"] = 3
+    model = up["model"]
+    model["inputs"] = [model.pop("input")]
+    model["outputs"] = [model.pop("output")]
+    model["fixed_batch"] = False
+    for cut in up["cuts"]:
+        tensor = {
+            "tensor": cut.pop("tensor"),
+            "name": cut.pop("name"),
+            "shape": cut.pop("shape"),
+            "dtype": cut.pop("dtype"),
+            "raw_bytes": cut["raw_bytes"],
+        }
+        cut["tensors"] = [tensor]
+        cut["edge_outputs"] = []
+        cut["compute"] = None
+        cut["fidelity"] = {}
+    for segment in up["segments"].values():
+        segment["inputs"] = [segment.pop("input")]
+        segment["outputs"] = [segment.pop("output")]
+    for pruned in up["pruned"]:
+        pruned["tensors"] = [pruned.pop("tensor")]
+        pruned["shapes"] = [pruned.pop("shape")]
+    up["cut_search"] = None
+    return up
 
 
 def _pruning(r: _Reader, data: Any, where: str) -> PruningInfo:
@@ -192,16 +279,22 @@ def manifest_from_dict(data: Any, source: Path) -> Manifest:
         raise r.fail(
             "manifest",
             f"format={fmt!r} version={version}; this edgesplit reads "
-            f"format={FORMAT!r} version={FORMAT_VERSION}",
+            f"format={FORMAT!r} versions {', '.join(map(str, READABLE_VERSIONS))}",
         )
     m = r.get(data, "model", dict, "manifest")
     model = ModelInfo(
         name=r.get(m, "name", str, "model"),
-        input=_tensor_spec(r, r.get(m, "input", dict, "model"), "model.input"),
-        output=r.get(m, "output", str, "model"),
+        inputs=tuple(
+            _tensor_spec(r, t, f"model.inputs[{i}]")
+            for i, t in enumerate(r.get(m, "inputs", list, "model"))
+        ),
+        outputs=r.strs(m, "outputs", "model"),
         exits=r.strs(m, "exits", "model"),
         class_names=tuple(m["class_names"]) if m.get("class_names") is not None else None,
+        fixed_batch=r.get(m, "fixed_batch", bool, "model"),
     )
+    if not model.inputs or not model.outputs:
+        raise r.fail("model", "expected at least one input and one output")
     cuts = tuple(
         _cut(r, c, f"cuts[{i}]") for i, c in enumerate(r.get(data, "cuts", list, "manifest"))
     )
@@ -213,8 +306,8 @@ def manifest_from_dict(data: Any, source: Path) -> Manifest:
         segments[key] = Segment(
             r.get(s, "id", str, w),
             r.get(s, "file", str, w),
-            r.get(s, "input", str, w),
-            r.get(s, "output", str, w),
+            r.strs(s, "inputs", w),
+            r.strs(s, "outputs", w),
             r.opt(s, "exit", str, w),
         )
     for cut in cuts:
@@ -231,6 +324,7 @@ def manifest_from_dict(data: Any, source: Path) -> Manifest:
         _pruned(r, p, f"pruned[{i}]") for i, p in enumerate(r.get(data, "pruned", list, "manifest"))
     )
     raw_pruning = data.get("pruning")
+    raw_search = data.get("cut_search")
     return Manifest(
         model=model,
         cuts=cuts,
@@ -244,4 +338,5 @@ def manifest_from_dict(data: Any, source: Path) -> Manifest:
         bundle_id=r.get(data, "bundle_id", str, "manifest"),
         pruned=pruned,
         pruning=None if raw_pruning is None else _pruning(r, raw_pruning, "pruning"),
+        cut_search=None if raw_search is None else _cut_search(r, raw_search, "cut_search"),
     )

@@ -8,7 +8,7 @@ inside the functions.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -33,13 +33,24 @@ def with_source(
     exits: Sequence[str],
     input_shape: tuple[int, ...] | None,
     console: Console,
+    input_shapes: Mapping[str, tuple[int, ...]] | None = None,
+    samples: Path | None = None,
 ) -> T:
     """Resolve ``model`` (export or training if needed), then run ``work`` under a progress bar."""
     from partitioner.sources import load_source
 
     with tempfile.TemporaryDirectory(prefix="edgesplit-export-") as scratch:
         with console.status(f"preparing {model} (training or export if needed)"):
-            source = load_source(model, Path(scratch), exits=exits, input_shape=input_shape)
+            source = load_source(
+                model,
+                Path(scratch),
+                exits=exits,
+                input_shape=input_shape,
+                input_shapes=input_shapes,
+                samples=samples,
+            )
+        for note in source.notes:
+            console.print(f"{model}: {note}")
         with progress_bar(console) as bar:
             task = bar.add_task(f"{label} {source.name}", total=None, status="")
 
@@ -57,6 +68,8 @@ def build_bundle(
     exits: Sequence[str] = (),
     input_shape: tuple[int, ...] | None = None,
     console: Console,
+    input_shapes: Mapping[str, tuple[int, ...]] | None = None,
+    samples: Path | None = None,
 ) -> Bundle:
     """Resolve ``model``, profile what ``config`` does not give, and write the bundle."""
     from partitioner.partition import partition
@@ -68,6 +81,8 @@ def build_bundle(
         exits=exits,
         input_shape=input_shape,
         console=console,
+        input_shapes=input_shapes,
+        samples=samples,
     )
 
 
@@ -79,15 +94,26 @@ def run_profile(
     exits: Sequence[str] = (),
     input_shape: tuple[int, ...] | None = None,
     console: Console,
+    input_shapes: Mapping[str, tuple[int, ...]] | None = None,
+    samples: Path | None = None,
 ) -> TargetProfile:
     """Measure ``model`` on this machine as the ``role`` target."""
     from partitioner.prepare import prepare
     from partitioner.profile import profile_target
 
     def work(source: SourceModel, report: Callable[[str, int, int], None]) -> TargetProfile:
-        prepared = prepare(source, config.providers, config.threads, report)
+        prepared = prepare(
+            source, config.providers, config.threads, report, max_tensors=config.max_tensors
+        )
         return profile_target(prepared, role, config, report)
 
     return with_source(
-        model, f"profile ({role})", work, exits=exits, input_shape=input_shape, console=console
+        model,
+        f"profile ({role})",
+        work,
+        exits=exits,
+        input_shape=input_shape,
+        console=console,
+        input_shapes=input_shapes,
+        samples=samples,
     )

@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -32,7 +33,10 @@ from edgesplit.bundle import (
     MANIFEST,
     Bundle,
     Cut,
+    CutSearch,
+    CutTensor,
     DeviceProfile,
+    Fidelity,
     Manifest,
     ModelInfo,
     Segment,
@@ -43,16 +47,17 @@ from edgesplit.bundle import (
 )
 from partitioner.calibration import DEFAULT_THRESHOLDS, calibrate
 from partitioner.extract import CutPlan
+from partitioner.fidelity import measure_fidelity
 from partitioner.prepare import Prepared, Progress, SourceModel, no_progress, prepare
 from partitioner.profile import (
     ProfileConfig,
     TargetProfile,
     check_matches,
+    cut_sizes,
     load_profile,
     profile_target,
     save_profile,
 )
-from partitioner.profiling import codec_sizes
 from partitioner.pruning import PruneConfig, PruneResult, prune
 from partitioner.triton import tail_config, to_pbtxt
 
@@ -71,6 +76,7 @@ class PartitionConfig:
         thresholds: the exit confidence grid to calibrate.
         prune: the operating range a cut must be optimal in to be kept.
         max_batch_size: Triton's dynamic batching limit for the tails.
+        fidelity_samples: held-out samples each kept cut and codec is compared on.
     """
 
     profile: ProfileConfig = field(default_factory=ProfileConfig)
@@ -79,6 +85,7 @@ class PartitionConfig:
     thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS
     prune: PruneConfig = field(default_factory=PruneConfig)
     max_batch_size: int = 16
+    fidelity_samples: int = 32
 
 
 def _target(
@@ -105,7 +112,13 @@ def partition(
     config = config or PartitionConfig()
     report = progress or no_progress
     out_dir = Path(out_dir)
-    prepared = prepare(source, config.profile.providers, config.profile.threads, report)
+    prepared = prepare(
+        source,
+        config.profile.providers,
+        config.profile.threads,
+        report,
+        max_tensors=config.profile.max_tensors,
+    )
     edge = _target(prepared, "edge", config.edge_profile, config.profile, report)
     cloud = _target(prepared, "cloud", config.cloud_profile, config.profile, report)
 
@@ -122,6 +135,7 @@ def partition(
     candidates = _manifest(prepared, edge, cloud, calibration, codecs, prepared.cuts, {})
     pruning = prune(candidates, config.prune)
     kept = [p for p in prepared.cuts if p.id in pruning.kept]
+    fidelity = measure_fidelity(prepared, kept, codecs, config.fidelity_samples, report)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".partition-", dir=out_dir.parent) as tmp:
@@ -140,7 +154,9 @@ def partition(
             for p in sorted(staging.rglob("*"))
             if p.is_file()
         }
-        manifest = _manifest(prepared, edge, cloud, calibration, codecs, kept, files, pruning)
+        manifest = _manifest(
+            prepared, edge, cloud, calibration, codecs, kept, files, pruning, fidelity
+        )
         manifest = replace(manifest, bundle_id=compute_bundle_id(manifest))
         (staging / MANIFEST).write_text(json.dumps(manifest.to_dict(), indent=1, allow_nan=True))
         _replace_dir(staging, out_dir)
@@ -160,6 +176,7 @@ def _manifest(
     plans: list[CutPlan],
     files: dict[str, str],
     pruning: PruneResult | None = None,
+    fidelity: Mapping[str, Mapping[str, Fidelity]] | None = None,
 ) -> Manifest:
     """The manifest of a bundle holding the cuts ``plans``, figures from the two profiles."""
     source = prepared.source
@@ -169,22 +186,29 @@ def _manifest(
         sizes = dict(measured.encoded_bytes)
         missing = [c for c in codecs if c not in sizes and plan.kind != "output"]
         if missing:  # the edge profile measured other codecs: measure them here
-            sizes.update(codec_sizes(prepared.activation(plan)[:32], missing))
+            acts = {n: a[:32] for n, a in prepared.activations(plan).items()}
+            sizes.update(cut_sizes(acts, replace(ProfileConfig(), codecs=tuple(missing))))
+        tensors = tuple(
+            CutTensor(tensor, name, tuple(shape), dtype, int(_nbytes(shape, dtype)))
+            for tensor, name, shape, dtype in zip(
+                measured.tensors, measured.names, measured.shapes, measured.dtypes, strict=True
+            )
+        )
         cuts.append(
             Cut(
                 id=plan.id,
                 index=plan.index,
                 kind=plan.kind,
-                tensor=plan.tensor,
-                name=plan.name,
-                shape=measured.shape,
-                dtype="float32",
+                tensors=tensors,
                 head=plan.head,
                 exits=plan.exits,
                 tail=_tail_name(prepared, plan),
                 raw_bytes=measured.raw_bytes,
                 encoded_bytes={c: sizes[c] for c in codecs if c in sizes},
                 head_peak_bytes=measured.head_peak_bytes,
+                edge_outputs=plan.edge_outputs if plan.kind != "output" else (),
+                compute=round(plan.compute, 6),
+                fidelity=dict((fidelity or {}).get(plan.id, {})),
             )
         )
     seg_ids = list(dict.fromkeys(s for p in plans for s in p.head))
@@ -194,8 +218,8 @@ def _manifest(
         segments[seg_id] = Segment(
             seg_id,
             f"edge/seg__{seg_id}.onnx",
-            prepared.values_name(seg.input_tensor),
-            prepared.values_name(seg.output_tensor),
+            tuple(prepared.values_name(t) for t in seg.inputs),
+            tuple(prepared.values_name(t) for t in seg.outputs),
             seg.exit,
         )
     tails = {_tail_name(prepared, p): cloud.cut(p.id).tail for p in plans if p.kind != "output"}
@@ -217,13 +241,15 @@ def _manifest(
             {name: timing for name, timing in tails.items() if name and timing},
         ),
     }
+    analysis = prepared.analysis
     return Manifest(
         model=ModelInfo(
             name=source.name,
-            input=TensorSpec(prepared.input_name, tuple(source.input_shape), "float32"),
-            output=source.output,
-            exits=tuple(e.name for e in prepared.analysis.exits),
+            inputs=tuple(s for s in source.inputs if s.name in analysis.inputs),
+            outputs=tuple(source.outputs),
+            exits=tuple(e.name for e in analysis.exits),
             class_names=source.class_names,
+            fixed_batch=source.fixed_batch,
         ),
         cuts=tuple(cuts),
         segments=segments,
@@ -235,7 +261,17 @@ def _manifest(
         created_by=f"edgesplit {__version__}",
         pruned=pruning.pruned if pruning else (),
         pruning=pruning.info if pruning else None,
+        cut_search=CutSearch(
+            candidates=analysis.candidates,
+            offered=len(analysis.cuts),
+            max_tensors=prepared.max_tensors,
+            largest_gap=round(analysis.largest_gap, 6),
+        ),
     )
+
+
+def _nbytes(shape: tuple[int, ...], dtype: str) -> int:
+    return int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
 
 
 def _write_models(
@@ -250,7 +286,7 @@ def _write_models(
     seg_ids = list(dict.fromkeys(s for p in kept for s in p.head))
     tails = [p for p in kept if p.kind != "output"]
     total = len(seg_ids) + len(tails)
-    out_shape = tuple(int(d) for d in prepared.values[prepared.source.output].shape[1:])
+    max_batch = 1 if prepared.source.fixed_batch else config.max_batch_size
     for done, seg_id in enumerate(seg_ids, start=1):
         onnx.save(prepared.segment(seg_id), str(staging / "edge" / f"seg__{seg_id}.onnx"))
         report("write", done, total)
@@ -260,17 +296,21 @@ def _write_models(
         model_dir = staging / "cloud" / name
         (model_dir / "1").mkdir(parents=True)
         onnx.save(prepared.tail(plan), str(model_dir / "1" / "model.onnx"))
-        shape = tuple(int(d) for d in prepared.activation(plan).shape[1:])
         pbtxt = to_pbtxt(
             tail_config(
                 name,
-                [TensorSpec(plan.name, shape)],
-                [TensorSpec(prepared.source.output, out_shape)],
-                max_batch_size=config.max_batch_size,
+                [_spec(prepared, n) for n in plan.names],
+                [_spec(prepared, o) for o in plan.tail_outputs],
+                max_batch_size=max_batch,
             )
         )
         (model_dir / "config.pbtxt").write_text(pbtxt + "\n")
         report("write", done, total)
+
+
+def _spec(prepared: Prepared, name: str) -> TensorSpec:
+    value = prepared.values[name]
+    return TensorSpec(name, tuple(int(d) for d in value.shape[1:]), value.dtype.name)
 
 
 def _replace_dir(staging: Path, target: Path) -> None:

@@ -34,6 +34,7 @@ from edgesplit.errors import ConfigError, ModelError
 from edgesplit.onnxrt import CPU, create_session
 from edgesplit.schemas import validate
 from partitioner.extract import CutPlan
+from partitioner.graph import DEFAULT_MAX_TENSORS
 from partitioner.prepare import Prepared, Progress, no_progress
 from partitioner.profiling import (
     LayerTiming,
@@ -46,7 +47,8 @@ from partitioner.profiling import (
 )
 
 FORMAT = "edgesplit-profile"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: cuts of several tensors, models of several inputs."""
 ROLES = ("edge", "cloud")
 
 
@@ -74,12 +76,15 @@ class ProfileConfig:
     size_samples: int = 32
     layers: bool = True
     provider_options: Mapping[str, Mapping[str, str]] | None = None
+    max_tensors: int = DEFAULT_MAX_TENSORS
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ConfigError(f"batch_size={self.batch_size}: expected at least 1")
         if self.threads < 0:
             raise ConfigError(f"threads={self.threads}: expected 0 (automatic) or more")
+        if self.max_tensors < 1:
+            raise ConfigError(f"max_tensors={self.max_tensors}: a cut holds at least one tensor")
         if self.reps.runs < 1 or self.reps.warmup < 0:
             raise ConfigError(f"repetitions {self.reps}: expected runs >= 1 and warmup >= 0")
         unknown = [c for c in self.codecs if c not in wire.SUPPORTED_CODECS]
@@ -107,9 +112,10 @@ class CutMeasurement:
     id: str
     index: int
     kind: str
-    tensor: str
-    name: str
-    shape: tuple[int, ...]
+    tensors: tuple[str, ...]
+    names: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...]
+    dtypes: tuple[str, ...]
     raw_bytes: int
     encoded_bytes: Mapping[str, float]
     head: Timing | None = None
@@ -125,7 +131,7 @@ class TargetProfile:
     role: str
     model: str
     model_id: str
-    input: TensorSpec
+    inputs: tuple[TensorSpec, ...]
     machine: Mapping[str, str]
     providers_requested: tuple[str, ...]
     provider: str
@@ -159,6 +165,8 @@ def _weights_bytes(proto) -> int:
 
 def _timed_session(proto, feeds, config: ProfileConfig, measure_memory: bool):
     """Create a session on ``proto``, run it once, time it; memory of the first two steps."""
+    wanted = [i.name for i in proto.graph.input]
+    feeds = {name: feeds[name] for name in wanted if name in feeds}
 
     def load_and_run():
         session = create_session(
@@ -190,17 +198,17 @@ def profile_target(
     config = config or ProfileConfig()
     batch = config.batch_size
     values = prepared.values
-    samples = values[prepared.input_name]
-    if len(samples) < batch:
-        raise ConfigError(
-            f"batch_size={batch}: only {len(samples)} sample inputs; use a smaller batch"
-        )
+    count = prepared.source.sample_count
+    if count < batch:
+        raise ConfigError(f"batch_size={batch}: only {count} sample inputs; use a smaller batch")
+    if batch > 1 and prepared.source.fixed_batch:
+        raise ConfigError(f"batch_size={batch}: the model's batch is fixed to 1")
     plans = prepared.cuts
     steps = len(plans) + (len(prepared.segments) if role == "edge" else 0) + 1
     done = 0
     progress(f"{role}: whole model", done, steps)
 
-    feeds = {prepared.input_name: samples[:batch]}
+    feeds = prepared.input_feeds(batch)
     full = prepared.model.SerializeToString()
     whole = time_session(
         create_session(
@@ -222,7 +230,7 @@ def profile_target(
     measured: list[CutMeasurement] = []
     head_timings: dict[str, Timing] = {}
     for plan in plans:
-        act = prepared.activation(plan)
+        acts = prepared.activations(plan)
         head = tail = None
         peak = weights = None
         if role == "edge" and plan.kind != "input":
@@ -232,20 +240,19 @@ def profile_target(
             head_timings[plan.id] = head
         if role == "cloud" and plan.kind != "output":
             tail, provider, _, _ = _timed_session(
-                prepared.tail(plan), {plan.name: act[:batch]}, config, False
+                prepared.tail(plan), prepared.feeds(plan.names, batch), config, False
             )
-        sizes = (
-            {} if plan.kind == "output" else codec_sizes(act[: config.size_samples], config.codecs)
-        )
+        sizes = {} if plan.kind == "output" else cut_sizes(acts, config)
         measured.append(
             CutMeasurement(
                 id=plan.id,
                 index=plan.index,
                 kind=plan.kind,
-                tensor=plan.tensor,
-                name=plan.name,
-                shape=tuple(int(d) for d in act.shape[1:]),
-                raw_bytes=int(act[:1].nbytes),
+                tensors=plan.tensors,
+                names=plan.names,
+                shapes=tuple(tuple(int(d) for d in a.shape[1:]) for a in acts.values()),
+                dtypes=tuple(a.dtype.name for a in acts.values()),
+                raw_bytes=int(sum(a[:1].nbytes for a in acts.values())),
                 encoded_bytes=sizes,
                 head=head,
                 tail=tail,
@@ -264,8 +271,7 @@ def profile_target(
                 segments[seg_id] = head_timings[owner.id]  # the same model, timed once
             else:
                 proto = prepared.segment(seg_id)
-                in_name = proto.graph.input[0].name
-                seg_feeds = {in_name: values[in_name][:batch]}
+                seg_feeds = {i.name: values[i.name][:batch] for i in proto.graph.input}
                 segments[seg_id], provider, _, _ = _timed_session(proto, seg_feeds, config, False)
             done += 1
             progress(f"{role}: segment {seg.id}", done, steps)
@@ -275,7 +281,7 @@ def profile_target(
         role=role,
         model=source.name,
         model_id=prepared.id,
-        input=TensorSpec(prepared.input_name, tuple(source.input_shape), "float32"),
+        inputs=tuple(source.inputs),
         machine=machine_info(),
         providers_requested=tuple(config.providers),
         provider=provider,
@@ -291,6 +297,15 @@ def profile_target(
         cuts=tuple(measured),
         segments=segments,
     )
+
+
+def cut_sizes(acts: Mapping[str, np.ndarray], config: ProfileConfig) -> dict[str, float]:
+    """Mean bytes per sample of a cut's tensors after each codec, summed over its tensors."""
+    total: dict[str, float] = {}
+    for value in acts.values():
+        for codec, size in codec_sizes(value[: config.size_samples], config.codecs).items():
+            total[codec] = total.get(codec, 0.0) + size
+    return total
 
 
 def save_profile(profile: TargetProfile, path: Path) -> None:
@@ -315,12 +330,13 @@ def profile_from_dict(data: Any, source: Path) -> TargetProfile:
             f"{source}: profile format_version={data['format_version']}; this edgesplit reads "
             f"{FORMAT_VERSION}: re-run `edgesplit profile`"
         )
-    spec = data["input"]
     return TargetProfile(
         role=data["role"],
         model=data["model"],
         model_id=data["model_id"],
-        input=TensorSpec(spec["name"], tuple(spec["shape"]), spec["dtype"]),
+        inputs=tuple(
+            TensorSpec(spec["name"], tuple(spec["shape"]), spec["dtype"]) for spec in data["inputs"]
+        ),
         machine={str(k): str(v) for k, v in data["machine"].items()},
         providers_requested=tuple(data["providers_requested"]),
         provider=data["provider"],
@@ -349,9 +365,10 @@ def profile_from_dict(data: Any, source: Path) -> TargetProfile:
                 id=c["id"],
                 index=c["index"],
                 kind=c["kind"],
-                tensor=c["tensor"],
-                name=c["name"],
-                shape=tuple(c["shape"]),
+                tensors=tuple(c["tensors"]),
+                names=tuple(c["names"]),
+                shapes=tuple(tuple(shape) for shape in c["shapes"]),
+                dtypes=tuple(c["dtypes"]),
                 raw_bytes=c["raw_bytes"],
                 encoded_bytes={str(k): float(v) for k, v in c["encoded_bytes"].items()},
                 head=_timing(c.get("head")),
@@ -412,7 +429,7 @@ def predicted_split_s(edge: TargetProfile, cloud: TargetProfile, cut_id: str) ->
 def measure_split_s(prepared: Prepared, plan: CutPlan, config: ProfileConfig) -> Timing:
     """Time the head then the tail of ``plan`` back to back, as one request does."""
     batch = config.batch_size
-    feeds = {prepared.input_name: prepared.values[prepared.input_name][:batch]}
+    feeds = prepared.input_feeds(batch)
     head = (
         None
         if plan.kind == "input"
@@ -436,11 +453,13 @@ def measure_split_s(prepared: Prepared, plan: CutPlan, config: ProfileConfig) ->
 
     class _Composed:
         def run(self, _outputs, feed):
-            value = feed[prepared.input_name]
+            known = dict(feed)
             if head is not None:
-                value = head.run(None, feed)[0]
-            if tail is not None:
-                value = tail.run(None, {plan.name: value})[0]
-            return [value]
+                wanted = [i.name for i in head.get_inputs()]
+                outs = head.run(None, {n: known[n] for n in wanted})
+                known.update(zip([o.name for o in head.get_outputs()], outs, strict=True))
+            if tail is None:
+                return [known[n] for n in plan.names]
+            return tail.run(None, {n: known[n] for n in plan.names})
 
     return time_session(_Composed(), feeds, config.reps)  # type: ignore[arg-type]

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-import onnx
-from google.protobuf.message import DecodeError
 
+from edgesplit.bundle import TensorSpec
 from edgesplit.errors import ModelError
+from partitioner.onnx_open import open_onnx, random_inputs
 from partitioner.prepare import SourceModel
 
 #: Held-out samples used to measure activation sizes when a model has no data set.
@@ -51,56 +51,65 @@ def sidecar_exits(path: Path) -> tuple[tuple[str, ...], str | None]:
 
 
 def onnx_source(
-    path: Path, exits: Sequence[str] = (), output: str | None = None, seed: int = 0
+    path: Path,
+    exits: Sequence[str] = (),
+    output: str | Sequence[str] | None = None,
+    seed: int = 0,
+    input_shapes: Mapping[str, tuple[int, ...]] | None = None,
+    samples: Path | None = None,
 ) -> SourceModel:
-    """A user's ONNX file; every non-batch input dimension must be fixed.
+    """A user's ONNX file from any exporter (see :mod:`partitioner.onnx_open`).
 
     Exits come from ``exits`` or, when none are given, from a sidecar
-    ``FILE.exits.json`` (see :func:`sidecar_exits`).
+    ``FILE.exits.json`` (see :func:`sidecar_exits`). The final outputs are
+    ``output`` (one name or several) or every graph output that is not an
+    exit. ``samples`` is an ``.npz`` with one array per input name (batch
+    first); without it, random inputs of the right dtypes are drawn.
 
     Raises:
-        ModelError: the file does not load, has several inputs, unpinned
-            dynamic dimensions, or unknown output names.
+        ModelError: the file does not load or run, a dynamic dimension not
+            pinned, a bad pin, unknown output names, bad samples.
     """
-    if not path.is_file():
-        raise ModelError(f"{path}: no such ONNX file")
     if not exits:
+        if not path.is_file():
+            raise ModelError(f"{path}: no such ONNX file")
         exits, declared = sidecar_exits(path)
         output = output or declared
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-        onnx.checker.check_model(model)
-    except (OSError, ValueError, DecodeError, onnx.checker.ValidationError) as exc:
-        raise ModelError(f"{path}: not a valid ONNX model: {exc}") from exc
-    initializers = {i.name for i in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in initializers]
-    if len(inputs) != 1:
-        raise ModelError(f"{path}: has {len(inputs)} inputs; edgesplit splits single-input models")
-    dims = inputs[0].type.tensor_type.shape.dim
-    shape = []
-    for i, dim in enumerate(dims[1:], start=1):
-        if not dim.HasField("dim_value") or dim.dim_value <= 0:
-            raise ModelError(
-                f"{path}: input {inputs[0].name!r} dimension {i} is dynamic "
-                f"({dim.dim_param or '?'}); re-export with a fixed size (only the batch may vary)"
-            )
-        shape.append(dim.dim_value)
+    opened = open_onnx(path, input_shapes, seed)
+    model = opened.model
     outputs = [o.name for o in model.graph.output]
     unknown = [e for e in exits if e not in outputs]
     if unknown:
         raise ModelError(f"{path}: exits {unknown} are not outputs; outputs are {outputs}")
-    final = output or next((o for o in outputs if o not in exits), None)
-    if final is None or final not in outputs:
-        raise ModelError(f"{path}: no final output among {outputs} (exits: {list(exits)})")
+    if output is None:
+        finals = [o for o in outputs if o not in exits]
+    else:
+        finals = [output] if isinstance(output, str) else list(output)
+    missing = [o for o in finals if o not in outputs]
+    if not finals or missing:
+        raise ModelError(
+            f"{path}: no final output {missing or ''} among {outputs} (exits: {list(exits)})"
+        )
+    if samples is not None:
+        from edgesplit.feeds import load_npz_feeds
+
+        arrays = load_npz_feeds(samples, opened.inputs)
+        what = f"{samples.name} ({len(next(iter(arrays.values())))} samples)"
+    else:
+        arrays = random_inputs(model, opened.inputs, RANDOM_SAMPLES, seed)
+        what = f"random inputs (seed {seed}, {RANDOM_SAMPLES} samples)"
     return SourceModel(
         name=_safe_name(path.stem),
         onnx_path=path,
-        output=final,
+        outputs=tuple(finals),
         exits=tuple(exits),
-        input_shape=tuple(shape),
-        samples=_random_samples(shape, RANDOM_SAMPLES, seed),
+        inputs=opened.inputs,
+        samples=arrays,
         labels=None,
-        sample_source=f"random normal inputs (seed {seed}, {RANDOM_SAMPLES} samples)",
+        sample_source=what,
+        model=model,
+        fixed_batch=opened.fixed_batch,
+        notes=opened.notes,
     )
 
 
@@ -138,10 +147,10 @@ def torch_source(
     return SourceModel(
         name=name,
         onnx_path=path,
-        output=spec.output_names[0],
+        outputs=(spec.output_names[0],),
         exits=tuple(spec.exit_names),
-        input_shape=tuple(spec.input_shape),
-        samples=samples,
+        inputs=(TensorSpec("input", tuple(spec.input_shape), "float32"),),
+        samples={"input": np.asarray(samples, dtype=np.float32)},
         labels=labels,
         sample_source=source,
         class_names=spec.class_names,
@@ -157,10 +166,12 @@ def load_source(
     input_shape: tuple[int, ...] | None = None,
     calibration_samples: int | None = None,
     test_samples: int | None = None,
+    input_shapes: Mapping[str, tuple[int, ...]] | None = None,
+    samples: Path | None = None,
 ) -> SourceModel:
     """Resolve ``ref``: an ``.onnx`` path, a zoo name, or ``package.module:factory``."""
     if ref.endswith(".onnx") or Path(ref).is_file():
-        return onnx_source(Path(ref), exits)
+        return onnx_source(Path(ref), exits, input_shapes=input_shapes, samples=samples)
     return torch_source(
         ref,
         workdir,

@@ -7,6 +7,7 @@ each command, so the runtime commands never load it.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -19,9 +20,11 @@ from edgesplit.app.common import (
     CODEC_HELP,
     THRESHOLD_HELP,
     InputShapeOption,
+    MaxTensorsOption,
+    SamplesOption,
     ThreadsOption,
     console,
-    parse_shape,
+    parse_input_shapes,
     parse_threshold,
     positive,
 )
@@ -123,6 +126,8 @@ def profile(
     quick: QuickOption = False,
     exits: ExitsOption = "",
     input_shape: InputShapeOption = None,
+    samples: SamplesOption = None,
+    max_tensors: MaxTensorsOption = 8,
     providers: ProvidersOption = "CPUExecutionProvider",
     threads: ThreadsOption = 0,
     batch_size: Annotated[int, typer.Option(help="Batch size of the timed runs.")] = 1,
@@ -176,14 +181,16 @@ def profile(
             raise ConfigError(f"--device {device}: expected edge or cloud")
         if out is None:
             raise ConfigError("--out is required: the profile JSON file to write")
+        shape, pins = parse_input_shapes(input_shape)
+        config = _profile_config(quick, providers, threads, batch_size, layers, engine_cache, fp16)
         measured = run_profile(
             model,
             device,
-            config=_profile_config(
-                quick, providers, threads, batch_size, layers, engine_cache, fp16
-            ),
+            config=replace(config, max_tensors=max_tensors),
             exits=tuple(e for e in exits.split(",") if e),
-            input_shape=parse_shape(input_shape),
+            input_shape=shape,
+            input_shapes=pins,
+            samples=samples,
             console=console,
         )
         save_profile(measured, out)
@@ -205,6 +212,8 @@ def partition(
     quick: QuickOption = False,
     exits: ExitsOption = "",
     input_shape: InputShapeOption = None,
+    samples: SamplesOption = None,
+    max_tensors: MaxTensorsOption = 8,
     providers: ProvidersOption = "CPUExecutionProvider",
     threads: ThreadsOption = 0,
     edge_profile: Annotated[
@@ -254,8 +263,9 @@ def partition(
     from partitioner.pruning import PruneConfig
 
     low, high = _range("--prune-range", prune_range)
+    shape, pins = parse_input_shapes(input_shape)
     config = PartitionConfig(
-        profile=_profile_config(quick, providers, threads),
+        profile=replace(_profile_config(quick, providers, threads), max_tensors=max_tensors),
         edge_profile=edge_profile,
         cloud_profile=cloud_profile,
         prune=PruneConfig(enabled=prune, bandwidth_mbps=(low, high), device=device_power),
@@ -265,7 +275,9 @@ def partition(
         out,
         config=config,
         exits=tuple(e for e in exits.split(",") if e),
-        input_shape=parse_shape(input_shape),
+        input_shape=shape,
+        input_shapes=pins,
+        samples=samples,
         console=console,
     )
     m = bundle.manifest
@@ -297,7 +309,7 @@ def export(
     from partitioner.export import export_onnx, resolve_model
 
     with console.status(f"building {model} (training if needed)"):
-        spec = resolve_model(model, parse_shape(input_shape))
+        spec = resolve_model(model, parse_input_shapes(input_shape)[0])
     path = export_onnx(spec, out)
     console.print(
         f"{path}: input {list(spec.input_shape)} (batch dynamic), outputs "
@@ -315,7 +327,13 @@ def show(
     sizes: Annotated[bool, typer.Option(help="Also show bytes per cut under every codec.")] = False,
 ) -> None:
     """Show a bundle's cuts with sizes and predicted latency at a given link."""
-    from edgesplit.app.tables import cut_table, pruning_table, size_table
+    from edgesplit.app.tables import (
+        coverage_text,
+        cut_table,
+        fidelity_table,
+        pruning_table,
+        size_table,
+    )
     from edgesplit.bundle import load_bundle
 
     b = load_bundle(bundle)
@@ -323,6 +341,9 @@ def show(
     console.print(
         f"bundle {b.root} id={b.id[:12]} model={m.model.name} exits={list(m.model.exits)}"
     )
+    inputs = ", ".join(f"{i.name} {'x'.join(map(str, i.shape))} {i.dtype}" for i in m.model.inputs)
+    batch = ", batch fixed to 1" if m.model.fixed_batch else ""
+    console.print(f"inputs: {inputs}; outputs: {', '.join(m.model.outputs)}{batch}")
     for role, p in m.profiles.items():
         console.print(
             f"{role} profiled on {p.machine.get('host')} ({p.machine.get('cpu')}, {p.provider}, "
@@ -340,6 +361,9 @@ def show(
     )
     if sizes:
         console.print(size_table(m))
+    console.print(coverage_text(m))
+    if any(c.fidelity for c in m.cuts):
+        console.print(fidelity_table(m))
     console.print(pruning_table(m))
 
 

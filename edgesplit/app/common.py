@@ -25,9 +25,24 @@ CUT_HELP = (
 THRESHOLD_HELP = "Early-exit confidence (max softmax) on the calibrated grid; `off` disables exits."
 BANDWIDTH_HELP = "Uplink bandwidth the policy assumes, Mbit/s."
 InputShapeOption = Annotated[
-    str | None,
+    list[str] | None,
     typer.Option(
-        help="Input shape (no batch) for a factory returning a bare nn.Module: 3,224,224."
+        help="Repeatable. For an ONNX file: NAME=1x3x640x640 pins input NAME's dynamic "
+        "dimensions (the full shape, batch first). For a factory returning a bare nn.Module: "
+        "the input shape without the batch, 3,224,224."
+    ),
+]
+SamplesOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="Held-out inputs for an ONNX file: an .npz with one array per input name, batch "
+        "first (default: random inputs of the right dtypes)."
+    ),
+]
+MaxTensorsOption = Annotated[
+    int,
+    typer.Option(
+        min=1, help="The most tensors one cut may hold (cuts of several tensors split skips)."
     ),
 ]
 ThreadsOption = Annotated[int, typer.Option(help="ONNX Runtime intra-op threads (0: its default).")]
@@ -41,6 +56,35 @@ def parse_threshold(value: str) -> float | None:
         return float(value)
     except ValueError:
         raise ConfigError(f"--threshold {value}: expected a number like 0.9, or `off`") from None
+
+
+def parse_input_shapes(
+    values: list[str] | None,
+) -> tuple[tuple[int, ...] | None, dict[str, tuple[int, ...]]]:
+    """``--input-shape`` values: a factory's shape (``3,224,224``) and ONNX pins (``N=1x3x8x8``)."""
+    from edgesplit.errors import ModelError
+
+    values = values or []
+    plain = [v for v in values if "=" not in v]
+    if len(plain) > 1:
+        raise ConfigError(f"--input-shape given {len(plain)} times without NAME=: {plain}")
+    pins: dict[str, tuple[int, ...]] = {}
+    for value in values:
+        if "=" not in value:
+            continue
+        name, _, dims = value.rpartition("=")
+        try:
+            shape = tuple(int(d) for d in dims.strip().split("x"))
+        except ValueError:
+            raise ConfigError(
+                f"--input-shape {value}: expected NAME=1x3x640x640 (batch first)"
+            ) from None
+        if not name or min(shape) <= 0:
+            raise ConfigError(f"--input-shape {value}: expected NAME=1x3x640x640, sizes >= 1")
+        if name in pins:
+            raise ModelError(f"--input-shape: {name!r} is given twice")
+        pins[name] = shape
+    return parse_shape(plain[0] if plain else None), pins
 
 
 def parse_shape(value: str | None) -> tuple[int, ...] | None:

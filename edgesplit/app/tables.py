@@ -51,8 +51,8 @@ def cut_table(
         offload = 0.0 if cut.tail is None else 1.0 - sum(p.exit_rates)
         table.add_row(
             cut.id + mark,
-            cut.kind,
-            "x".join(map(str, cut.shape)),
+            cut.kind if len(cut.tensors) == 1 else f"{cut.kind} ({len(cut.tensors)} tensors)",
+            cut.describe_shape(),
             f"{cut.bytes_for(codec):,.0f}",
             f"{offload:.2f}",
             f"{p.edge_compute_s * 1e3:.3f}",
@@ -74,7 +74,7 @@ def size_table(manifest: Manifest) -> Table:
         if cut.kind == "output":
             continue
         sizes = [f"{cut.encoded_bytes.get(c, float('nan')):,.0f}" for c in manifest.codecs]
-        table.add_row(cut.id, "x".join(map(str, cut.shape)), *sizes)
+        table.add_row(cut.id, cut.describe_shape(), *sizes)
     return table
 
 
@@ -274,7 +274,7 @@ def profile_table(profile: TargetProfile, codec: str = "int8+lz4") -> Table:
         row = [
             cut.id,
             cut.kind,
-            "x".join(map(str, cut.shape)),
+            " + ".join("x".join(map(str, shape)) for shape in cut.shapes),
             f"{cut.raw_bytes:,}",
             f"{cut.encoded_bytes[codec]:,.0f}" if codec in cut.encoded_bytes else "-",
             _ms(timing),
@@ -303,12 +303,59 @@ def pruning_table(manifest: Manifest) -> Table:
         table.add_column(column, overflow="fold")
     for cut in manifest.pruned:
         why = cut.reason.split(". With ", 1)[-1]
-        table.add_row(cut.id, "x".join(map(str, cut.shape)), ",".join(cut.beaten_by), why)
+        table.add_row(cut.id, cut.describe_shape(), ",".join(cut.beaten_by), why)
+    return table
+
+
+def coverage_text(manifest: Manifest) -> str:
+    """How evenly the cuts spread over the model's edge compute, in one line."""
+    kept = manifest.largest_gap()
+    search = manifest.cut_search
+    if kept is None:
+        return "coverage: not measured (a bundle from before cut sets; re-partition to see it)"
+    multi = sum(len(c.tensors) > 1 for c in manifest.cuts if c.kind == "inner")
+    text = f"coverage: largest stretch of edge compute without a kept cut {kept:.1%}"
+    if search is not None:
+        text += (
+            f"; without an offered cut {search.largest_gap:.1%} ({search.offered} cuts offered "
+            f"of {search.candidates} candidate sets, at most {search.max_tensors} tensors each, "
+            f"compute in {search.compute_measure})"
+        )
+    return text + f"; {multi} kept cut(s) of several tensors"
+
+
+def fidelity_table(manifest: Manifest) -> Table:
+    """Per kept cut and codec: how far the split model's outputs are from the whole model's."""
+    first = next((c.fidelity for c in manifest.cuts if c.fidelity), {})
+    sample = next(iter(first.values()), None)
+    title = "fidelity: split model against the whole model"
+    if sample is not None:
+        title += f" ({sample.samples} samples; agreement = same top-1 class)"
+    table = Table(title=title)
+    table.add_column("cut")
+    for codec in manifest.codecs:
+        table.add_column(codec, justify="right")
+    for cut in manifest.cuts:
+        if cut.tail is None:
+            continue
+        cells = []
+        for codec in manifest.codecs:
+            f = cut.fidelity.get(codec)
+            if f is None:
+                cells.append("-")
+                continue
+            worst_max = max(f.max_rel_error.values(), default=0.0)
+            worst_mean = max(f.mean_rel_error.values(), default=0.0)
+            head = "" if f.agreement is None else f"{f.agreement:.1%} agree, "
+            cells.append(f"{head}rel err max {worst_max:.1e} mean {worst_mean:.1e}")
+        table.add_row(cut.id, *cells)
     return table
 
 
 __all__ = [
+    "coverage_text",
     "cut_table",
+    "fidelity_table",
     "profile_table",
     "pruning_table",
     "size_table",

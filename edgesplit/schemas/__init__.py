@@ -1,6 +1,7 @@
 """JSON Schemas of the files edgesplit writes, shipped with the package and checked on load.
 
-``manifest.schema.json`` describes a bundle's ``manifest.json``;
+``manifest.schema.json`` describes a bundle's ``manifest.json`` (format
+version 3; ``manifest-v2.schema.json`` the version 2 manifests still read);
 ``profile.schema.json`` a profile written by ``edgesplit profile``. Other
 tools can validate the files with any JSON Schema (2020-12) validator.
 """
@@ -17,8 +18,12 @@ import jsonschema
 
 from edgesplit.errors import BundleError, EdgesplitError, ModelError
 
-SCHEMAS = ("manifest", "profile")
-_ERRORS: dict[str, type[EdgesplitError]] = {"manifest": BundleError, "profile": ModelError}
+SCHEMAS = ("manifest", "manifest-v2", "profile")
+_ERRORS: dict[str, type[EdgesplitError]] = {
+    "manifest": BundleError,
+    "manifest-v2": BundleError,
+    "profile": ModelError,
+}
 
 
 @cache

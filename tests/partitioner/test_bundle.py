@@ -132,7 +132,7 @@ def test_partition_replaces_a_bundle_only_when_complete(
     target = tmp_path / "bundle"
     shutil.copytree(untrained_bundle.root, target)
     broken = load_source("branchynet-untrained", tmp_path, calibration_samples=50, test_samples=10)
-    broken = type(broken)(**{**broken.__dict__, "output": "no_such_output"})
+    broken = type(broken)(**{**broken.__dict__, "outputs": ("no_such_output",)})
     with pytest.raises(ModelError, match="no_such_output"):
         partition(broken, target, PartitionConfig(profile=ProfileConfig(reps=Repetitions.quick())))
     assert load_bundle(target).id == untrained_bundle.id  # the old bundle still serves
