@@ -21,6 +21,7 @@ import numpy as np
 
 from edgesplit.bundle import (
     Cut,
+    CutTensor,
     DeviceProfile,
     ExitCalibration,
     Manifest,
@@ -51,7 +52,9 @@ def synthetic_manifest(seed: int = 0) -> Manifest:
         head = []
         for a, b in zip(bounds, bounds[1:], strict=False):
             seg = f"c{a:02d}__c{b:02d}"
-            segments[seg] = Segment(seg, f"edge/{seg}.onnx", f"c{a:02d}", f"c{b:02d}", EXITS.get(b))
+            segments[seg] = Segment(
+                seg, f"edge/{seg}.onnx", (f"c{a:02d}",), (f"c{b:02d}",), EXITS.get(b)
+            )
             edge.setdefault(seg, Timing(*(2 * [float(rng.uniform(1e-4, 5e-3) * (b - a))]), 30))
             head.append(seg)
         kind = "input" if i == 0 else "output" if i == CUTS - 1 else "inner"
@@ -64,10 +67,7 @@ def synthetic_manifest(seed: int = 0) -> Manifest:
                 id=f"c{i:02d}",
                 index=i,
                 kind=kind,
-                tensor=f"t{i}",
-                name=f"c{i:02d}",
-                shape=(4,),
-                dtype="float32",
+                tensors=(CutTensor(f"t{i}", f"c{i:02d}", (4,), "float32", 16),),
                 head=tuple(head),
                 exits=tuple(EXITS[s] for s in stops if s <= i),
                 tail=tail,
@@ -87,7 +87,7 @@ def synthetic_manifest(seed: int = 0) -> Manifest:
         samples=1000,
     )
     return Manifest(
-        model=ModelInfo("m", TensorSpec("input", (4,)), "out", ("exit_1", "exit_2")),
+        model=ModelInfo("m", (TensorSpec("input", (4,)),), ("out",), ("exit_1", "exit_2")),
         cuts=tuple(cuts),
         segments=segments,
         profiles={

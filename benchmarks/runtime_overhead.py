@@ -95,7 +95,7 @@ def activation(bundle: Bundle, cut: Cut, rows: int) -> np.ndarray:
     inputs = sample(bundle, rows)
     if inputs.shape[0] < rows:
         inputs = np.resize(inputs, (rows, *inputs.shape[1:]))
-    value = cut_values(bundle, [cut], inputs)[cut.id]
+    value = cut_values(bundle, [cut], inputs)[cut.id][cut.name]
     return np.ascontiguousarray(value, dtype=np.dtype(cut.dtype))
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing as mp
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,10 +51,10 @@ class Sample:
 
 @dataclass(frozen=True)
 class EdgeLoad:
-    """What one closed-loop edge sends, request after request: ``value`` at ``cut``."""
+    """What one closed-loop edge sends, request after request: ``value`` (by name) at ``cut``."""
 
     cut: Cut
-    value: np.ndarray
+    value: Mapping[str, np.ndarray]
     codec: str = "raw"
 
 
@@ -72,8 +72,11 @@ class EncodedLoad:
     @classmethod
     def of(cls, bundle_id: str, load: EdgeLoad) -> EncodedLoad:
         """``load`` encoded with its codec, for the bundle ``bundle_id``."""
-        tensor = wire.EncodedTensor.from_array(load.cut.name, load.value, load.codec)
-        return cls(load.cut.id, wire.InferRequest(1, bundle_id, load.cut.id, (tensor,)))
+        tensors = tuple(
+            wire.EncodedTensor.from_array(name, load.value[name], load.codec)
+            for name in load.cut.names
+        )
+        return cls(load.cut.id, wire.InferRequest(1, bundle_id, load.cut.id, tensors))
 
     def frames(self, request_id: int) -> list[bytes | memoryview]:
         """The request's frames under ``request_id``."""

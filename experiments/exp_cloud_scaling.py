@@ -83,7 +83,9 @@ def run(settings: Settings, console: Console) -> Results:
         settings.seed,
         mix,
         {c.id: EdgeLoad(c, values[c.id], DEFAULT_CODEC) for c in mix},
-        EdgeLoad(manifest.cloud_only, x, cloud_only(manifest).decision.codec),
+        EdgeLoad(
+            manifest.cloud_only, {manifest.model.input.name: x}, cloud_only(manifest).decision.codec
+        ),
     )
     work = results.path("work")
     work.mkdir(exist_ok=True)

@@ -23,7 +23,7 @@ import re
 import statistics
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,18 +151,21 @@ def run_load(
     endpoint: str,
     bundle: Bundle,
     cut: Cut,
-    value: np.ndarray,
+    value: np.ndarray | Mapping[str, np.ndarray],
     edges: int,
     seconds: float,
     warmup_s: float = 2.0,
 ) -> tuple[list[Sample], float]:
     """Run ``edges`` closed-loop edges sending ``value`` at ``cut`` (raw codec).
 
+    ``value`` is the cut's tensors by name, or a single-tensor cut's array.
+
     They run for ``warmup_s + seconds``.
 
     Returns every sample, and when the measured window (after the warm-up) began.
     """
-    done = run_edges(endpoint, bundle.id, [EdgeLoad(cut, value)] * edges, seconds, warmup_s)
+    values = value if isinstance(value, Mapping) else {cut.name: value}
+    done = run_edges(endpoint, bundle.id, [EdgeLoad(cut, values)] * edges, seconds, warmup_s)
     return done.samples, done.began
 
 
@@ -280,16 +283,19 @@ def sample(bundle: Bundle, batch: int) -> np.ndarray:
     return np.random.default_rng(0).standard_normal((batch, *shape), dtype=np.float32)
 
 
-def cut_values(bundle: Bundle, cuts: Sequence[Cut], x: np.ndarray) -> dict[str, np.ndarray]:
-    """What an edge sends at each cut for input ``x``: the tensor its head computes."""
+def cut_values(
+    bundle: Bundle, cuts: Sequence[Cut], x: np.ndarray
+) -> dict[str, dict[str, np.ndarray]]:
+    """What an edge sends at each cut for input ``x``: the tensors its head computes, by name."""
     from edge_node.head import HeadRunner
 
     runner = HeadRunner(bundle, threads=1)
-    start = (bundle.manifest.model.input.name, x)
-    return {
-        c.id: np.ascontiguousarray(runner.run(segment_chain(bundle.manifest, c), start, None).value)
-        for c in cuts
-    }
+    start = {bundle.manifest.model.input.name: x}
+    values = {}
+    for c in cuts:
+        head = runner.run(segment_chain(bundle.manifest, c), start, None)
+        values[c.id] = {n: np.ascontiguousarray(v) for n, v in head.tensors(c.names).items()}
+    return values
 
 
 def rss_bytes(pid: int) -> int:

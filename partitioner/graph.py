@@ -560,7 +560,9 @@ def analyze(
             )
         )
     output_bytes = sum(known[n].nbytes for n in wanted)
-    points.append(CutPoint(len(points), wanted, "output", "output", 1.0, output_bytes))
+    last = max((g.producer[n] for n in wanted if n in g.producer), default=None)
+    producer = "output" if last is None else (nodes[last].name or nodes[last].op_type)
+    points.append(CutPoint(len(points), wanted, "output", producer, 1.0, output_bytes))
 
     exits = tuple(_place_exit(nodes, points, g, name) for name in exit_names)
     order = {cut.tensors: cut.index for cut in points}

@@ -169,8 +169,8 @@ def _explain(
     return PrunedCut(
         id=cut.id,
         index=cut.index,
-        tensor=cut.tensor,
-        shape=cut.shape,
+        tensors=tuple(t.tensor for t in cut.tensors),
+        shapes=tuple(t.shape for t in cut.tensors),
         reason=reason,
         beaten_by=tuple(winners[:3]),
     )

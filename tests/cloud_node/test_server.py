@@ -9,6 +9,7 @@ import zmq
 import wire
 from cloud_node.backends import OnnxRuntimeBackend
 from cloud_node.server import CloudConfig, CloudNode
+from edge_node.head import HeadRunner
 from edgesplit.bundle import Bundle, segment_chain
 from edgesplit.errors import TransportError
 from edgesplit.onnxrt import create_session
@@ -36,10 +37,10 @@ def _activation(bundle: Bundle, cut_id: str, n: int = 2) -> np.ndarray:
     x = np.random.default_rng(3).standard_normal(
         (n, *bundle.manifest.model.input.shape), dtype=np.float32
     )
-    for segment in segment_chain(bundle.manifest, bundle.manifest.cut(cut_id)):
-        session = create_session(bundle.root / segment.file)
-        x = session.run([segment.output], {segment.input: x})[0]
-    return x
+    cut = bundle.manifest.cut(cut_id)
+    start = {bundle.manifest.model.input.name: x}
+    head = HeadRunner(bundle).run(segment_chain(bundle.manifest, cut), start, None)
+    return head.tensors(cut.names)[cut.name]
 
 
 def _infer(

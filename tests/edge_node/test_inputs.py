@@ -125,7 +125,7 @@ def test_npy_of_the_wrong_shape_is_named(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ("/nonexistent", "--inputs /nonexistent: not 'bundle' and not a directory"),
+        ("/nonexistent", "--inputs /nonexistent: not 'bundle' and not an .npz, a directory"),
         ("/nonexistent/clip.mp4", "(no such path)"),
         ("camera:front", "expected camera:N with N a camera index"),
         ("bundle", "this bundle ships no test set"),

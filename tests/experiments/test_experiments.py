@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from edgesplit.bundle import Cut
+from edgesplit.bundle import Cut, CutTensor
 from edgesplit.errors import ConfigError
 from experiments.cpulimit import cpu_limit_support
 from experiments.harness import Settings
@@ -250,8 +250,9 @@ def test_cloud_scaling_on_ray(base: Settings) -> None:
 
 def _cut(index: int, kind: str, sent: float) -> Cut:
     return Cut(
-        id=f"c{index:02d}", index=index, kind=kind, tensor=f"t{index}", name=f"t{index}",
-        shape=(8,), dtype="float32", head=(), exits=(), tail=None if kind == "output" else "tail",
+        id=f"c{index:02d}", index=index, kind=kind,
+        tensors=(CutTensor(f"t{index}", f"t{index}", (8,), "float32", 32),),
+        head=(), exits=(), tail=None if kind == "output" else "tail",
         raw_bytes=32, encoded_bytes={"int8+lz4": sent},
     )  # fmt: skip
 

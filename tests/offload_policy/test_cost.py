@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from edgesplit.bundle import (
     Cut,
+    CutTensor,
     DeviceProfile,
     ExitCalibration,
     Manifest,
@@ -38,10 +39,7 @@ def _cut(i: int, kind: str, head: tuple[str, ...], exits: tuple[str, ...], nbyte
         id=f"c{i:02d}",
         index=i,
         kind=kind,
-        tensor=f"t{i}",
-        name=f"c{i:02d}",
-        shape=(4,),
-        dtype="float32",
+        tensors=(CutTensor(f"t{i}", f"c{i:02d}", (4,), "float32", 16),),
         head=head,
         exits=exits,
         tail=None if kind == "output" else f"m__tail__c{i:02d}",
@@ -58,9 +56,9 @@ def manifest() -> Manifest:
     exit_1 at threshold 0.8 takes 25% of the samples.
     """
     segments = {
-        "c00__c01": Segment("c00__c01", "edge/a.onnx", "input", "c01", "exit_1"),
-        "c01__c02": Segment("c01__c02", "edge/b.onnx", "c01", "c02"),
-        "c01__c03": Segment("c01__c03", "edge/c.onnx", "c01", "out"),
+        "c00__c01": Segment("c00__c01", "edge/a.onnx", ("input",), ("c01",), "exit_1"),
+        "c01__c02": Segment("c01__c02", "edge/b.onnx", ("c01",), ("c02",)),
+        "c01__c03": Segment("c01__c03", "edge/c.onnx", ("c01",), ("out",)),
     }
     cuts = (
         _cut(0, "input", (), (), 10_000),
@@ -94,7 +92,7 @@ def manifest() -> Manifest:
         samples=100,
     )
     return Manifest(
-        model=ModelInfo("m", TensorSpec("input", (4,)), "out", ("exit_1",)),
+        model=ModelInfo("m", (TensorSpec("input", (4,)),), ("out",), ("exit_1",)),
         cuts=cuts,
         segments=segments,
         profiles={"edge": edge, "cloud": cloud},

@@ -9,7 +9,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgesplit.errors import ModelError
 from partitioner.extract import plan_cuts
-from partitioner.graph import analyze
+from partitioner.graph import TensorInfo, analyze
 
 
 def _model(
@@ -106,10 +106,57 @@ def test_exit_reading_past_its_branch_point_is_refused() -> None:
         analyze(_model(nodes, ["y", "e"]), "y", ["e"])
 
 
-def test_two_inputs_are_refused() -> None:
-    nodes = [helper.make_node("Add", ["x", "z"], ["y"], name="add")]
-    with pytest.raises(ModelError, match="2 graph inputs"):
-        analyze(_model(nodes, ["y"], inputs=("x", "z")), "y")
+def _info(names: list[str], width: int = 4) -> dict[str, TensorInfo]:
+    return {n: TensorInfo((1, width), "float32") for n in names}
+
+
+def test_a_second_input_read_late_is_one_of_the_cut_tensors() -> None:
+    # x -> a -> b ; y = b + m (a mask read at the end): every inner cut carries m.
+    nodes = [_relu("x", "a"), _matmul("a", "b"), helper.make_node("Add", ["b", "m"], ["y"])]
+    model = _model(nodes, ["y"], inputs=("x", "m"))
+    analysis = analyze(model, "y", info=_info(["x", "m", "a", "b", "y"]))
+    assert analysis.inputs == ("x", "m")
+    assert [c.tensors for c in analysis.cuts] == [("x", "m"), ("m", "a"), ("m", "b"), ("y",)]
+    # Without measured sizes only single-tensor cuts are offered: here none inside.
+    assert [c.kind for c in analyze(model, "y").cuts] == ["input", "output"]
+
+
+def _skip_model() -> onnx.ModelProto:
+    # x -> a ; a -> b -> c -> d (long branch) ; y = a + d: no single tensor inside.
+    nodes = [
+        _relu("x", "a"),
+        _matmul("a", "b"),
+        _relu("b", "c"),
+        _matmul("c", "d"),
+        helper.make_node("Add", ["a", "d"], ["y"], name="add"),
+    ]
+    return _model(nodes, ["y"])
+
+
+def test_a_long_skip_gets_cuts_of_two_tensors_inside() -> None:
+    analysis = analyze(_skip_model(), "y", info=_info(["x", "a", "b", "c", "d", "y"]))
+    inner = [c.tensors for c in analysis.cuts if c.kind == "inner"]
+    assert ("a",) in inner and ("a", "b") in inner and ("a", "c") in inner
+    assert analysis.largest_gap < 0.5
+    # A bound of one tensor per cut leaves only the single-tensor cut.
+    bounded = analyze(_skip_model(), "y", info=_info(["x", "a", "b", "c", "d", "y"]), max_tensors=1)
+    assert [c.tensors for c in bounded.cuts if c.kind == "inner"] == [("a",)]
+
+
+def test_a_shape_is_never_a_cut_tensor() -> None:
+    # s = Shape(a) is read at the end: no cut after a may carry it (it is no batch).
+    shape = np.asarray([1, 4], dtype=np.int64)
+    nodes = [
+        _relu("x", "a"),
+        helper.make_node("Shape", ["a"], ["s"], name="shape"),
+        _matmul("a", "b"),
+        _relu("b", "c"),
+        helper.make_node("Reshape", ["c", "s"], ["y"], name="reshape"),
+    ]
+    info = _info(["x", "a", "b", "c", "y"])
+    info["s"] = TensorInfo(tuple(shape.shape), "int64", batched=False)
+    analysis = analyze(_model(nodes, ["y"]), "y", info=info)
+    assert all("s" not in c.tensors for c in analysis.cuts)
 
 
 def test_unknown_output_is_named() -> None:

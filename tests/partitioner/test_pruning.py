@@ -53,7 +53,7 @@ def test_keeps_the_baselines_and_drops_most_cuts(slow_resnet18: Manifest, result
 def test_a_bigger_earlier_activation_is_pruned_with_figures(result) -> None:
     # c01 (64x112x112 after conv1) is 5x the raw input and costs head time: never best.
     c01 = next(p for p in result.pruned if p.id == "c01")
-    assert c01.shape == (64, 112, 112)
+    assert c01.shapes == ((64, 112, 112),)
     assert "c01 head" in c01.reason and "c00 head 0 ms" in c01.reason
 
 

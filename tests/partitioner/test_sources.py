@@ -33,36 +33,73 @@ def test_a_fixed_shape_model_is_accepted(tmp_path: Path) -> None:
     )
     source = onnx_source(path)
     assert source.input_shape == (4,) and source.output == "z" and source.exits == ()
-    assert source.samples.shape[1:] == (4,)
+    assert source.samples["x"].shape[1:] == (4,)
 
 
 def test_a_file_that_is_not_onnx(tmp_path: Path) -> None:
     path = tmp_path / "broken.onnx"
     path.write_bytes(b"\x00\x01 certainly not a protobuf \xff" * 10)
-    with pytest.raises(ModelError, match=r"broken.onnx: not a valid ONNX model"):
+    with pytest.raises(ModelError, match=r"broken.onnx: cannot be loaded as ONNX"):
         onnx_source(path)
 
 
-def test_two_inputs_are_refused(tmp_path: Path) -> None:
+def test_two_inputs_are_taken_with_samples_of_each(tmp_path: Path) -> None:
     path = _save(
         tmp_path,
         [_vi("a", ["N", 4]), _vi("b", ["N", 4])],
         [helper.make_node("Add", ["a", "b"], ["z"])],
         [_vi("z", ["N", 4])],
     )
-    with pytest.raises(ModelError, match=r"m.onnx: has 2 inputs; edgesplit splits single-input"):
-        onnx_source(path)
+    source = onnx_source(path)
+    assert [i.name for i in source.inputs] == ["a", "b"]
+    assert source.samples["a"].shape == source.samples["b"].shape == (32, 4)
 
 
-def test_an_unpinned_dimension_is_named(tmp_path: Path) -> None:
+def test_an_unpinned_dimension_is_named_with_the_flag_to_pin_it(tmp_path: Path) -> None:
     path = _save(
         tmp_path,
         [_vi("x", ["N", 3, "H", 8])],
         [helper.make_node("Relu", ["x"], ["z"])],
         [_vi("z", ["N", 3, "H", 8])],
     )
-    with pytest.raises(ModelError, match=r"input 'x' dimension 2 is dynamic \(H\); re-export"):
+    with pytest.raises(
+        ModelError, match=r"input 'x' dimension 2 is dynamic \(H\); pin it with --input-shape x="
+    ):
         onnx_source(path)
+    source = onnx_source(path, input_shapes={"x": (1, 3, 5, 8)})
+    assert source.input_shape == (3, 5, 8) and source.samples["x"].shape[1:] == (3, 5, 8)
+
+
+@pytest.mark.parametrize(
+    ("pins", "message"),
+    [
+        ({"y": (1, 3, 5, 8)}, r"--input-shape names \['y'\], which are not inputs"),
+        ({"x": (1, 3, 5)}, r"--input-shape x=1x3x5: rank 3, but input 'x' has rank 4"),
+        ({"x": (1, 4, 5, 8)}, r"--input-shape x: dimension 1 is 4, but the model fixes it to 3"),
+    ],
+)
+def test_bad_pins_are_named(tmp_path: Path, pins, message: str) -> None:
+    path = _save(
+        tmp_path,
+        [_vi("x", ["N", 3, "H", 8])],
+        [helper.make_node("Relu", ["x"], ["z"])],
+        [_vi("z", ["N", 3, "H", 8])],
+    )
+    with pytest.raises(ModelError, match=message):
+        onnx_source(path, input_shapes=pins)
+
+
+def test_every_broken_file_is_one_line_naming_it(tmp_path: Path) -> None:
+    from tests.partitioner.broken_models import BROKEN_KINDS, write_broken_corpus
+
+    corpus = write_broken_corpus(tmp_path)
+    assert sorted(corpus) == sorted(BROKEN_KINDS)
+    for kind, path in corpus.items():
+        with pytest.raises(ModelError) as caught:
+            onnx_source(path)
+        text = str(caught.value)
+        assert "\n" not in text and str(path) in text, (kind, text)
+        assert len(text) < 600, (kind, text)
 
 
 def test_an_exit_that_is_not_an_output(tmp_path: Path) -> None:

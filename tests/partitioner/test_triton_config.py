@@ -63,16 +63,19 @@ def test_every_config_matches_its_cut(fixture: str, request) -> None:
         assert config.HasField("dynamic_batching"), cut.id
         assert config.dynamic_batching.max_queue_delay_microseconds > 0, cut.id
         assert not config.HasField("sequence_batching") and not config.ensemble_scheduling.step
-        (only_input,) = config.input
-        assert only_input.name == cut.name, cut.id
-        # No batch dimension in dims: Triton adds it because max_batch_size > 0.
-        assert tuple(only_input.dims) == cut.shape, cut.id
-        assert cut.dtype == "float32" and only_input.data_type == mc.TYPE_FP32, cut.id
-        assert not only_input.HasField("reshape"), cut.id
+        # One input per tensor of the cut, in order.
+        assert [i.name for i in config.input] == list(cut.names), cut.id
+        for declared, tensor in zip(config.input, cut.tensors, strict=True):
+            # No batch dimension in dims: Triton adds it because max_batch_size > 0.
+            assert tuple(declared.dims) == tensor.shape, cut.id
+            assert tensor.dtype == "float32" and declared.data_type == mc.TYPE_FP32, cut.id
+            assert not declared.HasField("reshape"), cut.id
         (only_output,) = config.output
         assert only_output.name == m.model.output, cut.id
         assert tuple(only_output.dims) == m.edge_only.shape, cut.id
         assert only_output.data_type == mc.TYPE_FP32, cut.id
+    if fixture == "resnet18_bundle":
+        assert any(len(c.tensors) > 1 for c in m.cuts), "no tail with several inputs was checked"
 
 
 @pytest.mark.parametrize("fixture", ["untrained_bundle", "resnet18_bundle"])

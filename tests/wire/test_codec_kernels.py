@@ -8,7 +8,9 @@ values must not change, and decoding must go straight to the declared dtype.
 from __future__ import annotations
 
 import tracemalloc
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -16,8 +18,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, arrays
 
+from edgesplit.errors import PayloadError
 from wire import SUPPORTED_CODECS, Limits, TensorMeta, decode_tensor, encode_tensor
-from wire.kernels import _CHUNK
+from wire.kernels import _CHUNK, _SMALL
 
 LIMITS = Limits()
 FLOATS = ("float16", "float32", "float64")
@@ -291,6 +294,162 @@ def test_int8_decode_is_the_work_dtype_computation_bit_for_bit(dtype: str) -> No
         q = np.frombuffer(payload, dtype=np.int8).astype(np.float64)
         via_float64 = ((q - meta.zero_point) * meta.scale).astype(np.float32)
         assert not np.array_equal(out, via_float64)  # the check above can tell them apart
+
+
+# --- small tensors: numpy's casts and one-pass int8 below _SMALL elements ----------------------
+
+# Either side of each path's boundary: empty, one element, just below, at and just above
+# _SMALL (fp16: numpy's casts below, the kernels from it on), and for int8 around _CHUNK
+# (one whole-array pass up to it for float32 and float64, chunks beyond).
+FP16_SIZES = (0, 1, 2, _SMALL - 1, _SMALL, _SMALL + 1)
+INT8_SIZES = (*FP16_SIZES, _CHUNK, _CHUNK + 1)
+LAYOUTS = ("contiguous", "strided", "reversed", "big_endian", "column")
+
+
+@contextmanager
+def no_warnings() -> Iterator[None]:
+    """Fail on any warning: overflow to inf is the codecs' documented behaviour, not news."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        yield
+
+
+def laid_out(x: np.ndarray, layout: str) -> np.ndarray:
+    """``x``'s values (1-D) in the layout named: a copy, a view, or another byte order."""
+    if layout == "strided":
+        base = np.empty(2 * x.size, x.dtype)
+        base[::2] = x
+        return base[::2]
+    if layout == "reversed":
+        return x[::-1].copy()[::-1]
+    if layout == "big_endian":
+        return x.astype(x.dtype.newbyteorder(">"))
+    if layout == "column":  # a column of a C-ordered matrix: 2-D, not contiguous
+        base = np.zeros((x.size, 3), x.dtype)
+        base[:, 1] = x
+        return base[:, 1:2]
+    return x
+
+
+def relu_like(size: int, dtype: str, seed: int = 0) -> np.ndarray:
+    """Mostly ReLU output, a few negatives, values well inside every float dtype."""
+    rng = np.random.default_rng(seed)
+    x = np.maximum(rng.standard_normal(size) + 0.52, 0) * 300
+    x[rng.random(size) < 0.05] *= -1.5
+    return x.astype(dtype)
+
+
+def check_decoded_layout(array: np.ndarray, codec: str) -> None:
+    """A decoded float tensor is a new C-ordered writable array of the sent shape."""
+    meta, payload = encode_tensor("act", array, codec)
+    out = decode_tensor(meta, bytes(payload), LIMITS)
+    assert out.shape == array.shape and out.dtype == array.dtype.newbyteorder("=")
+    if not (codec.startswith("fp16") and array.dtype.itemsize == 2):  # float16 as sent: a view
+        assert out.flags.c_contiguous and out.flags.writeable
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("size", FP16_SIZES)
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_fp16_either_side_of_small_matches_numpy(dtype: str, size: int, layout: str) -> None:
+    array = laid_out(relu_like(size, dtype), layout)
+    with no_warnings():
+        check_fp16(array)
+        check_fp16(array, "fp16+lz4")
+        check_decoded_layout(array, "fp16")
+
+
+NON_FINITE_F32 = np.array(
+    [0x7FC00000, 0xFFC00000, 0x7F800001, 0x7FA5A5A5, 0xFFFFFFFF, 0x7F800000, 0xFF800000],
+    dtype=np.uint32,
+).view(np.float32)  # quiet NaN both signs, signalling NaN, NaN payloads, +-inf
+OVERFLOW_F32 = np.array([65520.0, -65520.0, 65519.996, 1e9, -3.4e38, 65504.0], np.float32)
+
+
+@pytest.mark.parametrize("size", [1, 16, _SMALL - 1, _SMALL, _SMALL + 1])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fp16_nan_inf_and_overflow_either_side_of_small(dtype: str, size: int) -> None:
+    specials = np.concatenate([NON_FINITE_F32, OVERFLOW_F32])
+    for at in (0, max(size - specials.size, 0)):  # at the front, then at the back
+        x = relu_like(size, "float32")
+        n = min(size, specials.size)
+        x[at : at + n] = specials[:n]
+        with np.errstate(invalid="ignore"):  # float64 quiets a signalling NaN
+            array = x.astype(dtype)
+        with no_warnings():  # overflow to inf is silent, on either path
+            check_fp16(array)
+            check_fp16(laid_out(array, "big_endian"))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("piece", [_SMALL - 1, _SMALL])
+def test_fp16_decodes_every_code_either_side_of_small(dtype: str, piece: int) -> None:
+    codes = every_half()  # NaN payloads and infinities included
+    for start in range(0, codes.size, piece):
+        chosen = codes[start : start + piece]
+        meta = TensorMeta("act", dtype, (chosen.size,), "fp16", chosen.nbytes)
+        with no_warnings():
+            out = decode_tensor(meta, chosen.astype("<u2").tobytes(), LIMITS)
+        assert same_bits(out, chosen.view(np.float16).astype(dtype))
+
+
+def test_fp16_small_encode_rounds_every_tie_and_neighbour_like_numpy() -> None:
+    cases = rounding_cases()
+    for start in range(0, cases.size, _SMALL - 1):
+        piece = cases[start : start + _SMALL - 1]
+        meta, payload = encode_tensor("act", piece, "fp16")
+        assert bytes(payload) == reference_fp16(piece)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "strided", "big_endian", "column"])
+@pytest.mark.parametrize("size", INT8_SIZES)
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_int8_either_side_of_small_and_chunk_matches_reference(
+    dtype: str, size: int, layout: str
+) -> None:
+    array = laid_out(relu_like(size, dtype, seed=size), layout)
+    with no_warnings():
+        check_int8(array)
+        if "int8+lz4" in SUPPORTED_CODECS:
+            check_int8(array, "int8+lz4")
+        check_decoded_layout(array, "int8")
+
+
+@pytest.mark.parametrize("shift", [0, 1, 2, 3])
+@pytest.mark.parametrize("size", [1, 600, _SMALL - 1, _SMALL + 1, _CHUNK + 1])
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_int8_ties_and_zero_point_parity_on_every_path(dtype: str, size: int, shift: int) -> None:
+    x = np.resize(ties(shift), size).astype(dtype)  # the ties repeated: scale 1.0 once size > 510
+    check_int8(x)
+
+
+@pytest.mark.parametrize("size", [1, 5, _SMALL - 1, _SMALL + 1, _CHUNK + 1])
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_int8_near_the_float_max_on_every_path(dtype: str, size: int) -> None:
+    # The scale's top code rounds past the max: decoding clips, and overflows silently.
+    top = float(np.finfo(dtype).max)
+    x = np.resize(np.array([-top, top, 0.0, top / 3, -top / 7], dtype), size)
+    with no_warnings():
+        check_int8(x)
+        check_int8(np.resize(np.array([top, top * 0.999, 1.0], dtype), size))
+
+
+@pytest.mark.parametrize("size", [1, 3, _SMALL - 1, _SMALL + 1, _CHUNK + 1])
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("special", [np.nan, np.inf, -np.inf, "nan_and_inf"])
+def test_int8_refuses_nan_and_inf_alike_on_every_path(
+    dtype: str, size: int, special: float | str
+) -> None:
+    x = relu_like(size, dtype)
+    if special == "nan_and_inf":
+        x[-1], x[0] = np.inf, np.nan
+    else:
+        x[size // 2] = special
+    # What the message says: the array's min and max, as numpy's reductions give them.
+    lo, hi = float(np.min(x)), float(np.max(x))
+    with pytest.raises(PayloadError) as info:
+        encode_tensor("act", x, "int8")
+    assert f"int8 cannot represent NaN or inf (min={lo} max={hi})" in str(info.value)
 
 
 # --- memory ------------------------------------------------------------------------------------

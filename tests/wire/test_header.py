@@ -260,9 +260,12 @@ def test_negative_dims() -> None:
 def test_ndim_over_limit() -> None:
     frames = with_header(valid_frames(), lambda h: h["t"][0].update(s=[1] * 5, b=4))
     reject(frames, PayloadError, "ndim=5 exceeds max_ndim=4", Limits(max_ndim=4))
-    # A list longer than every list the limits allow is refused while unpacking.
+    # Within msgpack's list bound, max(max_tensors + 1, max_ndim), the explicit check names it.
     frames = with_header(valid_frames(), lambda h: h["t"][0].update(s=[1] * 17, b=4))
-    reject(frames, HeaderError, "17 exceeds max_array_len(16)")
+    reject(frames, PayloadError, "ndim=17 exceeds max_ndim=8")
+    # A list longer than every list the limits allow is refused while unpacking.
+    frames = with_header(valid_frames(), lambda h: h["t"][0].update(s=[1] * 18, b=4))
+    reject(frames, HeaderError, "18 exceeds max_array_len(17)")
 
 
 def test_duplicate_names() -> None:
@@ -293,12 +296,28 @@ def test_payload_shorter_than_shape_needs() -> None:
     )
 
 
+def many(count: int) -> Frames:
+    """A request of ``count`` tiny tensors."""
+    return encode(InferRequest(1, tensors=tensors_of({f"t{i}": np.zeros(1) for i in range(count)})))
+
+
+@pytest.mark.parametrize("limits", [DEFAULT_LIMITS, Limits(max_tensors=2), Limits(max_ndim=30)])
+def test_one_tensor_over_max_tensors_is_refused_by_name(limits: Limits) -> None:
+    n = limits.max_tensors
+    message = decode(many(n), limits)
+    assert isinstance(message, InferRequest) and len(message.arrays(limits)) == n
+    # Not msgpack's "exceeds max_array_len": the list bound leaves room for one more.
+    reject(many(n + 1), HeaderError, f"tensors={n + 1} exceeds max_tensors={n}", limits)
+
+
 def test_tensor_count_and_size_limits() -> None:
-    frames = encode(InferRequest(1, tensors=tensors_of({f"t{i}": np.zeros(1) for i in range(3)})))
-    reject(frames, HeaderError, "tensors=3 exceeds max_tensors=2", Limits(max_tensors=2))
-    # With max_ndim as small, msgpack refuses the list while unpacking: a HeaderError all the same.
+    reject(many(17), HeaderError, "tensors=17 exceeds max_tensors=16")
+    # Past max_tensors + 1 (and max_ndim), msgpack refuses the list while unpacking: nothing
+    # unbounded is allocated, and it is a HeaderError all the same.
+    reject(many(18), HeaderError, "18 exceeds max_array_len(17)")
     limits = Limits(max_tensors=2, max_ndim=2)
-    reject(frames, HeaderError, "3 exceeds max_array_len(2)", limits)
+    reject(many(3), HeaderError, "tensors=3 exceeds max_tensors=2", limits)
+    reject(many(4), HeaderError, "4 exceeds max_array_len(3)", limits)
     limits = Limits(max_tensor_bytes=ACT.nbytes - 1)
     reject(valid_frames(), PayloadError, "over max_tensor_bytes=65535", limits)
     two = encode(InferRequest(1, tensors=tensors_of({"a": ACT, "b": ACT})), codec="int8")
