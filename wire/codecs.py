@@ -15,6 +15,7 @@ shape requires. A frame that disagrees with its descriptor is a
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -26,6 +27,7 @@ from wire.limits import Limits
 from wire.registry import (
     ALLOWED_DTYPES,
     DTYPE_NAMES,
+    QUANTIZERS,
     Codec,
     lz4_block,
     parse_codec,
@@ -35,6 +37,15 @@ from wire.registry import (
 
 ZSTD_LEVEL = 3
 """zstd compression level used by ``encode_tensor`` (zstd's own default)."""
+
+# Per tensor, every call below counts on a small tensor: numpy dtypes are looked up here,
+# not built (np.dtype() and newbyteorder() cost a few hundred ns each).
+_DTYPES: dict[str, np.dtype[Any]] = {name: np.dtype(name) for name in ALLOWED_DTYPES}
+_WIRE_DTYPES: dict[tuple[str, str], np.dtype[Any]] = {
+    (q, name): wire_dtype(Codec(q), name) for q in QUANTIZERS for name in ALLOWED_DTYPES
+}
+"""``wire_dtype`` by (quantizer, dtype name)."""
+_NO_BYTES = memoryview(b"")
 
 
 def encode_tensor(
@@ -73,12 +84,20 @@ def encode_tensor(
     elif parsed.quantizer == "fp16":
         wire = encode_fp16(array)
     else:
-        wire = np.ascontiguousarray(array, dtype=wire_dtype(parsed, dtype))
-    flat = wire.reshape(-1).view(np.uint8).data  # a memoryview: no copy
+        wire = np.ascontiguousarray(array, dtype=_WIRE_DTYPES["raw", dtype])
+    flat = _byte_view(wire)
     payload = flat if parsed.compressor is None else compress(parsed.compressor, flat)
-    shape = tuple(int(d) for d in array.shape)
-    meta = TensorMeta(name, dtype, shape, parsed.name, len(payload), scale, zero_point)
+    meta = TensorMeta(name, dtype, array.shape, parsed.name, len(payload), scale, zero_point)
     return meta, payload
+
+
+def _byte_view(wire: np.ndarray) -> memoryview:
+    """The bytes of a C-contiguous array as a flat memoryview: no copy."""
+    if not wire.size:
+        return _NO_BYTES
+    if wire.dtype.isnative:  # memoryview casts from native formats only (any, on little-endian)
+        return wire.data.cast("B")
+    return wire.reshape(-1).view(np.uint8).data
 
 
 def compress(compressor: str, data: memoryview) -> bytes:
@@ -105,12 +124,13 @@ def decode_tensor(
             to exactly the declared size.
     """
     codec, wire = wire_array(meta, payload, limits, index)
-    if codec.quantizer == "int8":
+    quantizer = codec.quantizer
+    if quantizer == "int8":
         assert meta.scale is not None and meta.zero_point is not None  # by check_descriptor
-        return dequantize_int8(wire, np.dtype(meta.dtype), meta.scale, meta.zero_point)
-    if codec.quantizer == "fp16":
-        return decode_fp16(wire, np.dtype(meta.dtype))
-    return wire.astype(np.dtype(meta.dtype), copy=False)
+        return dequantize_int8(wire, _DTYPES[meta.dtype], meta.scale, meta.zero_point)
+    if quantizer == "fp16":
+        return decode_fp16(wire, _DTYPES[meta.dtype])
+    return wire if wire.dtype.isnative else wire.astype(_DTYPES[meta.dtype])
 
 
 def wire_array(
@@ -124,7 +144,7 @@ def wire_array(
     where = tensor_where(meta.name, index)
     codec = check_descriptor(meta, limits, where)
     count = math.prod(meta.shape)
-    dtype = wire_dtype(codec, meta.dtype)
+    dtype = _WIRE_DTYPES[codec.quantizer, meta.dtype]
     expected = count * dtype.itemsize
     if codec.compressor is None:
         raw: memoryview | bytes = byte_view(payload, where)
@@ -140,7 +160,7 @@ def wire_array(
         )
     if meta.dtype == "bool" and count and np.frombuffer(raw, dtype=np.uint8).max() > 1:
         raise PayloadError(f"{where}: bool payload holds bytes other than 0 and 1")
-    return codec, np.frombuffer(raw, dtype=dtype).reshape(meta.shape)
+    return codec, np.ndarray(meta.shape, dtype, raw)  # a view of ``raw``, as np.frombuffer
 
 
 def sized_view(meta: TensorMeta, payload: object, index: int | None = None) -> memoryview:

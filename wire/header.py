@@ -173,7 +173,9 @@ def _unpack(data: memoryview, limits: Limits) -> object:
             max_str_len=max(limits.max_string_len, MAX_META_KEY_LEN),
             max_bin_len=0,
             max_ext_len=0,
-            max_array_len=max(limits.max_tensors, limits.max_ndim),
+            # One more than max_tensors: a list of max_tensors + 1 descriptors unpacks, so
+            # that _read's check refuses it by name; any longer list is refused here.
+            max_array_len=max(limits.max_tensors + 1, limits.max_ndim),
             max_map_len=max(limits.max_meta_entries, DESCRIPTOR_MAX_KEYS, len(_HEADER_KEYS)),
         )
     except (ValueError, TypeError, msgpack.UnpackException) as exc:

@@ -21,7 +21,7 @@ class Limits:
         max_meta_entries: entries in the header's ``meta`` map.
         max_string_len: UTF-8 bytes of any header string (names, meta values).
 
-    msgpack enforces string lengths, and bounds lists to max(max_tensors, max_ndim)
+    msgpack enforces string lengths, and bounds lists to max(max_tensors + 1, max_ndim)
     and maps to max(max_meta_entries, 7) items while unpacking: an oversize
     container found there is a ``HeaderError`` like any malformed header.
     """
