@@ -26,8 +26,9 @@ class EdgeSection:
     )
     inputs: str = setting(
         "bundle",
-        "Inputs to classify: bundle (its test set), a directory of .npy or image files, "
-        "a video file, or camera:N.",
+        "Inputs to answer: bundle (its test set), an .npz with one array per input name "
+        "(and labels, optionally), a directory of .npy or image files, a video file, or "
+        "camera:N.",
         cli=("edge",),
     )
     samples: int | None = setting(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from edgesplit.bundle import Manifest
+from edgesplit.bundle import Cut, Manifest
 from edgesplit.errors import PolicyError
 from offload_policy.types import Decision, Observation, Prediction
 
@@ -58,7 +58,7 @@ def decision_terms(manifest: Manifest, decision: Decision) -> Terms:
     if calibration is not None:
         rates, accuracy = calibration.expected(decision.exit_threshold, len(cut.exits))
     else:
-        rates, accuracy = (), math.nan
+        rates, accuracy = (), fidelity_accuracy(manifest, cut, decision.codec)
     exit_rate = dict(zip(cut.exits, rates, strict=False))
     reached = 1.0
     edge_s = 0.0
@@ -78,6 +78,22 @@ def decision_terms(manifest: Manifest, decision: Decision) -> Terms:
         exit_rates=tuple(rates),
         accuracy=accuracy,
     )
+
+
+def fidelity_accuracy(manifest: Manifest, cut: Cut, codec: str) -> float:
+    """Accuracy relative to the unsplit model where the bundle has no labels: its fidelity.
+
+    The share of samples on which the split model (``cut``, ``codec``) gives the
+    unsplit model's top-1 class, or one minus the worst output's mean relative
+    error for outputs that are not class scores (:meth:`Fidelity.score`). The
+    edge-only cut runs the unsplit model: 1. NaN when the bundle measured none.
+    """
+    if not any(c.fidelity for c in manifest.cuts):
+        return math.nan
+    if cut.tail is None:
+        return 1.0
+    fidelity = cut.fidelity.get(codec)
+    return math.nan if fidelity is None else fidelity.score()
 
 
 def predict(manifest: Manifest, decision: Decision, observation: Observation) -> Prediction:
@@ -121,7 +137,7 @@ DEFAULT_FLOOR_MARGIN = 0.01
 
 
 def whole_model_accuracy(manifest: Manifest) -> float:
-    """The unsplit model's expected accuracy: edge-only, no early exit (NaN: no labels)."""
+    """The unsplit model's expected accuracy: edge-only, no exit (NaN: no labels, no fidelity)."""
     decision = Decision(manifest.edge_only.id, None, "raw")
     return decision_terms(manifest, decision).accuracy
 

@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -345,12 +345,24 @@ def _pair(client: CloudClient | None, bundle: Bundle, console: Console) -> Pairi
     return pairing
 
 
+def describe_output(value: np.ndarray) -> dict[str, object]:
+    """One output of one answer, for the results file: its values if small, else a summary."""
+    array = np.asarray(value)
+    described: dict[str, object] = {"shape": list(array.shape), "dtype": array.dtype.name}
+    if array.size <= 64:
+        described["values"] = array.tolist()
+    elif array.size:
+        described.update(min=float(array.min()), max=float(array.max()), mean=float(array.mean()))
+    return described
+
+
 def write_outcomes(path: Path, outcomes: Sequence[Outcome], labels: np.ndarray | None) -> None:
     """One JSON object per request: the outcome's fields plus the label when known."""
     with path.open("w", encoding="utf-8") as fh:
         for i, outcome in enumerate(outcomes):
-            row = asdict(outcome)
+            row = asdict(replace(outcome, outputs={}))
             row["prediction"] = outcome.prediction.tolist()
+            row["outputs"] = {name: describe_output(v) for name, v in outcome.outputs.items()}
             row["label"] = None if labels is None else int(labels[i])
             fh.write(json.dumps(row) + "\n")
 

@@ -78,13 +78,36 @@ def size_table(manifest: Manifest) -> Table:
     return table
 
 
+def outputs_text(manifest: Manifest) -> str:
+    """What each answer carries, and what the prediction and accuracy are read from."""
+    finals = {t.name: t for t in manifest.edge_only.tensors}
+    parts = [
+        f"{name} {'x'.join(map(str, finals[name].shape)) if name in finals else '?'}"
+        for name in manifest.model.outputs
+    ]
+    first = finals.get(manifest.model.output)
+    if first is not None and len(first.shape) == 1 and first.shape[0] >= 2:
+        how = f"prediction = argmax of {manifest.model.output}"
+    else:
+        how = (
+            f"{manifest.model.output} is not class scores: no prediction or accuracy "
+            "(every output is in the results file, --results)"
+        )
+    return f"{', '.join(parts)}; {how}"
+
+
 def floor_text(floor: float, default: bool, manifest: Manifest) -> str:
     """The accuracy floor in force, and where it comes from."""
     if not default:
         return f"{floor:.3f} (set)" if floor > 0 else "0 (set: any trade allowed)"
     whole = whole_model_accuracy(manifest)
     if math.isnan(whole):
-        return "none (the bundle's calibration has no labels)"
+        return "none (the bundle has no labels and no fidelity figures)"
+    if manifest.calibration is None:
+        return (
+            f"{floor:.3f} (no labels: agreement with the unsplit model, measured by the "
+            "partitioner per cut and codec, less one point)"
+        )
     return f"{floor:.3f} (the whole model's {whole:.3f} less one point)"
 
 
@@ -165,6 +188,7 @@ def summary_table(
     table.add_column("figure")
     table.add_column("value", justify="right")
     rows = [("requests", f"{summary.requests}"), ("accuracy", f"{summary.accuracy:.4f}")]
+    rows.append(("answers", outputs_text(manifest)))
     predicted = loopback = None
     if decision is not None:
         predicted = predict(manifest, decision, Observation(bandwidth_bps, rtt_s))

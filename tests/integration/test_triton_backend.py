@@ -125,11 +125,17 @@ def _inputs(bundle: Bundle, count: int) -> np.ndarray:
     return np.random.default_rng(0).standard_normal((count, *shape), dtype=np.float32)
 
 
-def _activation(bundle: Bundle, cut: Cut, count: int = SAMPLES) -> np.ndarray:
-    """The cut tensor the edge would send: the cut's head segments run on test inputs."""
-    start = (bundle.manifest.model.input.name, _inputs(bundle, count))
+def _activations(bundle: Bundle, cut: Cut, count: int = SAMPLES) -> dict[str, np.ndarray]:
+    """The cut's tensors the edge would send: the cut's head segments run on test inputs."""
+    start = {bundle.manifest.model.input.name: _inputs(bundle, count)}
     heads = HeadRunner(bundle, threads=1)
-    return heads.run(segment_chain(bundle.manifest, cut), start, threshold=None).value
+    head = heads.run(segment_chain(bundle.manifest, cut), start, threshold=None)
+    return head.tensors(cut.names)
+
+
+def _activation(bundle: Bundle, cut: Cut, count: int = SAMPLES) -> np.ndarray:
+    """The tensor of a single-tensor cut the edge would send."""
+    return _activations(bundle, cut, count)[cut.name]
 
 
 def _assert_same(got: dict[str, np.ndarray], expected: dict[str, np.ndarray], label: str) -> None:
@@ -146,10 +152,11 @@ def test_every_cut_answers_like_onnx_runtime_one_sample_and_a_batch(served: Serv
     try:
         assert triton.name == "triton" and triton.url == served.server.grpc_url
         for cut in served.tails:
-            activation = _activation(bundle, cut)
-            assert activation.shape == (SAMPLES, *cut.shape), cut.id
-            for batch in (activation[:1], activation):
-                inputs = {cut.name: batch}
+            activation = _activations(bundle, cut)
+            for tensor in cut.tensors:
+                assert activation[tensor.name].shape == (SAMPLES, *tensor.shape), cut.id
+            for rows in (slice(0, 1), slice(None)):
+                inputs = {name: value[rows] for name, value in activation.items()}
                 _assert_same(triton.infer(cut, inputs), embedded.infer(cut, inputs), cut.id)
     finally:
         triton.close()

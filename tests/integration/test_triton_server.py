@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from tritonclient.utils import InferenceServerException
+from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from edge_node.head import HeadRunner
 from edgesplit.bundle import Bundle, Cut, segment_chain
@@ -66,19 +66,35 @@ def served(
     assert not process_group_alive(server.pid), "tritonserver or a python stub outlived the test"
 
 
-def _activation(heads: HeadRunner, bundle: Bundle, cut: Cut, inputs: np.ndarray) -> np.ndarray:
-    """The cut tensor the edge would send: the cut's head segments run on ``inputs``."""
-    start = (bundle.manifest.model.input.name, inputs)
-    return heads.run(segment_chain(bundle.manifest, cut), start, threshold=None).value
+def _activations(
+    heads: HeadRunner, bundle: Bundle, cut: Cut, inputs: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The cut's tensors the edge would send: the cut's head segments run on ``inputs``."""
+    start = {bundle.manifest.model.input.name: inputs}
+    return heads.run(segment_chain(bundle.manifest, cut), start, threshold=None).tensors(cut.names)
+
+
+def _rows(values: dict[str, np.ndarray], rows: slice) -> dict[str, np.ndarray]:
+    return {name: value[rows] for name, value in values.items()}
 
 
 def _grpc_infer(
-    client: grpcclient.InferenceServerClient, cut: Cut, value: np.ndarray, output: str
+    client: grpcclient.InferenceServerClient,
+    cut: Cut,
+    values: dict[str, np.ndarray] | np.ndarray,
+    output: str,
 ) -> np.ndarray:
-    request = grpcclient.InferInput(cut.name, list(value.shape), "FP32")
-    request.set_data_from_numpy(value)
+    """One request with every tensor of ``cut`` (a lone array: a single-tensor cut's)."""
+    if isinstance(values, np.ndarray):
+        values = {cut.name: values}
+    requests = []
+    for name in cut.names:
+        value = values[name]
+        request = grpcclient.InferInput(name, list(value.shape), np_to_triton_dtype(value.dtype))
+        request.set_data_from_numpy(value)
+        requests.append(request)
     wanted = [grpcclient.InferRequestedOutput(output)]
-    result = client.infer(cut.tail or "", [request], outputs=wanted).as_numpy(output)
+    result = client.infer(cut.tail or "", requests, outputs=wanted).as_numpy(output)
     assert result is not None, f"{cut.tail}: no output {output!r} in the response"
     return result
 
@@ -104,16 +120,18 @@ def test_every_tail_is_loaded_and_ready(served: Served) -> None:
             assert config["backend"] == "python" and config["max_batch_size"] == 16
             assert "dynamic_batching" in config
             assert [(i["name"], i["dims"]) for i in config["input"]] == [
-                (cut.name, list(cut.shape))
+                (t.name, list(t.shape)) for t in cut.tensors
             ]
             metadata = client.get_model_metadata(name)
             assert metadata["inputs"] == [
-                {"name": cut.name, "datatype": "FP32", "shape": [-1, *cut.shape]}
+                {"name": t.name, "datatype": "FP32", "shape": [-1, *t.shape]} for t in cut.tensors
             ]
             assert [o["name"] for o in metadata["outputs"]] == [served.bundle.manifest.model.output]
     finally:
         client.close()
     assert served.server.ready_s < 120
+    if served.bundle.manifest.model.name == "resnet18":  # tails of several inputs were served
+        assert any(len(c.tensors) > 1 for c in served.tails)
 
 
 @pytest.mark.integration
@@ -126,13 +144,14 @@ def test_every_cut_answers_like_onnx_runtime_one_sample_and_a_batch(served: Serv
     latencies = []
     try:
         for cut in served.tails:
-            activation = _activation(heads, bundle, cut, inputs)
-            assert activation.shape == (SAMPLES, *cut.shape), cut.id
+            activation = _activations(heads, bundle, cut, inputs)
+            for tensor in cut.tensors:
+                assert activation[tensor.name].shape == (SAMPLES, *tensor.shape), cut.id
             tail = create_session(bundle.tail_path(cut), threads=1)
-            expected = tail.run([m.model.output], {cut.name: activation})[0]
+            expected = tail.run([m.model.output], activation)[0]
 
             began = time.perf_counter()
-            one = _grpc_infer(client, cut, activation[:1], m.model.output)
+            one = _grpc_infer(client, cut, _rows(activation, slice(0, 1)), m.model.output)
             latencies.append(time.perf_counter() - began)
             np.testing.assert_allclose(one, expected[:1], rtol=RTOL, atol=ATOL, err_msg=cut.id)
 
@@ -148,9 +167,10 @@ def test_every_cut_answers_like_onnx_runtime_one_sample_and_a_batch(served: Serv
 @pytest.mark.slow
 def test_concurrent_requests_are_batched_together_and_each_answered(served: Served) -> None:
     bundle, m = served.bundle, served.bundle.manifest
-    cut = next(c for c in served.tails if c.kind == "inner")
+    cut = next(c for c in served.tails if c.kind == "inner" and len(c.tensors) == 1)
     count = 16
-    activation = _activation(HeadRunner(bundle, threads=1), bundle, cut, sample(bundle, count))
+    heads = HeadRunner(bundle, threads=1)
+    activation = _activations(heads, bundle, cut, sample(bundle, count))[cut.name]
     expected = create_session(bundle.tail_path(cut), threads=1).run(
         [m.model.output], {cut.name: activation}
     )[0]
@@ -194,7 +214,7 @@ def test_concurrent_requests_are_batched_together_and_each_answered(served: Serv
 @pytest.mark.slow
 def test_a_malformed_request_gets_an_error_and_the_server_stays_up(served: Served) -> None:
     m = served.bundle.manifest
-    cut = served.tails[-1]
+    cut = [c for c in served.tails if len(c.tensors) == 1][-1]
     client = grpcclient.InferenceServerClient(served.server.grpc_url)
     try:
         wrong = np.zeros((1, *cut.shape, 2), dtype=np.float32)
