@@ -81,7 +81,9 @@ def choose_cut(cuts: Sequence[Cut], target_bytes: int, max_rows: int) -> tuple[C
         rows = min(max_rows, max(1, round(target_bytes / cut.raw_bytes)))
         return abs(rows * cut.raw_bytes - target_bytes), rows, -cut.index
 
-    candidates = [c for c in cuts if c.tail is not None and c.raw_bytes > 0]
+    # One tensor a request: the figures compare paths, not cut shapes (benchmarks.multi_tensor_wire
+    # measures what several tensors add).
+    candidates = [c for c in cuts if c.tail is not None and c.raw_bytes > 0 and len(c.tensors) == 1]
     if not candidates:
         raise SystemExit("the bundle has no cut with a tail: nothing to offload")
     best = min(candidates, key=miss)

@@ -163,3 +163,15 @@ def test_unknown_output_is_named() -> None:
     model = _model([_relu("x", "y")], ["y"])
     with pytest.raises(ModelError, match="'nope' is not a graph output"):
         analyze(model, "nope")
+
+
+def test_tensors_that_do_not_separate_the_model_are_refused_in_one_line() -> None:
+    from partitioner.extract import CutPlan, Extractor
+
+    model = _skip_model()
+    analysis = analyze(model, "y", info=_info(["x", "a", "b", "c", "d", "y"]))
+    # "c" alone misses the skip "a": the tail would read a tensor it is not given.
+    bogus = CutPlan("c09", 9, "inner", ("c",), ("c",), (), (), True, (), ("y",))
+    with pytest.raises(ModelError, match=r"tail_c09: tensors \['c'\] do not separate") as caught:
+        Extractor(model, analysis).tail(bogus)
+    assert "\n" not in str(caught.value)
