@@ -75,7 +75,7 @@ class Feedback:
             return None
         try:
             probe = runner.run([manifest.segments[segment]], x, None)
-        except (*run_errors(), BundleError) as exc:
+        except run_errors() + (BundleError,) as exc:
             log.debug("head probe failed error=%s", exc)
             return None
         self.head(manifest, probe, batch_of(x))

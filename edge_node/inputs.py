@@ -57,8 +57,8 @@ class InputSource(Protocol):
         """How many batches :meth:`batches` yields; None when not known (a camera)."""
         ...
 
-    def batches(self) -> Iterator[np.ndarray]:
-        """One ``[1, *shape]`` float32 request per input."""
+    def batches(self) -> Iterator[np.ndarray | dict[str, np.ndarray]]:
+        """One batch-of-one request per input: an array, or one array per input name."""
         ...
 
 
@@ -119,7 +119,7 @@ class FrameStream:
         """Frames carry no labels."""
         return None
 
-    def batches(self) -> Iterator[np.ndarray]:
+    def batches(self) -> Iterator[np.ndarray | dict[str, np.ndarray]]:
         """Open the device, yield each frame as a ``[1, C, H, W]`` request, release it.
 
         Raises:

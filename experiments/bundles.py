@@ -172,7 +172,7 @@ def layer_profile(
     full = folder / "edge.json"
     if full.is_file():
         p = load_profile(full)
-        shape = tuple(p.input.shape)
+        shape = tuple(p.inputs[0].shape)
         return LayerProfile(model, shape, p.whole_model.median_s, p.layers, full), True
     path = folder / "edge-layers.json"
     reused = path.is_file()

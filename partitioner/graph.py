@@ -456,7 +456,9 @@ def _choose(
     g: _Graph, found: list[_Candidate], max_tensors: int, stretches: int, min_cuts: bool
 ) -> list[_Candidate]:
     """Every single-tensor frontier, plus each stretch's smallest set where it is smaller."""
-    chosen = {c.tensors: c for c in found if len(c.tensors) == 1 and _valid(g, c, max_tensors)}
+    chosen: dict[tuple[str, ...], _Candidate] = {
+        c.tensors: c for c in found if len(c.tensors) == 1 and _valid(g, c, max_tensors)
+    }
     position = {i: pos for pos, i in enumerate(g.order)}
     bounds = np.linspace(0.0, 1.0, stretches + 1)
     for low, high in zip(bounds[:-1], bounds[1:], strict=True):

@@ -36,7 +36,7 @@ from partitioner.graph import graph_inputs, topological_nodes
 BATCH = "batch"
 """The name of the symbolic batch axis edgesplit gives a model."""
 
-_ONNX_DTYPES = {
+_ONNX_DTYPES: dict[int, str] = {
     onnx.TensorProto.FLOAT: "float32",
     onnx.TensorProto.FLOAT16: "float16",
     onnx.TensorProto.DOUBLE: "float64",

@@ -379,7 +379,7 @@ def run_edge(
     started = time.perf_counter()
     total = inputs.count
 
-    def batches() -> Iterator[np.ndarray]:
+    def batches() -> Iterator[np.ndarray | dict[str, np.ndarray]]:
         for batch in inputs.batches():
             if stop is not None and stop.is_set():
                 log.warning("stopping: no more inputs read; answering those in flight")
@@ -387,7 +387,7 @@ def run_edge(
             yield batch
 
     with progress_bar(console) as bar:
-        task = bar.add_task("classify", total=total, status="")
+        task = bar.add_task("answer", total=total, status="")
         for i, outcome in enumerate(node.stream(batches())):
             outcomes.append(outcome)
             if i % 25 == 0 or (total is not None and i == total - 1):
