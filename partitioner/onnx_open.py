@@ -103,6 +103,13 @@ def load_model(path: Path) -> onnx.ModelProto:
         raise ModelError(f"{path}: the graph has no nodes")
     if not model.graph.output:
         raise ModelError(f"{path}: the graph has no outputs")
+    try:  # before the checker, which refuses nodes out of order (some converters write so)
+        nodes = topological_nodes(model)
+    except ModelError as exc:
+        raise ModelError(f"{path}: {exc}") from None
+    if list(nodes) != list(model.graph.node):
+        del model.graph.node[:]
+        model.graph.node.extend(nodes)
     try:
         onnx.checker.check_model(model)
     except (onnx.checker.ValidationError, ValueError, RuntimeError) as exc:
@@ -248,13 +255,6 @@ def open_onnx(
     """
     model = load_model(path)
     specs, fixed_one = _input_specs(path, model, dict(pins or {}))
-    try:
-        nodes = topological_nodes(model)
-    except ModelError as exc:
-        raise ModelError(f"{path}: {exc}") from None
-    if list(nodes) != list(model.graph.node):
-        del model.graph.node[:]
-        model.graph.node.extend(nodes)
     try:
         onnx.shape_inference.infer_shapes(model, strict_mode=False)
         create_session(model.SerializeToString(), ("CPUExecutionProvider",), 1)

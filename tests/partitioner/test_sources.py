@@ -100,6 +100,27 @@ def test_every_broken_file_is_one_line_naming_it(tmp_path: Path) -> None:
         text = str(caught.value)
         assert "\n" not in text and str(path) in text, (kind, text)
         assert len(text) < 600, (kind, text)
+        expected = {
+            "cycle": "the graph has a cycle",
+            "missing_initializer": "reads tensor 'conv.weight', which no node",
+            "zero_size_dim": "dimension 2 has size 0",
+            "empty_graph": "the graph has no nodes",
+            "no_inputs": "the graph has no inputs",
+            "unknown_op": "FrobnicateXYZ",
+        }.get(kind)
+        assert expected is None or expected in text, (kind, text)
+
+
+def test_nodes_out_of_order_are_put_in_order(tmp_path: Path) -> None:
+    path = _save(
+        tmp_path,
+        [_vi("x", ["N", 4])],
+        [helper.make_node("Neg", ["y"], ["z"]), helper.make_node("Relu", ["x"], ["y"])],
+        [_vi("z", ["N", 4])],
+    )
+    source = onnx_source(path)
+    assert source.model is not None
+    assert [n.op_type for n in source.model.graph.node] == ["Relu", "Neg"]
 
 
 def test_an_exit_that_is_not_an_output(tmp_path: Path) -> None:
