@@ -197,7 +197,7 @@ def test_bad_flags_name_the_flag(untrained_bundle: Bundle, tmp_path: Path) -> No
         (["--codec", "jpeg"], "--codec jpeg: not measured"),
         (["--threshold", "high"], "threshold"),
         (["--threshold", "0.42"], "threshold=0.42 is not on the calibrated grid"),
-        (["--inputs", "/nonexistent"], "--inputs /nonexistent: not 'bundle' and not an .npz, a directory"),
+        (["--inputs", "/nonexistent"], "--inputs /nonexistent: not 'bundle' and not an .npz"),
         (["--policy", "greedy"], "greedy"),
         (["--config", str(bad_config)], "timeout_ms = -3"),
         (["--connect", "tcp://10.1.2.3:5555", "--insecure"], "loopback"),
