@@ -242,7 +242,8 @@ def profile_target(
             tail, provider, _, _ = _timed_session(
                 prepared.tail(plan), prepared.feeds(plan.names, batch), config, False
             )
-        sizes = {} if plan.kind == "output" else cut_sizes(acts, config)
+        # Bytes on the wire are the edge's to measure (it encodes); the cloud's would repeat them.
+        sizes = {} if plan.kind == "output" or role == "cloud" else cut_sizes(acts, config)
         measured.append(
             CutMeasurement(
                 id=plan.id,

@@ -269,6 +269,7 @@ def partition(
         edge_profile=edge_profile,
         cloud_profile=cloud_profile,
         prune=PruneConfig(enabled=prune, bandwidth_mbps=(low, high), device=device_power),
+        fidelity_samples=16 if quick else 32,
     )
     bundle = build_bundle(
         model,
