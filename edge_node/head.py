@@ -116,13 +116,22 @@ class HeadRunner:
             if missing:
                 raise BundleError(f"head segment {segment.id} needs {missing}, not computed")
             session = self.session(segment)
-            # A model that reads other names (a broken update) fails in ONNX Runtime, as run errors.
-            feeds = {i.name: values[i.name] for i in session.get_inputs() if i.name in values}
+            reads = [i.name for i in session.get_inputs()]
+            if not set(reads) <= set(segment.inputs):
+                # A model that is not the segment's (a broken update): a model failure.
+                raise ValueError(
+                    f"head segment {segment.id}: its model reads {reads}, the bundle says "
+                    f"{list(segment.inputs)}"
+                )
             began = time.perf_counter()
-            outputs = session.run(None, feeds)
+            outputs = session.run(None, {name: values[name] for name in reads})
             spent += time.perf_counter() - began
             ran.append(segment.id)
             named = {o.name: v for o, v in zip(session.get_outputs(), outputs, strict=True)}
+            wanted = (*segment.outputs, *([segment.exit] if segment.exit else []))
+            lacking = [n for n in wanted if n not in named]
+            if lacking:
+                raise ValueError(f"head segment {segment.id}: its model gives no {lacking}")
             values.update(named)
             if segment.outputs:
                 value = named[segment.outputs[0]]
