@@ -4,9 +4,9 @@ For every kept cut with a tail and every codec, the cut's tensors on the
 held-out samples are encoded and decoded as the edge sends them (one sample
 a request; once per quantizer, since compression is lossless), the tail runs
 on them, and each final output is compared with the whole model's: the top-1
-agreement where the first output holds class scores, and per output the largest and the mean relative error. These are
-what the policy uses as accuracy where the model has no labels, and what
-``edgesplit show`` prints.
+agreement where the first output holds class scores, and per output the
+largest and the mean relative error. These are what the policy uses as
+accuracy where the model has no labels, and what ``edgesplit show`` prints.
 """
 
 from __future__ import annotations
