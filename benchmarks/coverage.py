@@ -19,19 +19,9 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from partitioner.byom_zoo import write_zoo_model
+from partitioner.byom_zoo import TEST_MODELS, write_zoo_model
 from partitioner.prepare import prepare
 from partitioner.sources import onnx_source
-
-MODELS = (
-    "fpn_detector",
-    "unet",
-    "deeplab",
-    "vit",
-    "text_encoder",
-    "two_outputs",
-    "converter_style",
-)
 
 
 def main() -> None:
@@ -46,7 +36,7 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- | --- | --- |")
     worst = 0.0
     with tempfile.TemporaryDirectory() as tmp:
-        for name in MODELS:
+        for name in TEST_MODELS:
             source = onnx_source(write_zoo_model(name, Path(tmp) / f"{name}.onnx"))
             single = prepare(source, max_tensors=1).analysis
             sets = prepare(source, max_tensors=args.max_tensors).analysis

@@ -519,6 +519,9 @@ ZOO: dict[str, ZooGraph] = {
         fixed_batch=1,
     ),
 }
+
+TEST_MODELS = tuple(name for name in ZOO if name != "fpn_detector_5m")
+"""Every entry but the benchmark-sized ``fpn_detector_5m``: the models tests and figures use."""
 """Every zoo entry by name."""
 
 _BUILDERS: dict[str, Callable[[], nn.Module]] = {

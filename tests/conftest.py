@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import zmq
 
+import wire
 from cloud_node.backends import OnnxRuntimeBackend, TailBackend
 from cloud_node.server import CloudConfig, CloudNode
 from edgesplit.bundle import Bundle
@@ -128,6 +130,20 @@ def edge_cli_rows(bundle: Bundle, endpoint: str, out: Path, samples: int) -> lis
     )
     assert result.returncode == 0, result.stderr[-2000:]
     return [json.loads(line) for line in out.read_text().splitlines()]
+
+
+def ask_cloud(endpoint: str, request: wire.AnyMessage, timeout_ms: int = 30_000) -> wire.AnyMessage:
+    """Send one message to a cloud node over a plain DEALER socket and decode its answer."""
+    context = zmq.Context()
+    sock = context.socket(zmq.DEALER)
+    sock.connect(endpoint)
+    try:
+        sock.send_multipart(wire.encode(request))
+        assert sock.poll(timeout_ms), f"no answer within {timeout_ms} ms"
+        return wire.decode(sock.recv_multipart())
+    finally:
+        sock.close(linger=0)
+        context.term()
 
 
 def free_port() -> int:

@@ -16,13 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import zmq
 
 import wire
 from edge_node.head import HeadRunner
 from edgesplit.bundle import Bundle, Cut, segment_chain
 from edgesplit.onnxrt import create_session
-from tests.conftest import RunningCloud
+from tests.conftest import RunningCloud, ask_cloud
 
 MODEL = "text_encoder"
 
@@ -68,16 +67,7 @@ def _tensors(bundle: Bundle, cut: Cut, inputs: dict[str, np.ndarray]) -> dict[st
 
 
 def _call(endpoint: str, request: wire.InferRequest) -> wire.AnyMessage:
-    context = zmq.Context()
-    sock = context.socket(zmq.DEALER)
-    sock.connect(endpoint)
-    try:
-        sock.send_multipart(wire.encode(request))
-        assert sock.poll(30_000), "no answer within 30 s"
-        return wire.decode(sock.recv_multipart())
-    finally:
-        sock.close(linger=0)
-        context.term()
+    return ask_cloud(endpoint, request)
 
 
 def test_the_cuts_carry_the_mask_beside_the_activations(text_bundle: Bundle) -> None:

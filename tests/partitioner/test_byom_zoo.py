@@ -37,7 +37,7 @@ from edge_node.transport import CloudClient
 from edgesplit.bundle import Bundle, Cut, segment_chain
 from edgesplit.onnxrt import create_session
 from offload_policy import Decision, FixedPolicy
-from partitioner.byom_zoo import ZOO, sample_inputs, write_zoo_model
+from partitioner.byom_zoo import TEST_MODELS, ZOO, sample_inputs, write_zoo_model
 from partitioner.partition import PartitionConfig, partition
 from partitioner.profile import ProfileConfig
 from partitioner.profiling import Repetitions
@@ -47,16 +47,7 @@ from tests.conftest import RunningCloud
 
 pytestmark = pytest.mark.slow
 
-MODELS = (
-    "fpn_detector",
-    "unet",
-    "deeplab",
-    "vit",
-    "text_encoder",
-    "two_outputs",
-    "converter_style",
-)
-"""Every zoo entry but the benchmark-sized ``fpn_detector_5m``."""
+MODELS = TEST_MODELS
 
 SEVERAL_TENSORS = ("fpn_detector", "unet", "deeplab", "vit", "text_encoder")
 """Models where some point between input and output is crossed by several tensors only:

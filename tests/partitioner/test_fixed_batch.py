@@ -8,12 +8,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-import zmq
 from onnx import TensorProto, helper, numpy_helper
 
 import wire
 from edgesplit.bundle import Bundle
-from tests.conftest import RunningCloud
+from tests.conftest import RunningCloud, ask_cloud
 
 
 def _fixed_model(path: Path) -> Path:
@@ -77,16 +76,7 @@ def test_the_bundle_says_so_and_its_tails_take_one_sample(fixed_bundle: Bundle) 
 
 
 def _call(endpoint: str, request: wire.InferRequest) -> wire.AnyMessage:
-    context = zmq.Context()
-    sock = context.socket(zmq.DEALER)
-    sock.connect(endpoint)
-    try:
-        sock.send_multipart(wire.encode(request))
-        assert sock.poll(30_000)
-        return wire.decode(sock.recv_multipart())
-    finally:
-        sock.close(linger=0)
-        context.term()
+    return ask_cloud(endpoint, request)
 
 
 def test_the_cloud_takes_one_sample_a_request(fixed_bundle: Bundle, running: RunningCloud) -> None:
