@@ -142,8 +142,9 @@ class StageClock:
 
 def run_stages(model: Path, out: Path) -> tuple[StageClock, Manifest]:
     """Partition ``model`` in this process as ``--quick`` does; stage times and manifest."""
-    from edgesplit.app.cli_offline import _profile_config
     from partitioner.partition import PartitionConfig, partition
+    from partitioner.profile import ProfileConfig
+    from partitioner.profiling import Repetitions
     from partitioner.pruning import PruneConfig
     from partitioner.sources import onnx_source
 
@@ -151,8 +152,9 @@ def run_stages(model: Path, out: Path) -> tuple[StageClock, Manifest]:
     source = onnx_source(model)
     clock.add("open the file (onnx_source, samples)")
     config = PartitionConfig(
-        profile=_profile_config(True, "CPUExecutionProvider", 0),
+        profile=ProfileConfig(reps=Repetitions.quick()),  # what --quick gives the command
         prune=PruneConfig(enabled=True, bandwidth_mbps=(0.1, 1000.0), device="jetson-nano-10w"),
+        fidelity_samples=16,
     )
     bundle = partition(source, out, config, progress=clock)
     clock.add("manifest, hashes, read back")
