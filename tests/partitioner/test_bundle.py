@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -136,3 +137,66 @@ def test_partition_replaces_a_bundle_only_when_complete(
     with pytest.raises(ModelError, match="no_such_output"):
         partition(broken, target, PartitionConfig(profile=ProfileConfig(reps=Repetitions.quick())))
     assert load_bundle(target).id == untrained_bundle.id  # the old bundle still serves
+
+
+def _as_version_2(data: dict) -> dict:
+    """A version 3 manifest of single-tensor cuts, one input and one output, as version 2 had it."""
+    old = json.loads(json.dumps(data))
+    old["format_version"] = 2
+    model = old["model"]
+    model["input"] = model.pop("inputs")[0]
+    model["output"] = model.pop("outputs")[0]
+    del model["fixed_batch"]
+    for cut in old["cuts"]:
+        (tensor,) = cut.pop("tensors")
+        cut.update(tensor=tensor["tensor"], name=tensor["name"], shape=tensor["shape"])
+        cut["dtype"] = tensor["dtype"]
+        for key in ("edge_outputs", "compute", "fidelity"):
+            del cut[key]
+    for segment in old["segments"].values():
+        (segment["input"],) = segment.pop("inputs")
+        (segment["output"],) = segment.pop("outputs")
+    for pruned in old["pruned"]:
+        (pruned["tensor"],) = pruned.pop("tensors")
+        (pruned["shape"],) = pruned.pop("shapes")
+    del old["cut_search"]
+    rest = {k: v for k, v in old.items() if k != "bundle_id"}
+    text = json.dumps(rest, sort_keys=True, separators=(",", ":"), allow_nan=True)
+    old["bundle_id"] = hashlib.sha256(text.encode()).hexdigest()
+    return old
+
+
+def test_a_version_2_bundle_still_loads_and_serves_its_cuts(
+    untrained_bundle: Bundle, tmp_path: Path
+) -> None:
+    root = tmp_path / "old"
+    shutil.copytree(untrained_bundle.root, root)
+    data = json.loads((root / "manifest.json").read_text())
+    assert all(len(c["tensors"]) == 1 for c in data["cuts"])
+    old = _as_version_2(data)
+    (root / "manifest.json").write_text(json.dumps(old))
+    loaded = load_bundle(root)
+    assert loaded.id == old["bundle_id"]
+    m, new = loaded.manifest, untrained_bundle.manifest
+    assert [c.names for c in m.cuts] == [c.names for c in new.cuts]
+    assert m.model.inputs == new.model.inputs and m.model.outputs == new.model.outputs
+    assert {s.id: (s.inputs, s.outputs) for s in m.segments.values()} == {
+        s.id: (s.inputs, s.outputs) for s in new.segments.values()
+    }
+    # Edited after it was written: its id no longer matches, as for any version.
+    old["cuts"][1]["raw_bytes"] += 1
+    (root / "manifest.json").write_text(json.dumps(old))
+    with pytest.raises(BundleError, match="bundle_id does not match"):
+        load_bundle(root)
+
+
+def test_an_unknown_manifest_version_says_re_partition(
+    untrained_bundle: Bundle, tmp_path: Path
+) -> None:
+    root = tmp_path / "ancient"
+    shutil.copytree(untrained_bundle.root, root)
+    data = json.loads((root / "manifest.json").read_text())
+    data["format_version"] = 1
+    (root / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(BundleError, match=r"format_version=1; .*re-partition the model"):
+        load_bundle(root)
