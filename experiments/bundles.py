@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from edgesplit.bundle import Bundle, load_bundle
-from edgesplit.errors import ConfigError
+from edgesplit.errors import ConfigError, ModelError
 from experiments.cpulimit import CpuCgroup, cpu_limit_support, cpu_limited
 from experiments.harness import ROOT, Settings
 
@@ -70,8 +70,10 @@ def edge_cgroup(settings: Settings, name: str) -> Iterator[CpuCgroup | None]:
 
 def cache_key(settings: Settings) -> str:
     """The part of a cache folder's name that the measurement depends on."""
+    from partitioner.profile import FORMAT_VERSION  # profiles of another format are not reused
+
     quota = "free" if settings.edge_cpu_quota is None else f"cpu{settings.edge_cpu_quota:g}"
-    return f"edge-{quota}-p{EDGE_PERIOD_US // 1000}ms-t{EDGE_THREADS}"
+    return f"edge-{quota}-p{EDGE_PERIOD_US // 1000}ms-t{EDGE_THREADS}-f{FORMAT_VERSION}"
 
 
 def _profile(model: str, role: str, out: Path, cgroup: CpuCgroup | None) -> None:
@@ -171,9 +173,13 @@ def layer_profile(
     folder = model_dir(model, settings) / "profiles"
     full = folder / "edge.json"
     if full.is_file():
-        p = load_profile(full)
-        shape = tuple(p.inputs[0].shape)
-        return LayerProfile(model, shape, p.whole_model.median_s, p.layers, full), True
+        try:
+            p = load_profile(full)
+        except ModelError as exc:  # one of an older edgesplit: measure the layers again
+            note(f"{model}: cached edge profile not reused ({exc})")
+        else:
+            shape = tuple(p.inputs[0].shape)
+            return LayerProfile(model, shape, p.whole_model.median_s, p.layers, full), True
     path = folder / "edge-layers.json"
     reused = path.is_file()
     if not reused:
