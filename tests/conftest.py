@@ -59,6 +59,25 @@ def resnet18_bundle(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
     return _partition("resnet18", root / "bundle")
 
 
+@pytest.fixture(scope="session")
+def text_bundle(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
+    """The zoo's text encoder (``input_ids`` and ``attention_mask``): cuts of several tensors."""
+    from partitioner.byom_zoo import write_zoo_model
+    from partitioner.partition import PartitionConfig, partition
+    from partitioner.profile import ProfileConfig
+    from partitioner.profiling import Repetitions
+    from partitioner.pruning import PruneConfig
+    from partitioner.sources import onnx_source
+
+    root = tmp_path_factory.mktemp("text")
+    path = write_zoo_model("text_encoder", root / "text_encoder.onnx")
+    config = PartitionConfig(
+        profile=ProfileConfig(reps=Repetitions(1, 2), layers=False, size_samples=4),
+        prune=PruneConfig(enabled=False),
+    )
+    return partition(onnx_source(path), root / "bundle", config)
+
+
 class RunningCloud:
     """A cloud node serving in a background thread of the test process."""
 

@@ -23,25 +23,7 @@ from edgesplit.bundle import Bundle, Cut, segment_chain
 from edgesplit.onnxrt import create_session
 from tests.conftest import RunningCloud, ask_cloud
 
-MODEL = "text_encoder"
-
-
-@pytest.fixture(scope="module")
-def text_bundle(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
-    from partitioner.byom_zoo import write_zoo_model
-    from partitioner.partition import PartitionConfig, partition
-    from partitioner.profile import ProfileConfig
-    from partitioner.profiling import Repetitions
-    from partitioner.pruning import PruneConfig
-    from partitioner.sources import onnx_source
-
-    root = tmp_path_factory.mktemp("text")
-    path = write_zoo_model(MODEL, root / f"{MODEL}.onnx")
-    config = PartitionConfig(
-        profile=ProfileConfig(reps=Repetitions(1, 2), layers=False, size_samples=4),
-        prune=PruneConfig(enabled=False),
-    )
-    return partition(onnx_source(path), root / "bundle", config)
+MODEL = "text_encoder"  # the model of the text_bundle fixture
 
 
 @pytest.fixture(scope="module")

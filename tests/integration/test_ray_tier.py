@@ -135,6 +135,38 @@ def test_results_equal_the_single_process_node(
     assert len(xs) >= 5 and on_ray.node.counts["ok"] == len(xs)
 
 
+def test_cuts_of_several_tensors_run_on_the_replicas_like_in_process(
+    text_bundle: Bundle, tier: list[RayBackend]
+) -> None:
+    from edge_node.head import HeadRunner
+    from edgesplit.bundle import segment_chain
+    from partitioner.byom_zoo import sample_inputs
+
+    backend = RayBackend(text_bundle, _config("multi"))
+    tier.append(backend)
+    on_ray = RunningCloud(text_bundle, backend=backend)
+    embedded = RunningCloud(text_bundle)
+    heads = HeadRunner(text_bundle, threads=1)
+    inputs = sample_inputs("text_encoder", 2, seed=3)
+    cuts = [c for c in text_bundle.manifest.cuts if c.tail and len(c.tensors) > 1]
+    try:
+        with CloudClient(on_ray.endpoint) as ray_client, CloudClient(embedded.endpoint) as local:
+            for cut in cuts:
+                head = heads.run(segment_chain(text_bundle.manifest, cut), inputs, None)
+                tensors = wire.tensors_of(head.tensors(cut.names))
+                answers = []
+                for client in (ray_client, local):
+                    request = wire.InferRequest(client.new_id(), text_bundle.id, cut.id, tensors)
+                    reply, _ = client.call(request, timeout_s=15.0)
+                    assert reply is not None and isinstance(reply.message, wire.Result), cut.id
+                    answers.append(reply.message.arrays()["logits"])
+                np.testing.assert_allclose(answers[0], answers[1], rtol=1e-5, atol=1e-6)
+    finally:
+        on_ray.stop()
+        embedded.stop()
+    assert len(cuts) >= 5 and on_ray.node.counts["ok"] == len(cuts)
+
+
 def test_replicas_calling_triton_answer_like_the_single_process_node(
     untrained_bundle: Bundle, tier: list[RayBackend], tmp_path: Path
 ) -> None:
