@@ -47,6 +47,7 @@ from tests.conftest import free_port
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 CASES = 10_000
+GOOD = 500  # good requests answered exactly among the hostile cases, at least
 MAX_MESSAGE_MB = 4
 REPLY_TIMEOUT_MS = 10_000
 # Every code the ingress may answer a bad frame with.
@@ -379,7 +380,9 @@ def test_ten_thousand_hostile_cases_are_each_rejected_and_counted(
     began = time.monotonic()
     runs = 0
     try:
-        while tally["cases"] < CASES and runs < 10:
+        # Hypothesis' swarm testing leaves some rules out of whole runs: go on until the good
+        # requests interleaved are enough too, not only the cases.
+        while (tally["cases"] < CASES or tally["good"] < GOOD) and runs < 10:
             run(60)
             runs += 1
     finally:
@@ -389,7 +392,7 @@ def test_ten_thousand_hostile_cases_are_each_rejected_and_counted(
     rss_end = rss_bytes(target.pid)
     assert tally["cases"] >= CASES, tally
     # Every hostile kind was tried, and good requests kept being answered among them.
-    assert tally["good"] >= 500 and tally["oversized"] >= 1 and tally["unfinished"] >= 1
+    assert tally["good"] >= GOOD and tally["oversized"] >= 1 and tally["unfinished"] >= 1
     # Each error the harness was answered with is in the node's counters, and no other.
     counted = scrape_errors(target.metrics_url)
     answered = {code: n for code, n in tally.items() if code in CODES}
