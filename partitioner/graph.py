@@ -289,6 +289,7 @@ class _Graph:
     producer: dict[str, int]
     work: dict[int, float]
     total: float
+    position: dict[int, int] = field(default_factory=dict)  # node index -> place in order
 
 
 def _prepare(
@@ -332,15 +333,24 @@ def _prepare(
     shapes = {name: t.shape for name, t in info.items()}
     weights = {init.name: tuple(init.dims) for init in model.graph.initializer}
     work = {i: node_work(nodes[i], shapes, weights) for i in order}
+    position = {i: pos for pos, i in enumerate(order)}
+    total = sum(work.values())
     return _Graph(
-        nodes, order, inputs, outputs, info, cuttable, readers, producer, work, sum(work.values())
+        nodes, order, inputs, outputs, info, cuttable, readers, producer, work, total, position
     )
 
 
 @dataclass(frozen=True)
 class _Candidate:
+    """A cut set found by the search.
+
+    ``last`` is the place in the order of its head's deepest node, ``size`` how
+    many nodes its head holds (a frontier's head is the order up to ``last``).
+    """
+
     tensors: tuple[str, ...]
-    head: frozenset[int]
+    last: int
+    size: int
     compute: float
     nbytes: int
     producer: str
@@ -363,11 +373,9 @@ def _frontiers(g: _Graph) -> list[_Candidate]:
     live = {name for name in g.inputs if last_use.get(name, -1) >= 0}
     born: dict[str, int] = {name: -1 for name in g.inputs}
     found: list[_Candidate] = []
-    head: set[int] = set()
     done = 0.0
     for pos, i in enumerate(g.order):
         node = g.nodes[i]
-        head.add(i)
         done += g.work[i]
         for name in node.input:
             if name in live and last_use.get(name, -1) <= pos:
@@ -383,7 +391,8 @@ def _frontiers(g: _Graph) -> list[_Candidate]:
         found.append(
             _Candidate(
                 tensors,
-                frozenset(head),
+                pos,
+                pos + 1,
                 done / g.total if g.total else 0.0,
                 sum(g.info[n].nbytes for n in tensors),
                 node.name or node.op_type,
@@ -434,12 +443,13 @@ def _min_cut(g: _Graph, head_forced: set[int], tail_forced: set[int]) -> _Candid
             tensors.append(name)
     if not tensors:
         return None
-    position = {i: pos for pos, i in enumerate(g.order)}
+    position = g.position
     tensors.sort(key=lambda n: (position.get(g.producer.get(n, -1), -1), n))
     last = max(head, key=lambda i: position[i])
     return _Candidate(
         tuple(tensors),
-        head,
+        position[last],
+        len(head),
         sum(g.work[i] for i in head) / g.total if g.total else 0.0,
         sum(g.info[n].nbytes for n in tensors),
         g.nodes[last].name or g.nodes[last].op_type,
@@ -459,17 +469,16 @@ def _choose(
     chosen: dict[tuple[str, ...], _Candidate] = {
         c.tensors: c for c in found if len(c.tensors) == 1 and _valid(g, c, max_tensors)
     }
-    position = {i: pos for pos, i in enumerate(g.order)}
     bounds = np.linspace(0.0, 1.0, stretches + 1)
     for low, high in zip(bounds[:-1], bounds[1:], strict=True):
         inside = [c for c in found if low < c.compute <= high]
         singles = [c for c in inside if c.tensors in chosen]
         options = [c for c in inside if _valid(g, c, max_tensors)]
         if min_cuts and inside:
-            start = min(max(position[i] for i in c.head) for c in inside)
-            stop = max(max(position[i] for i in c.head) for c in inside)
-            head_forced = {i for i in g.order if position[i] <= start}
-            tail_forced = {i for i in g.order if position[i] > stop}
+            start = min(c.last for c in inside)
+            stop = max(c.last for c in inside)
+            head_forced = set(g.order[: start + 1])
+            tail_forced = set(g.order[stop + 1 :])
             if tail_forced:
                 best = _min_cut(g, head_forced, tail_forced)
                 if best is not None and _valid(g, best, max_tensors):
@@ -481,7 +490,7 @@ def _choose(
             continue
         if not singles or best.nbytes < min(c.nbytes for c in singles):
             chosen[best.tensors] = best
-    return sorted(chosen.values(), key=lambda c: (c.compute, len(c.head)))
+    return sorted(chosen.values(), key=lambda c: (c.compute, c.size))
 
 
 def largest_gap(compute: Sequence[float]) -> float:
