@@ -18,7 +18,6 @@ split, or says in one line what is wrong:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,30 +64,6 @@ class OpenedModel:
     inputs: tuple[TensorSpec, ...]
     fixed_batch: bool
     notes: tuple[str, ...] = ()
-
-
-def parse_input_shapes(values: Sequence[str]) -> dict[str, tuple[int, ...]]:
-    """``NAME=1x3x640x640`` (repeatable) -> ``{NAME: (1, 3, 640, 640)}``, checked.
-
-    Raises:
-        ModelError: not ``NAME=DxDx...``, a size that is not a positive int, a
-            name given twice.
-    """
-    shapes: dict[str, tuple[int, ...]] = {}
-    for value in values:
-        name, sep, dims = value.rpartition("=")
-        if not sep or not name or not re.fullmatch(r"\d+(x\d+)*", dims.strip()):
-            raise ModelError(
-                f"--input-shape {value!r}: expected NAME=1x3x640x640 (the input's name, its "
-                "full shape with the batch first)"
-            )
-        shape = tuple(int(d) for d in dims.strip().split("x"))
-        if any(d <= 0 for d in shape):
-            raise ModelError(f"--input-shape {value!r}: every size must be at least 1")
-        if name in shapes:
-            raise ModelError(f"--input-shape: {name!r} is given twice")
-        shapes[name] = shape
-    return shapes
 
 
 def load_model(path: Path) -> onnx.ModelProto:
@@ -193,17 +168,21 @@ def _input_spec(
     return TensorSpec(info.name, tuple(shape), _ONNX_DTYPES[elem]), first == 1
 
 
+def _symbolic_batch(info: onnx.ValueInfoProto) -> None:
+    """Name ``info``'s first axis :data:`BATCH` (whatever it was)."""
+    dims = _dims(info)
+    if dims:
+        dims[0].Clear()
+        dims[0].dim_param = BATCH
+
+
 def _free_batch(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy with the batch axis of inputs and outputs symbolic, Reshape targets adapted."""
     free = onnx.ModelProto()
     free.CopyFrom(model)
     inputs = set(graph_inputs(free))
-    for info in [*free.graph.input, *free.graph.output]:
-        if info.name in inputs or info in free.graph.output:
-            dims = _dims(info)
-            if dims:
-                dims[0].Clear()
-                dims[0].dim_param = BATCH
+    for info in [*(i for i in free.graph.input if i.name in inputs), *free.graph.output]:
+        _symbolic_batch(info)
     del free.graph.value_info[:]
     constants = {init.name: init for init in free.graph.initializer}
     for node in free.graph.node:
@@ -256,7 +235,6 @@ def open_onnx(
     model = load_model(path)
     specs, fixed_one = _input_specs(path, model, dict(pins or {}))
     try:
-        onnx.shape_inference.infer_shapes(model, strict_mode=False)
         create_session(model.SerializeToString(), ("CPUExecutionProvider",), 1)
     except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises several unrelated types
         raise ModelError(f"{path}: ONNX Runtime cannot load it: {_one_line(exc)}") from None
@@ -277,8 +255,7 @@ def open_onnx(
         for info in model.graph.output:
             dims = _dims(info)
             if dims and dims[0].HasField("dim_value") and dims[0].dim_value == 1:
-                dims[0].Clear()
-                dims[0].dim_param = BATCH
+                _symbolic_batch(info)
     return OpenedModel(model, tuple(specs), fixed, tuple(notes))
 
 

@@ -25,7 +25,6 @@ from partitioner.graph import (
     GraphAnalysis,
     TensorInfo,
     analyze,
-    topological_nodes,
 )
 from partitioner.shapes import SMALL, Values, localize_shapes
 
@@ -115,7 +114,6 @@ class Prepared:
     Attributes:
         values: values on the held-out samples, keyed by wire name (each input,
             every cut's tensors, every exit and every final output).
-        info: shape, dtype and batch axis of every tensor, for one sample.
     """
 
     source: SourceModel
@@ -127,7 +125,6 @@ class Prepared:
     extractor: Extractor
     values: dict[str, np.ndarray]
     renames: dict[str, str] = field(default_factory=dict)
-    info: dict[str, TensorInfo] = field(default_factory=dict, repr=False)
     max_tensors: int = DEFAULT_MAX_TENSORS
     _protos: dict[str, onnx.ModelProto] = field(default_factory=dict, repr=False)
 
@@ -285,9 +282,6 @@ def _localize_shapes(
     changed = localize_shapes(model, info, small)
     if changed is model:
         return model, info
-    nodes = topological_nodes(changed)
-    del changed.graph.node[:]
-    changed.graph.node.extend(nodes)
     rows = 1 if fixed_batch else min(3, min(len(v) for v in samples.values()))
     try:
         before = create_session(model.SerializeToString(), providers, 1)
@@ -348,6 +342,5 @@ def prepare(
         extractor=extractor,
         values=named,
         renames=renamed,
-        info=info,
         max_tensors=max_tensors,
     )

@@ -69,7 +69,9 @@ def localize_shapes(
 ) -> onnx.ModelProto:
     """A copy of ``model`` with shape-like inputs recomputed from each node's own batch.
 
-    Returns ``model`` itself when nothing applies.
+    The nodes stay in topological order: each value is computed just before the
+    node that reads it, from an input that node reads too. Returns ``model``
+    itself when nothing applies.
     """
     derived = _derived(model)
     made: dict[tuple[str, str], str] = {}
