@@ -19,7 +19,6 @@ pixels, and a ``.npy`` folder is the way to feed it pre-normalized arrays.
 
 from __future__ import annotations
 
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,7 @@ from PIL import Image
 
 from edgesplit.bundle import Bundle
 from edgesplit.errors import ConfigError, ModelError
-from edgesplit.feeds import batch_of, check_feeds, slice_feeds
+from edgesplit.feeds import batch_of, check_feeds, read_npz, slice_feeds
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov")
@@ -198,12 +197,8 @@ def load_npz_inputs(path: Path, bundle: Bundle, limit: int | None = None) -> Inp
         raise ConfigError(f"--inputs {path}: no such file")
     specs = bundle.manifest.model.inputs
     try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {name: data[name][:limit] for name in data.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise ConfigError(f"--inputs {path}: cannot be read as .npz: {exc}") from None
-    labels = arrays.pop("labels", None)
-    try:
+        arrays = read_npz(path, f"--inputs {path}", limit)
+        labels = arrays.pop("labels", None)
         feeds = check_feeds(arrays, specs, f"--inputs {path}")
     except ModelError as exc:
         raise ConfigError(str(exc)) from None

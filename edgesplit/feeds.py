@@ -86,20 +86,30 @@ def as_feeds(x: np.ndarray | Feeds, specs: Sequence[TensorSpec]) -> dict[str, np
     return {specs[0].name: x}
 
 
+def read_npz(path: Path, where: str = "", limit: int | None = None) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` (its first ``limit`` rows), by name; not checked.
+
+    Raises:
+        ModelError: not a readable ``.npz`` (named as ``where``, else the path), or empty.
+    """
+    where = where or str(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name][:limit] for name in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise ModelError(f"{where}: cannot be read as .npz: {exc}") from None
+    if not arrays:
+        raise ModelError(f"{where}: holds no arrays")
+    return arrays
+
+
 def load_npz_feeds(path: Path, specs: Sequence[TensorSpec]) -> dict[str, np.ndarray]:
     """Read an ``.npz`` with one array per input name, checked against ``specs``.
 
     Raises:
         ModelError: not a readable ``.npz``, or its arrays do not match the inputs.
     """
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {name: data[name] for name in data.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise ModelError(f"{path}: cannot be read as .npz: {exc}") from None
-    if not arrays:
-        raise ModelError(f"{path}: holds no arrays")
-    return check_feeds(arrays, specs, str(path))
+    return check_feeds(read_npz(path), specs, str(path))
 
 
 def slice_feeds(feeds: Feeds, start: int, stop: int) -> dict[str, np.ndarray]:
@@ -107,4 +117,12 @@ def slice_feeds(feeds: Feeds, start: int, stop: int) -> dict[str, np.ndarray]:
     return {name: value[start:stop] for name, value in feeds.items()}
 
 
-__all__ = ["Feeds", "as_feeds", "batch_of", "check_feeds", "load_npz_feeds", "slice_feeds"]
+__all__ = [
+    "Feeds",
+    "as_feeds",
+    "batch_of",
+    "check_feeds",
+    "load_npz_feeds",
+    "read_npz",
+    "slice_feeds",
+]
