@@ -62,8 +62,6 @@ def parse_input_shapes(
     values: list[str] | None,
 ) -> tuple[tuple[int, ...] | None, dict[str, tuple[int, ...]]]:
     """``--input-shape`` values: a factory's shape (``3,224,224``) and ONNX pins (``N=1x3x8x8``)."""
-    from edgesplit.errors import ModelError
-
     values = values or []
     plain = [v for v in values if "=" not in v]
     if len(plain) > 1:
@@ -82,7 +80,7 @@ def parse_input_shapes(
         if not name or min(shape) <= 0:
             raise ConfigError(f"--input-shape {value}: expected NAME=1x3x640x640, sizes >= 1")
         if name in pins:
-            raise ModelError(f"--input-shape: {name!r} is given twice")
+            raise ConfigError(f"--input-shape: {name!r} is given twice")
         pins[name] = shape
     return parse_shape(plain[0] if plain else None), pins
 
